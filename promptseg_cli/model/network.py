@@ -1,0 +1,141 @@
+"""The prompted Contour Proposal Network (CPN).
+
+A small U-Net whose decoder features are modulated by a prompt embedding (FiLM: per-channel scale and
+shift). Its heads run at stride 2 and predict, per output pixel, an objectness logit, the offset from that
+pixel to the centre of the object it lies in, elliptical Fourier coefficients of that object's contour and a
+2-channel refinement field that nudges contour points toward the object boundary.
+
+Normalisation is BatchNorm only. In ``eval()`` mode BatchNorm uses frozen running statistics, so a tile's
+output does not depend on the statistics of the tile's content: the same pixel gets the same prediction in
+any tile that contains its receptive field, which is what makes tiled inference seamless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: Total downsampling of the encoder; inputs must be a multiple of it.
+STRIDE_MULTIPLE = 16
+#: Stride of the prediction heads relative to the input.
+HEAD_STRIDE = 2
+
+
+@dataclass(frozen=True)
+class CPNConfig:
+    """Architecture hyper-parameters, stored with the weights."""
+
+    order: int = 8
+    encoder: tuple[int, ...] = (32, 64, 96, 128)
+    decoder: tuple[int, ...] = (96, 64, 32)
+    n_prompts: int = 2
+    prompt_dim: int = 32
+    offset_scale: float = 8.0
+    coeff_scale: float = 8.0
+    refine_step: float = 2.0
+    refine_iterations: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CPNConfig":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FiLM(nn.Module):
+    """Feature-wise linear modulation of ``channels`` features by a prompt embedding."""
+
+    def __init__(self, prompt_dim: int, channels: int):
+        super().__init__()
+        self.project = nn.Linear(prompt_dim, 2 * channels)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.project(prompt)[:, :, None, None].chunk(2, dim=1)
+        return x * (1 + gamma) + beta
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, c_in: int, c_skip: int, c_out: int, prompt_dim: int):
+        super().__init__()
+        self.conv = conv_bn_relu(c_in + c_skip, c_out)
+        self.film = FiLM(prompt_dim, c_out)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+        return self.film(self.conv(torch.cat([x, skip], dim=1)), prompt)
+
+
+@dataclass
+class CPNOutput:
+    """Raw per-pixel predictions at head stride."""
+
+    logits: torch.Tensor  # (B, 1, h, w)
+    offsets: torch.Tensor  # (B, 2, h, w), pixels of the input
+    coeffs: torch.Tensor  # (B, 4, order, h, w), pixels of the input
+    refine: torch.Tensor  # (B, 2, h, w), raw refinement field
+    extras: dict = field(default_factory=dict)
+
+
+class PromptedCPN(nn.Module):
+    """U-Net backbone + FiLM prompt conditioning + CPN heads."""
+
+    def __init__(self, config: CPNConfig = CPNConfig()):
+        super().__init__()
+        self.config = config
+        enc = config.encoder
+        self.prompt_embedding = nn.Embedding(config.n_prompts, config.prompt_dim)
+        self.stem = nn.Sequential(conv_bn_relu(3, enc[0], stride=2), conv_bn_relu(enc[0], enc[0]))
+        self.down = nn.ModuleList(
+            nn.Sequential(conv_bn_relu(enc[i], enc[i + 1], stride=2), conv_bn_relu(enc[i + 1], enc[i + 1]))
+            for i in range(len(enc) - 1)
+        )
+        self.bottleneck_film = FiLM(config.prompt_dim, enc[-1])
+        skips = list(reversed(enc[:-1]))
+        ins = [enc[-1], *config.decoder[:-1]]
+        self.up = nn.ModuleList(
+            DecoderBlock(c_in, c_skip, c_out, config.prompt_dim)
+            for c_in, c_skip, c_out in zip(ins, skips, config.decoder)
+        )
+        n_out = 1 + 2 + 4 * config.order + 2
+        self.head = nn.Sequential(conv_bn_relu(config.decoder[-1], config.decoder[-1]), nn.Conv2d(config.decoder[-1], n_out, 1))
+        nn.init.constant_(self.head[-1].bias[:1], -2.0)
+
+    def forward(self, image: torch.Tensor, prompt: torch.Tensor) -> CPNOutput:
+        """``image`` (B, 3, H, W) normalised float, H and W multiples of 16; ``prompt`` (B,) indices."""
+        embedding = self.prompt_embedding(prompt)
+        features = [self.stem(image)]
+        for block in self.down:
+            features.append(block(features[-1]))
+        x = self.bottleneck_film(features[-1], embedding)
+        for block, skip in zip(self.up, reversed(features[:-1])):
+            x = block(x, skip, embedding)
+        out = self.head(x)
+        cfg = self.config
+        b, _, h, w = out.shape
+        logits, offsets, coeffs, refine = torch.split(out, [1, 2, 4 * cfg.order, 2], dim=1)
+        return CPNOutput(
+            logits=logits,
+            offsets=offsets * cfg.offset_scale,
+            coeffs=coeffs.reshape(b, 4, cfg.order, h, w) * cfg.coeff_scale,
+            refine=refine,
+        )
+
+
+def normalise_image(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Map uint8-range intensities to the network's input range with *whole-image* percentiles."""
+    scale = max(high - low, 1.0)
+    return ((image.float() - low) / scale - 0.5) / 0.5

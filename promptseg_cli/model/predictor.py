@@ -1,0 +1,88 @@
+"""Run the CPN on RGB tiles and return the objects it finds as contours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .contours import propose
+from .network import STRIDE_MULTIPLE
+from .nms import polygon_nms, polygons_from_contours
+from .prompts import prompt_index
+from .weights import LoadedModel
+
+
+@dataclass
+class Detections:
+    """Objects of one tile: contours ``(N, P, 2)`` as ``(x, y)`` in tile pixels, scores and anchor points."""
+
+    contours: np.ndarray
+    scores: np.ndarray
+    anchors: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, index: np.ndarray) -> "Detections":
+        return Detections(self.contours[index], self.scores[index], self.anchors[index])
+
+    def shifted(self, dx: float, dy: float, scale: float = 1.0) -> "Detections":
+        """Translate by ``(dx, dy)`` then scale (both in the pixel-corner convention)."""
+        shift = np.array([dx, dy], np.float32)
+        return Detections((self.contours + shift) * scale, self.scores, (self.anchors + shift) * scale)
+
+    @classmethod
+    def empty(cls, n_points: int) -> "Detections":
+        return cls(np.zeros((0, n_points, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, 2), np.float32))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+    return torch.device(name)
+
+
+class Predictor:
+    """A loaded model plus thresholds; turns uint8 tiles into per-prompt detections."""
+
+    def __init__(self, model: LoadedModel, device: torch.device | str = "cpu", score_threshold: float | None = None,
+                 nms_threshold: float | None = None):
+        self.model = model
+        self.device = torch.device(device)
+        self.network = model.network.to(self.device).eval()
+        self.score_threshold = model.score_threshold if score_threshold is None else score_threshold
+        self.nms_threshold = model.nms_threshold if nms_threshold is None else nms_threshold
+
+    @torch.inference_mode()
+    def predict(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> list[Detections]:
+        """Detections for each tile of ``tiles`` ``(B, H, W, 3)`` uint8, normalised with whole-image ``intensity``."""
+        b, h, w, _ = tiles.shape
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).permute(0, 3, 1, 2).float()
+        low, high = intensity
+        x = ((x - low) / max(high - low, 1.0) - 0.5) / 0.5
+        pad_h, pad_w = -h % STRIDE_MULTIPLE, -w % STRIDE_MULTIPLE
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+        prompts = torch.full((b,), prompt_index(prompt), dtype=torch.long, device=self.device)
+        output = self.network(x, prompts)
+        results = []
+        for candidates in propose(output, self.network.config, self.score_threshold):
+            det = Detections(candidates["contours"].float().cpu().numpy(), candidates["scores"].float().cpu().numpy(),
+                             candidates["anchors"].float().cpu().numpy())
+            results.append(self.suppress(det))
+        return results
+
+    def suppress(self, det: Detections) -> Detections:
+        if len(det) == 0:
+            return det
+        polygons = polygons_from_contours(det.contours.astype(np.float64))
+        return det.take(polygon_nms(polygons, det.scores, self.nms_threshold))

@@ -1,0 +1,51 @@
+"""Augmentation of (image, label) training crops: scale, flips/rot90, colour/stain jitter, gamma, blur, noise."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+
+def random_crop(rng: np.random.Generator, image: np.ndarray, label: np.ndarray, size: int,
+                zoom: tuple[float, float] = (0.7, 1.4)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crop a random region, rescaled by a random zoom to ``size`` x ``size``.
+
+    Returns ``(image float32, label int32, valid bool)``; ``valid`` is False where the crop left the image.
+    """
+    factor = float(np.exp(rng.uniform(np.log(zoom[0]), np.log(zoom[1]))))
+    region = max(8, int(round(size / factor)))
+    h, w = label.shape
+    top = int(rng.integers(min(0, h - region), max(0, h - region) + 1))
+    left = int(rng.integers(min(0, w - region), max(0, w - region) + 1))
+    box = (left, top, left + region, top + region)
+    img = Image.fromarray(image).crop(box).resize((size, size), Image.Resampling.BILINEAR)
+    lab = Image.fromarray(label).crop(box).resize((size, size), Image.Resampling.NEAREST)
+    valid = np.zeros((h, w), np.uint8)
+    valid[:] = 1
+    val = Image.fromarray(valid).crop(box).resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(img, np.float32), np.asarray(lab, np.int32), np.asarray(val, bool)
+
+
+def random_orientation(rng: np.random.Generator, *arrays: np.ndarray) -> list[np.ndarray]:
+    """The same random rot90/flip applied to every array (first two axes)."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = []
+    for a in arrays:
+        a = np.rot90(a, k, axes=(0, 1))
+        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a))
+    return out
+
+
+def colour_jitter(rng: np.random.Generator, image: np.ndarray, allow_grey: bool = True) -> np.ndarray:
+    """Stain/colour, brightness, gamma, blur and noise jitter on a float image in 0..255."""
+    img = image * rng.uniform(0.9, 1.1, 3) * rng.uniform(0.8, 1.2) + rng.uniform(-12, 12)
+    img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** rng.uniform(0.7, 1.45)
+    if allow_grey and rng.random() < 0.1:
+        img[:] = img.mean(axis=2, keepdims=True)
+    if rng.random() < 0.25:
+        img = ndimage.gaussian_filter(img, (rng.uniform(0.3, 1.2),) * 2 + (0,))
+    if rng.random() < 0.3:
+        img = img + rng.normal(0, rng.uniform(1, 6), img.shape)
+    return np.clip(img, 0, 255).astype(np.float32)

@@ -1,0 +1,102 @@
+"""Annotated datasets on disk (``images/``, ``labels/``, ``index.csv``) and the fixed validation split.
+
+Images are resampled to the model's native pixel size when the index gives ``mpp``; datasets without a pixel
+size are used as they are. The validation split is fixed by image, stratified by ``kind``: within each
+(dataset, kind) group the images whose id hashes lowest are held out, so the split never depends on the order
+of files or on a random seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+VALIDATION_FRACTION = 0.15
+VALIDATION_MINIMUM = 2
+
+
+@dataclass
+class Sample:
+    dataset: str
+    id: str
+    kind: str
+    image: np.ndarray  # (H, W, 3) uint8 at the model's pixel size
+    label: np.ndarray  # (H, W) int32
+    scale: float  # native pixels per source pixel
+    intensity: tuple[float, float]  # whole-image percentiles used for normalisation
+
+
+def read_index(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "index.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def validation_ids(folder: Path) -> set[str]:
+    """Ids of the fixed validation images of one dataset folder."""
+    groups: dict[str, list[str]] = {}
+    for row in read_index(folder):
+        groups.setdefault(row["kind"], []).append(row["id"])
+    held_out: set[str] = set()
+    for ids in groups.values():
+        n = min(len(ids) - 1, max(VALIDATION_MINIMUM, math.ceil(VALIDATION_FRACTION * len(ids))))
+        held_out.update(sorted(ids, key=_hash)[: max(n, 0)])
+    return held_out
+
+
+def intensity_range(image: np.ndarray) -> tuple[float, float]:
+    """Whole-image intensity percentiles (1, 99.8) over all channels."""
+    sample = image[:: max(1, image.shape[0] // 512), :: max(1, image.shape[1] // 512)]
+    low, high = np.percentile(sample, [1.0, 99.8])
+    return float(low), float(max(high, low + 1.0))
+
+
+def resize_label(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label map to ``shape`` (rows, cols)."""
+    if label.shape == tuple(shape):
+        return label
+    resized = Image.fromarray(label.astype(np.int32)).resize((shape[1], shape[0]), Image.Resampling.NEAREST)
+    return np.asarray(resized).astype(np.int32)
+
+
+def resample_pair(image: np.ndarray, label: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an image (area/bilinear) and its label map (nearest) by ``scale``."""
+    if abs(scale - 1.0) < 0.02:
+        return image, label
+    h, w = label.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    img = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR))
+    return img, resize_label(label, (size[1], size[0]))
+
+
+def load_image(path: Path) -> np.ndarray:
+    image = np.asarray(Image.open(path).convert("RGB"))
+    return np.ascontiguousarray(image)
+
+
+def load_samples(folder: Path, native_mpp: float, split: str = "train", ids: set[str] | None = None) -> list[Sample]:
+    """Load the images of ``split`` (``train``, ``validation`` or ``all``) of a dataset folder."""
+    held_out = validation_ids(folder) if split != "all" else set()
+    samples = []
+    for row in read_index(folder):
+        if ids is not None and row["id"] not in ids:
+            continue
+        if split == "train" and row["id"] in held_out or split == "validation" and row["id"] not in held_out:
+            continue
+        image = load_image(folder / "images" / f"{row['id']}.png")
+        label = tifffile.imread(folder / "labels" / f"{row['id']}.tif").astype(np.int32)
+        mpp = float(row["mpp"]) if row.get("mpp") else None
+        scale = mpp / native_mpp if mpp else 1.0
+        image, label = resample_pair(image, label, scale)
+        samples.append(Sample(folder.name, row["id"], row["kind"], image, label, scale, intensity_range(image)))
+    return samples

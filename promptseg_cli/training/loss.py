@@ -1,0 +1,41 @@
+"""CPN training loss: objectness BCE plus contour-point L1 before and after refinement."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from ..model.contours import CONTOUR_POINTS, anchor_positions, refine_contours
+from ..model.fourier import decode
+from ..model.network import CPNConfig, CPNOutput
+
+#: Head pixels per crop used for the contour losses.
+CONTOUR_PIXELS = 256
+
+
+def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    prob = batch["prob"]
+    objectness = F.binary_cross_entropy_with_logits(output.logits[:, 0], prob, weight=1.0 + 2.0 * (prob > 0))
+
+    index = batch["index"]
+    usable = index >= 0
+    usable &= torch.where(usable, batch["valid"][index.clamp(min=0)], torch.zeros_like(usable))
+    b_idx, rows, cols = torch.nonzero(usable, as_tuple=True)
+    if len(b_idx) == 0:
+        zero = output.logits.sum() * 0
+        return {"loss": objectness, "objectness": objectness, "contour": zero, "refined": zero}
+    limit = CONTOUR_PIXELS * prob.shape[0]
+    if len(b_idx) > limit:
+        pick = torch.randperm(len(b_idx), generator=generator)[:limit]
+        b_idx, rows, cols = b_idx[pick], rows[pick], cols[pick]
+
+    obj = index[b_idx, rows, cols]
+    target = decode(batch["coeffs"][obj], batch["centres"][obj], CONTOUR_POINTS)
+    centres = anchor_positions(rows, cols) + output.offsets[b_idx, :, rows, cols]
+    points = decode(output.coeffs[b_idx, :, :, rows, cols], centres, CONTOUR_POINTS)
+    refined = refine_contours(points, output.refine, b_idx, config)
+    weight = (0.2 + prob[b_idx, rows, cols])[:, None]
+    contour = (F.smooth_l1_loss(points, target, reduction="none").sum(-1) * weight).mean()
+    refined_loss = (F.smooth_l1_loss(refined, target, reduction="none").sum(-1) * weight).mean()
+    total = objectness + 0.1 * contour + 0.1 * refined_loss
+    return {"loss": total, "objectness": objectness, "contour": contour, "refined": refined_loss}

@@ -1,0 +1,100 @@
+"""Multi-dataset sampling of training crops, each dataset asked only for the prompt it labels completely."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..model.prompts import prompt_index
+from .augment import colour_jitter, random_crop, random_orientation
+from .datasets import Sample, intensity_range
+from .simulate import simulate_tissue
+from .targets import make_targets
+
+
+@dataclass
+class Source:
+    """One training source: loaded samples, the prompt their labels answer, and a sampling weight."""
+
+    name: str
+    samples: list[Sample]
+    prompt: str
+    weight: float
+
+    def image_weights(self) -> np.ndarray:
+        """Rarer kinds are up-weighted (1/sqrt of the kind's count) so they are not drowned out."""
+        kinds = [s.kind for s in self.samples]
+        counts = {k: kinds.count(k) for k in set(kinds)}
+        w = np.array([1.0 / np.sqrt(counts[k]) for k in kinds])
+        return w / w.sum()
+
+
+SIMULATED = "simulated"
+
+
+class CropSampler(IterableDataset):
+    """Endless stream of augmented crops with CPN targets."""
+
+    def __init__(self, sources: list[Source], simulate_weight: float, crop: int, order: int, seed: int):
+        self.sources = sources
+        self.simulate_weight = simulate_weight
+        self.crop = crop
+        self.order = order
+        self.seed = seed
+        weights = np.array([s.weight for s in sources] + [simulate_weight], float)
+        self.source_weights = weights / weights.sum()
+        self.image_weights = [s.image_weights() for s in sources]
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0, int(torch.initial_seed() % 2**31)])
+        while True:
+            yield self.draw(rng)
+
+    def draw(self, rng: np.random.Generator) -> dict:
+        choice = int(rng.choice(len(self.source_weights), p=self.source_weights))
+        if choice == len(self.sources):
+            image, nuclei, cells = simulate_tissue(rng, self.crop)
+            prompt = "nuclei" if rng.random() < 0.5 else "cells"
+            label = nuclei if prompt == "nuclei" else cells
+            image = colour_jitter(rng, image.astype(np.float32), allow_grey=False)
+            valid = np.ones(label.shape, bool)
+            low, high = intensity_range(image)
+        else:
+            source = self.sources[choice]
+            sample = source.samples[int(rng.choice(len(source.samples), p=self.image_weights[choice]))]
+            image, label, valid = random_crop(rng, sample.image, sample.label, self.crop)
+            image = colour_jitter(rng, image)
+            prompt = source.prompt
+            low, high = sample.intensity
+        image, label, valid = random_orientation(rng, image, label, valid)
+        norm = ((image - low) / max(high - low, 1.0) - 0.5) / 0.5
+        norm[~valid] = 0.0
+        targets = make_targets(label, self.order)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(norm.transpose(2, 0, 1))).float(),
+            "prompt": prompt_index(prompt),
+            "prob": torch.from_numpy(targets.prob),
+            "index": torch.from_numpy(targets.index),
+            "centres": torch.from_numpy(targets.centres),
+            "coeffs": torch.from_numpy(targets.coeffs),
+            "valid": torch.from_numpy(targets.valid),
+        }
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack crops; concatenate per-object tables and shift each crop's object indices accordingly."""
+    offsets = np.cumsum([0] + [len(it["centres"]) for it in items[:-1]])
+    index = torch.stack([torch.where(it["index"] >= 0, it["index"] + int(o), it["index"]) for it, o in zip(items, offsets)])
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        "prompt": torch.tensor([it["prompt"] for it in items]),
+        "prob": torch.stack([it["prob"] for it in items]),
+        "index": index,
+        "centres": torch.cat([it["centres"] for it in items]),
+        "coeffs": torch.cat([it["coeffs"] for it in items]),
+        "valid": torch.cat([it["valid"] for it in items]),
+    }

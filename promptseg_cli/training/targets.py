@@ -1,0 +1,73 @@
+"""Training targets for the CPN heads, computed from an instance label map.
+
+Per head pixel (stride 2): a soft objectness target (distance to the object's border, normalised to 1 at its
+centre, as in StarDist), and the index of the object it lies in. Per object: its contour's Fourier centre and
+coefficients, and whether the contour is trustworthy (objects cut by the crop border are not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.measure import find_contours
+
+from ..model import fourier
+from ..model.network import HEAD_STRIDE
+
+
+@dataclass
+class Targets:
+    prob: np.ndarray  # (h, w) float32 in [0, 1]
+    index: np.ndarray  # (h, w) int64, object row or -1
+    centres: np.ndarray  # (M, 2) float32, (x, y) pixel-corner convention
+    coeffs: np.ndarray  # (M, 4, order) float32
+    valid: np.ndarray  # (M,) bool: contour usable for the loss
+
+
+def object_contour(mask: np.ndarray, row0: int, col0: int) -> np.ndarray | None:
+    """Longest iso-contour of a binary crop as ``(N, 2)`` ``(x, y)`` image coordinates, or None."""
+    padded = np.pad(mask.astype(np.float32), 1)
+    contours = find_contours(padded, 0.5)
+    if not contours:
+        return None
+    rc = max(contours, key=len)
+    if len(rc) < 4:
+        return None
+    return np.stack([rc[:, 1] + col0 - 1 + 0.5, rc[:, 0] + row0 - 1 + 0.5], axis=1)
+
+
+def make_targets(label: np.ndarray, order: int) -> Targets:
+    """Targets for a label map whose height and width are multiples of the head stride."""
+    h, w = label.shape
+    dist = np.zeros(label.shape, np.float32)
+    centres, coeffs, valid, ids = [], [], [], []
+    for obj_id, sl in enumerate(ndimage.find_objects(label), start=1):
+        if sl is None:
+            continue
+        mask = label[sl] == obj_id
+        edt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        dist[sl][mask] = (edt / max(edt.max(), 1e-6))[mask]
+        contour = object_contour(mask, sl[0].start, sl[1].start)
+        touches_border = sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w
+        if contour is None:
+            centre, coeff = np.array(ndimage.center_of_mass(mask))[::-1] + [sl[1].start + 0.5, sl[0].start + 0.5], np.zeros((4, order))
+            ok = False
+        else:
+            centre, coeff = fourier.encode(contour, order)
+            ok = not touches_border
+        ids.append(obj_id)
+        centres.append(centre)
+        coeffs.append(coeff)
+        valid.append(ok)
+    lookup = np.full(int(label.max()) + 1, -1, np.int64)
+    lookup[ids] = np.arange(len(ids))
+    sub = label[::HEAD_STRIDE, ::HEAD_STRIDE]
+    return Targets(
+        prob=dist[::HEAD_STRIDE, ::HEAD_STRIDE].copy(),
+        index=lookup[sub],
+        centres=np.asarray(centres, np.float32).reshape(-1, 2),
+        coeffs=np.asarray(coeffs, np.float32).reshape(-1, 4, order),
+        valid=np.asarray(valid, bool),
+    )
