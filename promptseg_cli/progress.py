@@ -20,7 +20,7 @@ class Reporter:
     def __init__(self, quiet: bool = False, verbose: bool = False, console: Console | None = None):
         self.quiet = quiet
         self.verbose = verbose
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.interactive = self.console.is_terminal and not quiet
 
     def log(self, message: str) -> None:

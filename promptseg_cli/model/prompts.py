@@ -55,9 +55,9 @@ def resolve_prompt(text: str, use_embedding: bool = True) -> str:
             return match
     closest = difflib.get_close_matches(phrase, list(table), n=1, cutoff=0.0)
     hint = f" Closest match: '{closest[0]}' ({table[closest[0]]})." if closest else ""
+    examples = ", ".join(f"'{SYNONYMS[c][1]}'" for c in CANONICAL_PROMPTS)
     raise UnknownPromptError(
-        f"unknown prompt '{text}'. Known prompts: {', '.join(CANONICAL_PROMPTS)} "
-        f"(synonyms: {', '.join(sorted(table))}).{hint}"
+        f"unknown prompt '{text}'. Known prompts: {', '.join(CANONICAL_PROMPTS)} (and synonyms such as {examples}).{hint}"
     )
 
 

@@ -1,0 +1,279 @@
+"""The ``promptseg`` command line.
+
+Exit codes: 0 success; 1 some inputs failed (the others were written); 2 bad usage or bad input (unknown
+prompt, missing file, existing output without --overwrite, ...); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+from .progress import Reporter
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="promptseg",
+    help="Find every nucleus or cell in whole-slide images with one prompted segmentation model.\n\n"
+    "Example: promptseg segment slide.svs --prompt nuclei -o slide.ome.zarr",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and tracebacks on errors.")]
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Model file (default: the weights shipped with promptseg).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps. Example: --device cuda")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"promptseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """promptseg command line."""
+
+
+def _fail(reporter: Reporter, message: str, code: int = EXIT_USAGE) -> None:
+    reporter.error(message)
+    raise typer.Exit(code)
+
+
+def _load_predictor(model: Path | None, device: str, reporter: Reporter, score: float | None = None, nms: float | None = None):
+    from .model.predictor import Predictor, resolve_device
+    from .model.weights import ModelFileError, load_model
+
+    try:
+        dev = resolve_device(device)
+        return Predictor(load_model(model, dev), dev, score, nms)
+    except (ModelFileError, ValueError, RuntimeError) as exc:
+        _fail(reporter, str(exc))
+
+
+def _resolve_prompts(prompts: list[str], reporter: Reporter) -> list[str]:
+    from .model.prompts import UnknownPromptError, resolve_prompt
+
+    resolved: list[str] = []
+    for text in prompts:
+        try:
+            canonical = resolve_prompt(text)
+        except UnknownPromptError as exc:
+            _fail(reporter, str(exc))
+        if canonical not in resolved:
+            resolved.append(canonical)
+    return resolved
+
+
+def _collect_inputs(inputs: list[Path], reporter: Reporter) -> list[Path]:
+    from .slide.readers import SUPPORTED_SUFFIXES
+
+    found: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            slides = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
+            if not slides:
+                _fail(reporter, f"{item}: directory contains no slides (looked for {', '.join(sorted(SUPPORTED_SUFFIXES))})")
+            found.extend(slides)
+        else:
+            found.append(item)
+    return found
+
+
+def output_name(path: Path) -> str:
+    """``slide.svs`` -> ``slide.ome.zarr`` (also strips ``.ome`` of ``.ome.tif``)."""
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return (stem[:-4] if stem.lower().endswith(".ome") else stem) + ".ome.zarr"
+
+
+@app.command()
+def segment(
+    inputs: Annotated[list[Path], typer.Argument(help="Slides, images or directories of them. Example: slide.svs more/")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="What to find: nuclei or cells (or a synonym). Repeat for several. Example: --prompt nuclei")] = ["nuclei"],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .ome.zarr for a single input. Example: -o slide.ome.zarr")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Directory for <stem>.ome.zarr outputs of several inputs. Example: --output-dir results/")] = None,
+    tile_size: Annotated[int, typer.Option("--tile-size", help="Tile core size in model pixels (multiple of 16). Example: --tile-size 2048")] = 1024,
+    overlap: Annotated[int, typer.Option("--overlap", help="Halo around each tile in model pixels (multiple of 16); must exceed the largest object radius. Example: --overlap 64")] = 32,
+    mpp: Annotated[Optional[float], typer.Option("--mpp", help="Level-0 pixel size in microns, overriding the file's. Example: --mpp 0.25")] = None,
+    ngff: Annotated[str, typer.Option("--ngff", help="OME-NGFF version: 0.5 (zarr v3, sharded) or 0.4 (zarr v2). Example: --ngff 0.4")] = "0.5",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per model call (raise on a GPU). Example: --batch-size 8")] = 1,
+    no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
+    score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Objectness threshold (default from the model). Example: --score-threshold 0.4")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Segment slides into OME-Zarr label images.
+
+    Example: promptseg segment slide.svs --prompt nuclei -o slide.ome.zarr
+    """
+    reporter = Reporter(quiet, verbose)
+    from .pipeline.segment import OutputExistsError, SegmentOptions, segment_slide
+    from .slide.readers import SlideError
+
+    if ngff not in ("0.4", "0.5"):
+        _fail(reporter, f"--ngff must be 0.4 or 0.5, got {ngff}")
+    prompts = _resolve_prompts(prompt, reporter)
+    slides = _collect_inputs(inputs, reporter)
+    if output is not None and (len(slides) > 1 or output_dir is not None):
+        _fail(reporter, "-o/--output takes a single input; use --output-dir for several")
+    if output is None and output_dir is None:
+        if len(slides) > 1:
+            _fail(reporter, "several inputs need --output-dir")
+        output = slides[0].parent / output_name(slides[0])
+    targets = [output] if output is not None else [output_dir / output_name(s) for s in slides]
+    options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite)
+    predictor = _load_predictor(model, device, reporter, score_threshold)
+
+    failures: list[tuple[Path, str]] = []
+    for slide, target in zip(slides, targets):
+        try:
+            result = segment_slide(slide, target, predictor, options, reporter)
+        except KeyboardInterrupt:
+            reporter.error(f"{slide}: interrupted; no output written")
+            raise typer.Exit(EXIT_INTERRUPTED)
+        except (SlideError, OutputExistsError, PermissionError, ValueError, OSError) as exc:
+            if verbose:
+                reporter.console.print_exception()
+            message = str(exc) if str(slide) in str(exc) or str(target) in str(exc) else f"{slide}: {exc}"
+            reporter.error(message)
+            failures.append((slide, message))
+            continue
+        counts = ", ".join(f"{n} {p}" for p, n in result.objects.items())
+        reporter.log(f"{slide} -> {target}: {counts} ({result.tiles_run}/{result.tiles_total} tiles, {result.seconds:.1f} s)")
+    if failures:
+        if len(slides) > 1:
+            reporter.error(f"{len(failures)} of {len(slides)} inputs failed: " + ", ".join(str(s) for s, _ in failures))
+        raise typer.Exit(EXIT_USAGE if len(slides) == 1 else EXIT_FAILED)
+
+
+@app.command()
+def train(
+    data: Annotated[list[str], typer.Option("--data", help="Dataset folder, the prompt its labels answer, optional weight. Example: --data ../shared/data/dsb2018:nuclei:0.45")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run directory for checkpoints, losses.jsonl and model.pt; an existing run resumes. Example: -o runs/default")],
+    steps: Annotated[int, typer.Option("--steps", help="Optimiser steps. Example: --steps 9000")] = 9000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step. Example: --batch-size 8")] = 8,
+    crop: Annotated[int, typer.Option("--crop", help="Crop size in model pixels (multiple of 16). Example: --crop 256")] = 256,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up then cosine). Example: --lr 0.002")] = 2e-3,
+    simulate_weight: Annotated[float, typer.Option("--simulate-weight", help="Share of simulated two-channel tissue crops (teaches 'cells'). Example: --simulate-weight 0.25")] = 0.25,
+    native_mpp: Annotated[float, typer.Option("--native-mpp", help="Model pixel size in microns; datasets with mpp are resampled to it. Example: --native-mpp 0.5")] = 0.5,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed. Example: --seed 0")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Data loader processes. Example: --workers 1")] = 1,
+    device: DeviceOpt = "auto",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Train the prompted CPN (resumes from the run directory's checkpoint).
+
+    Example: promptseg train --data ../shared/data/dsb2018:nuclei --data ../shared/data/monuseg:nuclei -o runs/new
+    """
+    reporter = Reporter(quiet, verbose)
+    from .model.predictor import resolve_device
+    from .training.train import DataSpec, TrainConfig, train as run_training
+
+    try:
+        specs = [DataSpec.parse(d) for d in data]
+    except ValueError as exc:
+        _fail(reporter, str(exc))
+    for spec in specs:
+        if not (spec.path / "index.csv").is_file():
+            _fail(reporter, f"{spec.path}: not a dataset folder (no index.csv)")
+    cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
+                      crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)), workers=workers)
+    path = run_training(cfg, reporter)
+    reporter.log(f"model written to {path}")
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder with images/, labels/ and index.csv. Example: ../shared/data/monuseg")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt the labels answer. Example: --prompt nuclei")] = "nuclei",
+    save_predictions: Annotated[Optional[Path], typer.Option("--save-predictions", help="Write <id>.tif uint32 label maps here. Example: --save-predictions preds/")] = None,
+    split: Annotated[str, typer.Option("--split", help="all, validation (promptseg's fixed held-out images) or train. Example: --split validation")] = "all",
+    method: Annotated[str, typer.Option("--method", help="cpn (the model) or otsu-watershed (classical baseline). Example: --method otsu-watershed")] = "cpn",
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Score a model on an annotated dataset; prints one JSON line (AP, F1, PQ, counts, per kind).
+
+    Example: promptseg evaluate ../shared/data/monuseg --prompt nuclei --split validation
+    """
+    reporter = Reporter(quiet, verbose)
+    from .evaluation.evaluate import baseline_segmenter, cpn_segmenter, evaluate as run_evaluation
+    from .training.datasets import read_index, validation_ids
+
+    if not (dataset / "index.csv").is_file():
+        _fail(reporter, f"{dataset}: not a dataset folder (no index.csv)")
+    if split not in ("all", "validation", "train"):
+        _fail(reporter, f"--split must be all, validation or train, got {split}")
+    if method not in ("cpn", "otsu-watershed"):
+        _fail(reporter, f"--method must be cpn or otsu-watershed, got {method}")
+    canonical = _resolve_prompts([prompt], reporter)[0]
+    held_out = validation_ids(dataset)
+    ids = None if split == "all" else held_out if split == "validation" else {r["id"] for r in read_index(dataset)} - held_out
+    predictor = _load_predictor(model, device, reporter)
+    segmenter = cpn_segmenter(predictor, canonical) if method == "cpn" else baseline_segmenter(predictor.model.native_mpp)
+    total = len(ids) if ids is not None else len(read_index(dataset))
+    with reporter.task(f"evaluating {dataset.name}", total=total) as advance:
+        result = run_evaluation(dataset, segmenter, ids, save_predictions, progress=lambda n: advance(n, ""))
+    result = {"prompt": canonical, "method": method, "split": split,
+              "model": predictor.model.version if method == "cpn" else None, **result}
+    typer.echo(json.dumps(result))
+
+
+@app.command()
+def info(
+    slide: Annotated[Path, typer.Argument(help="Slide or image file. Example: slide.svs")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print format, backend, dimensions, levels, pixel size, vendor and associated images of a slide.
+
+    Example: promptseg info slide.svs
+    """
+    reporter = Reporter()
+    from .slide.readers import SlideError, open_slide
+
+    try:
+        with open_slide(slide) as reader:
+            facts = {"file": str(slide), "format": slide.suffix.lstrip(".").lower(), "backend": reader.backend,
+                     "vendor": reader.vendor, "dimensions": list(reader.level_dimensions[0]),
+                     "levels": [{"dimensions": list(d), "downsample": round(ds, 4)}
+                                for d, ds in zip(reader.level_dimensions, reader.level_downsamples)],
+                     "mpp": reader.mpp, "associated_images": reader.associated_images}
+    except SlideError as exc:
+        _fail(reporter, str(exc))
+    if as_json:
+        typer.echo(json.dumps(facts))
+        return
+    for key, value in facts.items():
+        if key == "levels":
+            for i, level in enumerate(value):
+                typer.echo(f"level {i:<13} {level['dimensions'][0]} x {level['dimensions'][1]} (downsample {level['downsample']})")
+        else:
+            typer.echo(f"{key:<19} {value if value not in (None, []) else '-'}")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)

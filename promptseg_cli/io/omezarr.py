@@ -1,0 +1,160 @@
+"""OME-Zarr (OME-NGFF 0.4 / 0.5) output: the slide's image pyramid plus label pyramids under ``labels/``.
+
+Layout (``c, y, x`` axes everywhere, labels with a singleton channel so they share the image's transforms)::
+
+    slide.ome.zarr/            image group, multiscales "0".."n-1", physical scale in micrometres
+      labels/                  {"labels": ["nuclei", ...]}
+        nuclei/                image-label group with the same levels and transforms, uint32
+
+NGFF 0.5 is zarr v3 with sharding (one file per shard, not per chunk, so a gigapixel label image is not
+millions of files); NGFF 0.4 is zarr v2 with "/" chunk keys. Pyramids halve each level; label levels take every
+other pixel (nearest), never interpolate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from .. import __version__
+
+CHUNK = 512
+SHARD = 2048
+MIN_LEVEL_SIZE = 512
+
+#: Distinct label colours (RGBA) cycled over label values in the image-label metadata.
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
+
+
+def level_count(width: int, height: int) -> int:
+    """Levels so that the smallest has its long side at most ``MIN_LEVEL_SIZE`` pixels."""
+    return 1 + max(0, math.ceil(math.log2(max(width, height) / MIN_LEVEL_SIZE)))
+
+
+def level_shape(width: int, height: int, level: int) -> tuple[int, int]:
+    """``(height, width)`` of pyramid ``level``."""
+    return math.ceil(height / 2**level), math.ceil(width / 2**level)
+
+
+@dataclass
+class OmeZarrLayout:
+    width: int
+    height: int
+    mpp: float | None
+    ngff: str  # "0.4" or "0.5"
+
+    @property
+    def n_levels(self) -> int:
+        return level_count(self.width, self.height)
+
+    @property
+    def zarr_format(self) -> int:
+        return 3 if self.ngff == "0.5" else 2
+
+    @property
+    def block(self) -> int:
+        """Edge of the write unit: a whole shard (0.5) or chunk (0.4), so no write touches another's data."""
+        return SHARD if self.ngff == "0.5" else CHUNK * 2
+
+    def multiscales(self, name: str) -> list[dict]:
+        unit = "micrometer" if self.mpp else None
+        axes = [{"name": "c", "type": "channel"}]
+        axes += [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in ("y", "x")]
+        size = self.mpp or 1.0
+        datasets = [
+            {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [1.0, size * 2**i, size * 2**i]}]}
+            for i in range(self.n_levels)
+        ]
+        entry = {"name": name, "axes": axes, "datasets": datasets}
+        if self.ngff == "0.4":
+            entry["version"] = "0.4"
+        return [entry]
+
+    def attrs(self, payload: dict) -> dict:
+        """Wrap NGFF metadata the way each version stores it (0.5: under "ome" with a version)."""
+        return {"ome": {"version": "0.5", **payload}} if self.ngff == "0.5" else payload
+
+
+def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout: OmeZarrLayout) -> zarr.Array:
+    chunks = (1, CHUNK, CHUNK)
+    if layout.zarr_format == 3:
+        shards = (1, min(SHARD, _ceil_to(shape[1], CHUNK)), min(SHARD, _ceil_to(shape[2], CHUNK)))
+        return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+                                  compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if np.dtype(dtype).itemsize == 1 else "shuffle"),
+                                  fill_value=0, dimension_names=("c", "y", "x"))
+    from numcodecs import Blosc
+
+    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, compressors=Blosc(cname="zstd", clevel=3),
+                              fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"})
+
+
+def _ceil_to(value: int, multiple: int) -> int:
+    return max(multiple, math.ceil(value / multiple) * multiple)
+
+
+class OmeZarrWriter:
+    """Creates the store and its arrays; callers fill level 0 block by block, then build the pyramids."""
+
+    def __init__(self, path: Path, layout: OmeZarrLayout, label_names: list[str], source: dict):
+        self.path = path
+        self.layout = layout
+        self.root = zarr.open_group(str(path), mode="w", zarr_format=layout.zarr_format)
+        n = layout.n_levels
+        self.image = [self._level_array(self.root, i, 3, np.uint8) for i in range(n)]
+        image_meta = {"multiscales": layout.multiscales("image"),
+                      "omero": {"channels": [{"label": c, "color": col, "window": {"start": 0, "end": 255, "min": 0, "max": 255},
+                                              "active": True} for c, col in zip("RGB", ("FF0000", "00FF00", "0000FF"))],
+                                "rdefs": {"model": "color"}}}
+        if layout.ngff == "0.4":
+            image_meta["omero"]["version"] = "0.4"
+        self.root.attrs.update({**layout.attrs(image_meta), "promptseg": {"version": __version__, **source}})
+        labels_group = self.root.create_group("labels")
+        labels_group.attrs.update(layout.attrs({"labels": list(label_names)}))
+        self.labels: dict[str, list[zarr.Array]] = {}
+        for name in label_names:
+            group = labels_group.create_group(name)
+            self.labels[name] = [self._level_array(group, i, 1, np.uint32) for i in range(n)]
+            group.attrs.update(layout.attrs({
+                "multiscales": layout.multiscales(name),
+                "image-label": {"version": layout.ngff, "source": {"image": "../../"},
+                                "colors": [{"label-value": i + 1, "rgba": [*c, 255]} for i, c in enumerate(PALETTE)]},
+            }))
+
+    def _level_array(self, group: zarr.Group, level: int, channels: int, dtype) -> zarr.Array:
+        h, w = level_shape(self.layout.width, self.layout.height, level)
+        return _create(group, str(level), (channels, h, w), dtype, self.layout)
+
+    def blocks(self, level: int = 0, rows: tuple[int, int] | None = None):
+        """Write-unit-aligned ``(y0, y1, x0, x1)`` blocks of ``level`` (optionally only rows in ``[r0, r1)``)."""
+        h, w = level_shape(self.layout.width, self.layout.height, level)
+        b = self.layout.block
+        r0, r1 = rows or (0, h)
+        for y0 in range(r0, min(r1, h), b):
+            for x0 in range(0, w, b):
+                yield y0, min(y0 + b, h, r1), x0, min(x0 + b, w)
+
+    def record(self, **values) -> None:
+        """Add run facts (object counts, ...) to the promptseg section of the root attributes."""
+        self.root.attrs["promptseg"] = {**self.root.attrs["promptseg"], **values}
+
+    def build_pyramids(self) -> None:
+        """Fill levels 1.. from the level above: image by 2x2 mean, labels by nearest (every other pixel)."""
+        for level in range(1, self.layout.n_levels):
+            for y0, y1, x0, x1 in self.blocks(level):
+                src = self.image[level - 1][:, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1]
+                self.image[level][:, y0:y1, x0:x1] = _mean2(src, y1 - y0, x1 - x0)
+                for arrays in self.labels.values():
+                    arrays[level][:, y0:y1, x0:x1] = arrays[level - 1][:, 2 * y0 : 2 * y1 : 2, 2 * x0 : 2 * x1 : 2]
+
+
+def _mean2(block: np.ndarray, h: int, w: int) -> np.ndarray:
+    """2x2 mean of ``(c, H, W)`` down to ``(c, h, w)``, edge pixels replicated for odd sizes."""
+    pad = ((0, 0), (0, 2 * h - block.shape[1]), (0, 2 * w - block.shape[2]))
+    block = np.pad(block, pad, mode="edge").astype(np.uint16)
+    return ((block[:, 0::2, 0::2] + block[:, 1::2, 0::2] + block[:, 0::2, 1::2] + block[:, 1::2, 1::2] + 2) // 4).astype(np.uint8)

@@ -1,0 +1,61 @@
+"""Streaming label writer: objects arrive tile row by tile row; label blocks are written once final.
+
+Objects are held only until every label block they touch has been written. A block row is final once no tile
+still to come can reach it (tiles only ever add objects inside their own extent), so memory holds about one
+band of objects, not the whole slide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..io.omezarr import OmeZarrWriter
+from .rasterize import paint
+
+
+class LabelStream:
+    """Accumulates objects (level-0 contours) for one label image and writes finished block rows."""
+
+    def __init__(self, writer: OmeZarrWriter, name: str):
+        self.writer = writer
+        self.array = writer.labels[name][0]
+        self.height = self.array.shape[1]
+        self.next_id = 1
+        self.written_y = 0
+        self._contours: list[np.ndarray] = []
+        self._scores: list[np.ndarray] = []
+        self._ids: list[np.ndarray] = []
+
+    @property
+    def count(self) -> int:
+        return self.next_id - 1
+
+    def add(self, contours: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Add objects; returns the label ids given to them (consecutive, in arrival order)."""
+        ids = np.arange(self.next_id, self.next_id + len(scores), dtype=np.uint32)
+        self.next_id += len(scores)
+        if len(scores):
+            self._contours.append(contours.astype(np.float32))
+            self._scores.append(scores.astype(np.float32))
+            self._ids.append(ids)
+        return ids
+
+    def flush(self, final_y: float | None = None) -> None:
+        """Write every whole block row above level-0 row ``final_y`` (everything when None)."""
+        block = self.writer.layout.block
+        stop = self.height if final_y is None else min(self.height, int(final_y) // block * block)
+        if stop <= self.written_y:
+            return
+        contours = np.concatenate(self._contours) if self._contours else np.zeros((0, 1, 2), np.float32)
+        scores = np.concatenate(self._scores) if self._scores else np.zeros(0, np.float32)
+        ids = np.concatenate(self._ids) if self._ids else np.zeros(0, np.uint32)
+        lo, hi = contours.min(axis=1), contours.max(axis=1)
+        for y0, y1, x0, x1 in self.writer.blocks(0, rows=(self.written_y, stop)):
+            hit = (hi[:, 0] >= x0) & (lo[:, 0] <= x1) & (hi[:, 1] >= y0) & (lo[:, 1] <= y1)
+            label = np.zeros((y1 - y0, x1 - x0), np.uint32)
+            if hit.any():
+                paint(label, contours[hit], ids[hit], scores[hit], origin=(x0, y0))
+                self.array[0, y0:y1, x0:x1] = label
+        self.written_y = stop
+        alive = hi[:, 1] >= stop
+        self._contours, self._scores, self._ids = [contours[alive]], [scores[alive]], [ids[alive]]

@@ -1,0 +1,103 @@
+"""Where the model runs on a slide: pyramid level, resampling factor, native grid and tiles.
+
+Three coordinate frames, all with the pixel-corner convention:
+
+* *level 0*: the slide's full-resolution pixels; every output is expressed here;
+* *read level*: the pyramid level closest to (and not coarser than) the model's pixel size;
+* *native*: the model's pixel size; tiles are laid out on this grid.
+
+Tiles have a *core* of ``tile_size`` native pixels and a *halo* of ``overlap`` pixels on each side. Both are
+multiples of the network's stride, so every tile's pixel grid lines up with the whole-image grid and a pixel
+gets the same prediction in every tile (see ``merge.py`` for how objects are assigned to tiles).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+
+from ..model.network import STRIDE_MULTIPLE
+from ..slide.readers import SlideReader
+from ..slide.lazy import read_window
+from ..slide.resample import resample_region, source_span
+
+
+@dataclass(frozen=True)
+class Tile:
+    row: int
+    col: int
+    x: int  # native x of the core's left edge
+    y: int
+    width: int  # core size (smaller at the right/bottom edge)
+    height: int
+    overlap: int
+
+    @property
+    def read_box(self) -> tuple[int, int, int, int]:
+        """Native ``(x, y, width, height)`` of the core plus halo."""
+        o = self.overlap
+        return self.x - o, self.y - o, self.width + 2 * o, self.height + 2 * o
+
+    def in_core(self, points: np.ndarray) -> np.ndarray:
+        """Which native ``(x, y)`` points lie in this tile's core (half-open)."""
+        x, y = points[:, 0], points[:, 1]
+        return (x >= self.x) & (x < self.x + self.width) & (y >= self.y) & (y < self.y + self.height)
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    level: int
+    factor: float  # read-level pixels per native pixel
+    to_level0: float  # level-0 pixels per native pixel
+    native_size: tuple[int, int]  # (width, height)
+    mpp0: float | None  # level-0 microns per pixel
+    tile_size: int
+    overlap: int
+
+    @classmethod
+    def create(cls, reader: SlideReader, native_mpp: float, mpp0: float | None, tile_size: int, overlap: int) -> "SlidePlan":
+        for name, value in (("tile size", tile_size), ("overlap", overlap)):
+            if value % STRIDE_MULTIPLE or value < (STRIDE_MULTIPLE if name == "tile size" else 0):
+                raise ValueError(f"{name} must be a positive multiple of {STRIDE_MULTIPLE}, got {value}")
+        width0, height0 = reader.level_dimensions[0]
+        if mpp0 is None:
+            return cls(0, 1.0, 1.0, (width0, height0), None, tile_size, overlap)
+        to_level0 = native_mpp / mpp0
+        downsamples = reader.level_downsamples
+        usable = [i for i, d in enumerate(downsamples) if d <= to_level0 * 1.01]
+        level = max(usable, key=lambda i: downsamples[i]) if usable else 0
+        factor = to_level0 / downsamples[level]
+        if abs(factor - 1.0) < 0.01:
+            factor = 1.0
+        native = (max(1, math.floor(width0 / to_level0)), max(1, math.floor(height0 / to_level0)))
+        return cls(level, factor, to_level0, native, mpp0, tile_size, overlap)
+
+    def tiles(self) -> Iterator[Tile]:
+        """Tiles in row-major order."""
+        w, h = self.native_size
+        for row, y in enumerate(range(0, h, self.tile_size)):
+            for col, x in enumerate(range(0, w, self.tile_size)):
+                yield Tile(row, col, x, y, min(self.tile_size, w - x), min(self.tile_size, h - y), self.overlap)
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        w, h = self.native_size
+        return math.ceil(h / self.tile_size), math.ceil(w / self.tile_size)
+
+    def read_tile(self, level: da.Array, tile: Tile, fill: int = 0) -> np.ndarray:
+        """The tile with halo at native resolution from the lazy read-level array; ``fill`` beyond the slide.
+
+        Every tile has the full size ``tile_size + 2 * overlap`` so that tiles batch together.
+        """
+        x, y, _, _ = tile.read_box
+        w = h = self.tile_size + 2 * self.overlap
+        if self.factor == 1.0:
+            return read_window(level, x, y, w, h, fill)
+        sx0, sx1 = source_span(x, w, self.factor)
+        sy0, sy1 = source_span(y, h, self.factor)
+        region = read_window(level, sx0, sy0, sx1 - sx0, sy1 - sy0, fill)
+        return resample_region(region, (sx0, sy0), (x, y), (w, h), self.factor)

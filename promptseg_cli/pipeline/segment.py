@@ -1,0 +1,175 @@
+"""``promptseg segment``: one slide in, one OME-Zarr with label pyramids out.
+
+Data path: reader -> lazy dask array over the read level -> tiles with halo (resampled to the model's pixel
+size, background tiles skipped by the tissue mask) -> CPN per batch of tiles -> seam merging (``merge.py``)
+-> level-0 contours -> streamed label blocks (``labels.py``) -> image copy and pyramids -> atomic rename.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..io.omezarr import OmeZarrLayout, OmeZarrWriter
+from ..model.predictor import Predictor
+from ..progress import Reporter
+from ..slide.lazy import level_array, thumbnail
+from ..slide.readers import SlideReader, open_slide
+from ..slide.tissue import tissue_mask
+from ..training.datasets import intensity_range
+from .labels import LabelStream
+from .merge import SeamMerger
+from .plan import SlidePlan, Tile
+
+DEFAULT_TILE_SIZE = 1024
+DEFAULT_OVERLAP = 32
+
+
+class OutputExistsError(FileExistsError):
+    pass
+
+
+@dataclass
+class SegmentOptions:
+    prompts: list[str]
+    tile_size: int = DEFAULT_TILE_SIZE
+    overlap: int = DEFAULT_OVERLAP
+    mpp: float | None = None
+    batch_size: int = 1
+    ngff: str = "0.5"
+    tissue_detection: bool = True
+    overwrite: bool = False
+
+
+@dataclass
+class SegmentResult:
+    input: Path
+    output: Path
+    objects: dict[str, int]
+    tiles_total: int
+    tiles_run: int
+    seconds: float
+    mpp: float | None
+    warnings: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def atomic_directory(path: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; on success it replaces ``path``, on failure it is removed."""
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: output already exists (use --overwrite to replace it)")
+    parent = path.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"{parent}: output directory is not writable")
+    tmp = parent / f".{path.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        trash = parent / f".{path.name}.old-{os.getpid()}"
+        os.replace(path, trash)
+        os.replace(tmp, path)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def _tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> list[Tile]:
+    tiles = list(plan.tiles())
+    if mask is None:
+        return tiles
+    keep = []
+    for t in tiles:
+        scale = plan.to_level0 / downsample
+        r0, r1 = int(t.y * scale), int(np.ceil((t.y + t.height) * scale)) + 1
+        c0, c1 = int(t.x * scale), int(np.ceil((t.x + t.width) * scale)) + 1
+        if mask[r0:r1, c0:c1].any():
+            keep.append(t)
+    return keep
+
+
+def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
+    for i in range(0, len(tiles), size):
+        yield tiles[i : i + size]
+
+
+def segment_slide(path: Path, output: Path, predictor: Predictor, options: SegmentOptions, reporter: Reporter) -> SegmentResult:
+    """Segment one slide into ``output`` (an ``.ome.zarr`` directory written atomically)."""
+    started = time.time()
+    warnings: list[str] = []
+    with open_slide(path) as reader, atomic_directory(output, options.overwrite) as tmp:
+        mpp0 = options.mpp or reader.mpp
+        if mpp0 is None:
+            warnings.append(f"{path}: no pixel size in the file; running at native resolution (set --mpp to fix)")
+            reporter.warn(warnings[-1])
+        plan = SlidePlan.create(reader, predictor.model.native_mpp, mpp0, options.tile_size, options.overlap)
+        overview, downsample = thumbnail(reader)
+        intensity = intensity_range(overview)
+        mask = tissue_mask(overview) if options.tissue_detection else None
+        tiles = _tissue_tiles(plan, mask, downsample)
+        total = plan.grid_shape[0] * plan.grid_shape[1]
+        reporter.debug(f"{path.name}: level {plan.level}, factor {plan.factor:.3f}, native {plan.native_size}, "
+                       f"{len(tiles)}/{total} tiles with tissue, intensity {intensity}")
+
+        width0, height0 = reader.level_dimensions[0]
+        layout = OmeZarrLayout(width0, height0, mpp0, options.ngff)
+        source = {"input": str(path), "model": predictor.model.version, "prompts": options.prompts,
+                  "tile_size": options.tile_size, "overlap": options.overlap}
+        writer = OmeZarrWriter(tmp, layout, options.prompts, source)
+        streams = {p: LabelStream(writer, p) for p in options.prompts}
+        _run_tiles(reader, plan, tiles, predictor, options, intensity, streams, reporter, path.name)
+        for stream in streams.values():
+            stream.flush()
+        _copy_image(reader, writer)
+        writer.build_pyramids()
+        counts = {p: s.count for p, s in streams.items()}
+        writer.record(objects=counts)
+    return SegmentResult(path, output, counts, total, len(tiles), time.time() - started, mpp0, warnings)
+
+
+def _run_tiles(reader: SlideReader, plan: SlidePlan, tiles: list[Tile], predictor: Predictor, options: SegmentOptions,
+               intensity: tuple[float, float], streams: dict[str, LabelStream], reporter: Reporter, name: str) -> None:
+    """Inference over tiles with reads prefetched in background threads; label rows flushed as they finish."""
+    level = level_array(reader, plan.level)
+    fill = int(round((intensity[0] + intensity[1]) / 2))
+    mergers = {p: SeamMerger() for p in options.prompts}
+    batches = list(_batches(tiles, options.batch_size))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool, \
+            reporter.task(f"segmenting {name}", total=len(tiles)) as advance:
+        pending: list[Future] = []
+        for batch in batches[:2]:
+            pending.append(pool.submit(lambda b: np.stack([plan.read_tile(level, t, fill) for t in b]), batch))
+        for index, batch in enumerate(batches):
+            pixels = pending.pop(0).result()
+            if index + 2 < len(batches):
+                nxt = batches[index + 2]
+                pending.append(pool.submit(lambda b: np.stack([plan.read_tile(level, t, fill) for t in b]), nxt))
+            for prompt in options.prompts:
+                for tile, det in zip(batch, predictor.predict(pixels, prompt, intensity)):
+                    owned = mergers[prompt].accept(tile, det)
+                    streams[prompt].add(owned.contours * plan.to_level0, owned.scores)
+            following = batches[index + 1][0] if index + 1 < len(batches) else None
+            if following is None or following.row != batch[-1].row:
+                final = None if following is None else (following.y - plan.overlap) * plan.to_level0
+                for stream in streams.values():
+                    stream.flush(final)
+            found = sum(s.count for s in streams.values())
+            advance(len(batch), f"{found} objects")
+
+
+def _copy_image(reader: SlideReader, writer: OmeZarrWriter) -> None:
+    """Copy level 0 of the slide into the output image, one write unit at a time."""
+    for y0, y1, x0, x1 in writer.blocks(0):
+        writer.image[0][:, y0:y1, x0:x1] = reader.read(0, x0, y0, x1 - x0, y1 - y0, fill=255).transpose(2, 0, 1)

@@ -1,0 +1,67 @@
+"""Lazy dask arrays over slide levels and whole-image statistics computed by streaming them."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+
+from .readers import SlideReader
+
+#: Chunk edge of the dask array over a slide level.
+LEVEL_CHUNK = 1024
+
+
+class _LevelView:
+    """Array-like view of one level for :func:`dask.array.from_array` (reads only what is sliced)."""
+
+    def __init__(self, reader: SlideReader, level: int):
+        self.reader = reader
+        self.level = level
+        width, height = reader.level_dimensions[level]
+        self.shape = (height, width, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        ys, xs = key[0], key[1]
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        region = self.reader.read(self.level, x0, y0, x1 - x0, y1 - y0)
+        return region[(slice(None), slice(None), *key[2:])] if len(key) > 2 else region
+
+
+def level_array(reader: SlideReader, level: int, chunk: int = LEVEL_CHUNK) -> da.Array:
+    """A lazy ``(height, width, 3)`` uint8 dask array over ``level``; nothing is read until computed."""
+    return da.from_array(_LevelView(reader, level), chunks=(chunk, chunk, 3), asarray=False, fancy=False,
+                         name=f"slide-{reader.path.name}-{level}-{id(reader)}")
+
+
+def thumbnail(reader: SlideReader, max_size: int = 2048) -> tuple[np.ndarray, float]:
+    """A downsampled RGB overview and its downsample relative to level 0, read in bounded memory.
+
+    Uses the smallest pyramid level that is still at least ``max_size`` on its long side, then block-averages
+    it chunk by chunk to at most ``max_size``.
+    """
+    dims = reader.level_dimensions
+    level = max((i for i, (w, h) in enumerate(dims) if max(w, h) >= max_size), default=0)
+    width, height = dims[level]
+    factor = max(1, int(np.ceil(max(width, height) / max_size)))
+    array = level_array(reader, level, chunk=max(LEVEL_CHUNK // factor, 1) * factor)
+    array = array[: height - height % factor or height, : width - width % factor or width]
+    if factor > 1:
+        array = da.coarsen(np.mean, array.astype(np.float32), {0: factor, 1: factor}, trim_excess=True)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        small = np.asarray(array.compute(), dtype=np.float32)
+    downsample = reader.level_downsamples[level] * factor
+    return np.clip(small, 0, 255).astype(np.uint8), downsample
+
+
+def read_window(array: da.Array, x: int, y: int, width: int, height: int, fill: int = 0) -> np.ndarray:
+    """Compute the ``(height, width, 3)`` window of a lazy level array; parts outside it are ``fill``."""
+    h, w = array.shape[:2]
+    out = np.full((height, width, 3), fill, np.uint8)
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, w), min(y + height, h)
+    if x1 > x0 and y1 > y0:
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = array[y0:y1, x0:x1].compute(scheduler="synchronous")
+    return out

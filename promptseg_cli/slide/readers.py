@@ -1,0 +1,332 @@
+"""One reader interface over whole-slide and plain image formats.
+
+Backends, tried in this order:
+
+* Pillow for PNG/JPEG (small images, read whole);
+* tiffslide for OME-TIFF (pyramids stored as SubIFDs, which OpenSlide sees as one level);
+* openslide-python (with the ``openslide-bin`` wheel) for everything OpenSlide recognises: SVS, NDPI, MRXS,
+  SCN, BIF, generic tiled TIFF, ...;
+* tifffile for other TIFFs (strips, no tiles), read lazily through its zarr store;
+* tiffslide as a last resort.
+
+Every reader reports levels, dimensions, pixel size and returns RGB ``uint8`` regions. Coordinates passed to
+:meth:`SlideReader.read` are in pixels of the requested level.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
+SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", *TIFF_SUFFIXES}
+SUPPORTED_SUFFIXES = SLIDE_SUFFIXES | IMAGE_SUFFIXES
+
+
+class SlideError(Exception):
+    """A slide that cannot be opened or read; the message names the file and the problem."""
+
+
+class SlideReader(ABC):
+    """Levels, pixel size and RGB region reads of one slide or image."""
+
+    backend: str = ""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @property
+    @abstractmethod
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        """``(width, height)`` of every pyramid level, largest first."""
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        w0 = self.level_dimensions[0][0]
+        return [w0 / w for w, _ in self.level_dimensions]
+
+    @property
+    @abstractmethod
+    def mpp(self) -> float | None:
+        """Microns per pixel at level 0, if the file states it."""
+
+    @property
+    def vendor(self) -> str | None:
+        return None
+
+    @property
+    def associated_images(self) -> list[str]:
+        return []
+
+    @abstractmethod
+    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """RGB region fully inside the level."""
+
+    def read(self, level: int, x: int, y: int, width: int, height: int, fill: int = 0) -> np.ndarray:
+        """RGB ``uint8`` region ``(height, width, 3)``; parts outside the level are set to ``fill``."""
+        lw, lh = self.level_dimensions[level]
+        out = np.full((height, width, 3), fill, np.uint8)
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, lw), min(y + height, lh)
+        if x1 > x0 and y1 > y0:
+            try:
+                out[y0 - y : y1 - y, x0 - x : x1 - x] = self._read(level, x0, y0, x1 - x0, y1 - y0)
+            except SlideError:
+                raise
+            except Exception as exc:  # backends raise their own error types for corrupt data
+                raise SlideError(f"{self.path}: cannot read region at level {level} ({x0}, {y0}): {exc}") from exc
+        return out
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "SlideReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _rgba_on_white(rgba: np.ndarray) -> np.ndarray:
+    """Composite RGBA (transparent = no data) on white, as slide viewers show it."""
+    if rgba.shape[-1] == 3:
+        return rgba
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    return ((rgba[..., :3] * alpha + 255 * (255 - alpha)) // 255).astype(np.uint8)
+
+
+def _to_rgb(array: np.ndarray) -> np.ndarray:
+    """Grey, grey+alpha, RGB or RGBA ``(H, W[, C])`` of any integer type to RGB ``uint8``."""
+    if array.dtype != np.uint8:
+        top = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else float(array.max() or 1)
+        array = np.clip(array.astype(np.float32) * (255.0 / top), 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2)
+    if array.shape[-1] == 1:
+        return np.repeat(array, 3, axis=2)
+    if array.shape[-1] == 2:
+        return np.repeat(array[..., :1], 3, axis=2)
+    return _rgba_on_white(array[..., :4])
+
+
+class OpenSlideReader(SlideReader):
+    backend = "openslide"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        import openslide
+
+        self._slide = openslide.OpenSlide(str(path))
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        return list(self._slide.level_dimensions)
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        return list(self._slide.level_downsamples)
+
+    @property
+    def mpp(self) -> float | None:
+        value = self._slide.properties.get("openslide.mpp-x")
+        return float(value) if value else None
+
+    @property
+    def vendor(self) -> str | None:
+        return self._slide.properties.get("openslide.vendor")
+
+    @property
+    def associated_images(self) -> list[str]:
+        return sorted(self._slide.associated_images)
+
+    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        ds = self.level_downsamples[level]
+        region = self._slide.read_region((int(round(x * ds)), int(round(y * ds))), level, (width, height))
+        return _rgba_on_white(np.asarray(region))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class TiffSlideReader(SlideReader):
+    backend = "tiffslide"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        import tiffslide
+
+        self._slide = tiffslide.TiffSlide(str(path))
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        return [tuple(map(int, d)) for d in self._slide.level_dimensions]
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        return [float(d) for d in self._slide.level_downsamples]
+
+    @property
+    def mpp(self) -> float | None:
+        value = self._slide.properties.get("tiffslide.mpp-x")
+        return float(value) if value else None
+
+    @property
+    def vendor(self) -> str | None:
+        return self._slide.properties.get("tiffslide.vendor")
+
+    @property
+    def associated_images(self) -> list[str]:
+        return sorted(self._slide.associated_images)
+
+    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        ds = self.level_downsamples[level]
+        region = self._slide.read_region((int(round(x * ds)), int(round(y * ds))), level, (width, height), as_array=True)
+        return _to_rgb(np.asarray(region))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class TifffileReader(SlideReader):
+    """Plain TIFF / OME-TIFF 2-D images (grey or RGB), levels from the series' pyramid, read lazily."""
+
+    backend = "tifffile"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        import tifffile
+        import zarr
+
+        self._tif = tifffile.TiffFile(str(path))
+        series = self._tif.series[0]
+        self._axes = series.axes
+        if not set(self._axes) <= {"Y", "X", "S", "C"} or ("C" in self._axes and series.shape[self._axes.index("C")] > 4):
+            raise SlideError(f"{path}: unsupported TIFF layout {self._axes} {series.shape} (expected a 2-D grey or RGB image)")
+        store = series.aszarr()
+        group = zarr.open(store, mode="r")
+        self._levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(len(series.levels))]
+        self._mpp = self._read_mpp(series)
+
+    def _read_mpp(self, series) -> float | None:
+        ome = self._tif.ome_metadata
+        if ome:
+            import re
+
+            match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', ome)
+            unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', ome)
+            if match:
+                factor = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}.get(unit.group(1) if unit else "µm", 1.0)
+                return float(match.group(1)) * factor
+        tags = series.pages[0].tags
+        if "XResolution" in tags and "ResolutionUnit" in tags:
+            num, den = tags["XResolution"].value
+            unit = int(tags["ResolutionUnit"].value)
+            per_unit = {2: 25400.0, 3: 10000.0}.get(unit)
+            if per_unit and num > 0 and den > 0 and num / den > 1:
+                return per_unit * den / num
+        return None
+
+    def _yx_shape(self, level: int) -> tuple[int, int]:
+        shape = self._levels[level].shape
+        return shape[self._axes.index("Y")], shape[self._axes.index("X")]
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        return [self._yx_shape(i)[::-1] for i in range(len(self._levels))]
+
+    @property
+    def mpp(self) -> float | None:
+        return self._mpp
+
+    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        index = tuple(
+            slice(y, y + height) if a == "Y" else slice(x, x + width) if a == "X" else slice(None) for a in self._axes
+        )
+        region = np.asarray(self._levels[level][index])
+        if "C" in self._axes:
+            region = np.moveaxis(region, self._axes.index("C"), -1)
+        return _to_rgb(region)
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+class PillowReader(SlideReader):
+    backend = "pillow"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()
+            self._array = _to_rgb(np.asarray(image.convert("RGBA") if image.mode in ("P", "LA", "PA") else image))
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        return [(self._array.shape[1], self._array.shape[0])]
+
+    @property
+    def mpp(self) -> float | None:
+        return None
+
+    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return self._array[y : y + height, x : x + width]
+
+
+def _openslide_format(path: Path) -> str | None:
+    try:
+        import openslide
+
+        return openslide.OpenSlide.detect_format(str(path))
+    except Exception:
+        return None
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise SlideError(f"{path}: file not found")
+    if path.is_dir():
+        raise SlideError(f"{path}: is a directory, not a slide")
+    if not os.access(path, os.R_OK):
+        raise SlideError(f"{path}: permission denied")
+    if path.stat().st_size == 0:
+        raise SlideError(f"{path}: file is empty")
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise SlideError(f"{path}: unsupported file type '{path.suffix}' (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
+
+
+def _candidates(path: Path) -> list[type[SlideReader]]:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return [PillowReader]
+    if path.name.lower().endswith((".ome.tif", ".ome.tiff")):
+        return [TiffSlideReader, TifffileReader]
+    if _openslide_format(path) is not None:
+        return [OpenSlideReader, TiffSlideReader]
+    if suffix in TIFF_SUFFIXES:
+        return [TifffileReader, TiffSlideReader]
+    return [TiffSlideReader]
+
+
+def open_slide(path: str | Path) -> SlideReader:
+    """Open ``path`` with the first backend that can read it, or raise :class:`SlideError`."""
+    path = Path(path)
+    _check_file(path)
+    problems = []
+    for backend in _candidates(path):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reader = backend(path)
+            reader.read(len(reader.level_dimensions) - 1, 0, 0, 1, 1)
+            return reader
+        except SlideError:
+            raise
+        except Exception as exc:
+            problems.append(f"{backend.backend}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}")
+    raise SlideError(f"{path}: cannot open as a slide or image ({'; '.join(problems)})")
