@@ -124,7 +124,7 @@ def segment(
     Example: promptseg segment slide.svs --prompt nuclei -o slide.ome.zarr
     """
     reporter = Reporter(quiet, verbose)
-    from .pipeline.segment import OutputExistsError, SegmentOptions, segment_slide
+    from .pipeline.segment import OutputError, SegmentOptions, segment_slide
     from .slide.readers import SlideError
 
     if ngff not in ("0.4", "0.5"):
@@ -148,10 +148,10 @@ def segment(
         except KeyboardInterrupt:
             reporter.error(f"{slide}: interrupted; no output written")
             raise typer.Exit(EXIT_INTERRUPTED)
-        except (SlideError, OutputExistsError, PermissionError, ValueError, OSError) as exc:
+        except (SlideError, OutputError, ValueError, OSError) as exc:
             if verbose:
                 reporter.console.print_exception()
-            message = str(exc) if str(slide) in str(exc) or str(target) in str(exc) else f"{slide}: {exc}"
+            message = str(exc) if isinstance(exc, (SlideError, OutputError)) else f"{slide}: {exc}"
             reporter.error(message)
             failures.append((slide, message))
             continue

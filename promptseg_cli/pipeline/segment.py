@@ -33,8 +33,12 @@ DEFAULT_TILE_SIZE = 1024
 DEFAULT_OVERLAP = 32
 
 
-class OutputExistsError(FileExistsError):
-    pass
+class OutputError(Exception):
+    """An output path that cannot be written; the message names it and the problem."""
+
+
+class OutputExistsError(OutputError):
+    """The output exists and --overwrite was not given."""
 
 
 @dataclass
@@ -67,9 +71,12 @@ def atomic_directory(path: Path, overwrite: bool) -> Iterator[Path]:
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: output already exists (use --overwrite to replace it)")
     parent = path.parent
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{parent}: cannot create the output directory ({exc.strerror or exc})") from exc
     if not os.access(parent, os.W_OK):
-        raise PermissionError(f"{parent}: output directory is not writable")
+        raise OutputError(f"{parent}: output directory is not writable")
     tmp = parent / f".{path.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

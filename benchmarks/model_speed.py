@@ -1,0 +1,68 @@
+"""Model-only inference speed on 1024 x 1024 tiles of real tissue (issue target: >= 1.5 Mpx/s on 2 CPU cores).
+
+Usage: python benchmarks/model_speed.py [--device cpu] [--tiles 8] [--batch 1]
+Prints megapixels per second for the network forward pass and for forward + contour decoding + NMS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from promptseg_cli.model.predictor import Predictor, resolve_device
+from promptseg_cli.model.weights import load_model
+from promptseg_cli.slide.readers import open_slide
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tissue_tiles(n: int, size: int = 1024) -> np.ndarray:
+    """Real H&E tissue tiles cut from the CMU-1 SVS slide in ../shared/slides."""
+    with open_slide(REPO.parent / "shared" / "slides" / "CMU-1-Small-Region.svs") as reader:
+        w, h = reader.level_dimensions[0]
+        rng = np.random.default_rng(0)
+        return np.stack([reader.read(0, int(rng.integers(0, w - size)), int(rng.integers(0, h - size)), size, size)
+                         for _ in range(n)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tiles", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    predictor = Predictor(load_model(device=device), device)
+    tiles = tissue_tiles(args.tiles)
+    intensity = (float(np.percentile(tiles, 1)), float(np.percentile(tiles, 99.8)))
+    net = predictor.network
+    x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().to(device)
+    prompt = torch.zeros(args.batch, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        net(x[: args.batch], prompt)  # warm-up
+        start = time.perf_counter()
+        for i in range(0, len(x), args.batch):
+            net(x[i : i + args.batch], prompt[: len(x[i : i + args.batch])])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        forward = time.perf_counter() - start
+    start = time.perf_counter()
+    objects = 0
+    for i in range(0, len(tiles), args.batch):
+        objects += sum(len(d) for d in predictor.predict(tiles[i : i + args.batch], "nuclei", intensity))
+    full = time.perf_counter() - start
+    mpx = len(tiles) * tiles.shape[1] * tiles.shape[2] / 1e6
+    params = sum(p.numel() for p in net.parameters())
+    print(f"device={device} threads={args.threads} tiles={len(tiles)}x1024x1024 batch={args.batch} parameters={params}")
+    print(f"network forward:                {mpx / forward:.2f} Mpx/s")
+    print(f"forward + contours + NMS:       {mpx / full:.2f} Mpx/s ({objects} objects)")
+
+
+if __name__ == "__main__":
+    main()

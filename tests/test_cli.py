@@ -1,0 +1,92 @@
+"""The promptseg command as users run it: a real subprocess, real slides, the shipped model."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+from ome_zarr_models.v05.image import Image as Image05
+
+from conftest import REPO
+
+
+def promptseg(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "promptseg_cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_segment_svs_with_the_default_model(tmp_path, slides):
+    out = tmp_path / "cmu.ome.zarr"
+    run = promptseg("segment", slides / "CMU-1-Small-Region.svs", "--prompt", "nuclei", "-o", out)
+    assert run.returncode == 0, run.stderr
+    assert "nuclei" in run.stderr and str(out) in run.stderr
+    group = zarr.open_group(str(out), mode="r")
+    Image05.from_zarr(group)
+    labels = np.asarray(group["labels/nuclei/0"])[0]
+    assert labels.shape == (2967, 2220)
+    n = group.attrs["promptseg"]["objects"]["nuclei"]
+    assert n > 100 and len(np.unique(labels)) - 1 == n
+    scale = group.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale == pytest.approx([1.0, 0.499, 0.499])
+    nodes = list(Reader(parse_url(str(out)))())
+    assert any(node.metadata.get("name") == "nuclei" for node in nodes)
+
+
+def test_segment_ndpi_pyramid_reads_a_lower_level(tmp_path, slides):
+    out = tmp_path / "dapi.ome.zarr"
+    run = promptseg("segment", slides / "DAPI-40x-fluorescence.ndpi", "-p", "nucleus", "-o", out, "--ngff", "0.4", "-v")
+    assert run.returncode == 0, run.stderr
+    assert "level 1" in run.stderr  # 0.456 um/px level is closest to the model's 0.5 um/px
+    group = zarr.open_group(str(out), mode="r")
+    assert group["labels/nuclei/0"].shape == (1, 4864, 3968)
+    assert group.attrs["promptseg"]["objects"]["nuclei"] > 100
+
+
+def test_several_inputs_continue_past_a_bad_one(tmp_path, slides):
+    bad = tmp_path / "broken.svs"
+    bad.write_bytes(b"not a slide at all" * 50)
+    outdir = tmp_path / "results"
+    run = promptseg("segment", bad, REPO / "examples" / "example_slide.tif", "--output-dir", outdir)
+    assert run.returncode == 1
+    assert f"{bad}: cannot open" in run.stderr and "1 of 2 inputs failed" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert (outdir / "example_slide.ome.zarr" / "zarr.json").is_file()
+    assert not (outdir / "broken.ome.zarr").exists()
+    assert [p.name for p in outdir.iterdir()] == ["example_slide.ome.zarr"]
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda t: ["segment", t / "missing.svs"], "missing.svs: file not found"),
+    (lambda t: ["segment", t, "-o", t / "x.ome.zarr"], "directory contains no slides"),
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--prompt", "mitochondria"], "unknown prompt 'mitochondria'"),
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "-o", t / "file.txt" / "out.ome.zarr"], "file.txt: cannot create the output directory"),
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "-o", t / "exists.ome.zarr"], "already exists (use --overwrite"),
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--tile-size", "1000", "-o", t / "y.ome.zarr"], "multiple of 16"),
+    (lambda t: ["info", t / "file.txt"], "unsupported file type"),
+])
+def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "exists.ome.zarr").mkdir()
+    run = promptseg(*make_args(tmp_path))
+    assert run.returncode == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "x.ome.zarr").exists() and not (tmp_path / "y.ome.zarr").exists()
+
+
+def test_info_json(slides):
+    run = promptseg("info", slides / "DAPI-40x-fluorescence.ndpi", "--json")
+    facts = json.loads(run.stdout)
+    assert facts["vendor"] == "hamamatsu" and len(facts["levels"]) == 7 and facts["associated_images"] == ["macro"]
+
+
+def test_help_explains_options_with_examples():
+    run = promptseg("segment", "--help")
+    assert run.returncode == 0
+    for option in ("--prompt", "--output-dir", "--tile-size", "--overlap", "--mpp", "--ngff", "--device", "--overwrite"):
+        assert option in run.stdout
+    assert run.stdout.count("Example") >= 8

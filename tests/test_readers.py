@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from promptseg_cli.slide.lazy import level_array, read_window, thumbnail
+from promptseg_cli.slide.readers import SlideError, open_slide
+from promptseg_cli.slide.resample import resample_region, source_span
+
+from conftest import write_pyramid_tiff
+
+
+def test_svs(slides):
+    with open_slide(slides / "CMU-1-Small-Region.svs") as r:
+        assert r.backend == "openslide" and r.vendor == "aperio"
+        assert r.level_dimensions == [(2220, 2967)]
+        assert r.mpp == pytest.approx(0.499)
+        region = r.read(0, 2200, 2950, 40, 40)
+        assert region.shape == (40, 40, 3) and region.dtype == np.uint8
+        assert (region[20:, 20:] == 0).all() and region[:17, :20].mean() > 100  # outside the slide is fill
+
+
+def test_ndpi_pyramid(slides):
+    with open_slide(slides / "DAPI-40x-fluorescence.ndpi") as r:
+        assert r.vendor == "hamamatsu" and len(r.level_dimensions) == 7
+        assert r.level_downsamples[2] == pytest.approx(4.0)
+        assert r.mpp == pytest.approx(0.2282, abs=1e-3)
+
+
+def test_pyramidal_tiff_written_with_tifffile(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (700, 900, 3), dtype=np.uint8)
+    path = write_pyramid_tiff(tmp_path / "p.tif", image, mpp=0.25, compression="zlib")
+    with open_slide(path) as r:
+        assert r.level_dimensions == [(900, 700), (450, 350), (225, 175)]
+        assert r.mpp == pytest.approx(0.25)
+        np.testing.assert_array_equal(r.read(0, 100, 50, 64, 32), image[50:82, 100:164])
+
+
+def test_plain_strip_tiff_and_grey_via_tifffile(tmp_path):
+    import tifffile
+
+    grey = np.arange(120 * 80, dtype=np.uint16).reshape(120, 80)
+    tifffile.imwrite(tmp_path / "g.tif", grey, resolution=(1e4 / 0.65, 1e4 / 0.65), resolutionunit="CENTIMETER")
+    with open_slide(tmp_path / "g.tif") as r:
+        assert r.backend == "tifffile" and r.level_dimensions == [(80, 120)]
+        assert r.mpp == pytest.approx(0.65)
+        region = r.read(0, 0, 0, 80, 120)
+        assert region.shape == (120, 80, 3) and (region[..., 0] == region[..., 2]).all()
+
+
+def test_png(tmp_path):
+    image = np.zeros((50, 60, 3), np.uint8)
+    image[10:20, 10:20] = 200
+    Image.fromarray(image).save(tmp_path / "a.png")
+    with open_slide(tmp_path / "a.png") as r:
+        assert r.backend == "pillow" and r.mpp is None
+        np.testing.assert_array_equal(r.read(0, 0, 0, 60, 50), image)
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("missing.svs", None, "file not found"),
+    ("empty.svs", b"", "file is empty"),
+    ("notes.txt", b"hello", "unsupported file type"),
+    ("garbage.svs", b"this is not a slide" * 100, "cannot open"),
+])
+def test_bad_files_name_the_file_and_the_problem(tmp_path, name, content, problem):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SlideError) as err:
+        open_slide(path)
+    assert str(path) in str(err.value) and problem in str(err.value)
+
+
+def test_truncated_slide_fails_cleanly(tmp_path, slides):
+    data = (slides / "CMU-1-Small-Region.svs").read_bytes()
+    path = tmp_path / "truncated.svs"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SlideError) as err:
+        with open_slide(path) as r:
+            for y in range(0, r.level_dimensions[0][1], 512):
+                r.read(0, 0, y, r.level_dimensions[0][0], 512)
+    assert str(path) in str(err.value)
+
+
+def test_lazy_level_array_reads_windows(slides):
+    with open_slide(slides / "DAPI-40x-fluorescence.ndpi") as r:
+        arr = level_array(r, 2)
+        assert arr.shape == (1216, 992, 3)
+        window = read_window(arr, -10, 1200, 40, 30, fill=7)
+        np.testing.assert_array_equal(window[:16, 10:], r.read(2, 0, 1200, 30, 16))
+        assert (window[:, :10] == 7).all() and (window[16:] == 7).all()
+        small, downsample = thumbnail(r, max_size=512)
+        assert max(small.shape[:2]) <= 512 and downsample >= 8
+
+
+def test_resampling_is_identical_whatever_the_tile_origin():
+    rng = np.random.default_rng(1)
+    source = rng.integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    factor = 1.37
+
+    def native(x, y, w, h):
+        sx0, sx1 = source_span(x, w, factor)
+        sy0, sy1 = source_span(y, h, factor)
+        pad = np.zeros((sy1 - sy0, sx1 - sx0, 3), np.uint8)
+        ys, xs = slice(max(sy0, 0), min(sy1, 400)), slice(max(sx0, 0), min(sx1, 400))
+        pad[ys.start - sy0 : ys.stop - sy0, xs.start - sx0 : xs.stop - sx0] = source[ys, xs]
+        return resample_region(pad, (sx0, sy0), (x, y), (w, h), factor)
+
+    whole = native(0, 0, 280, 280)
+    np.testing.assert_array_equal(native(96, 64, 128, 160), whole[64:224, 96:224])
+    # a flat image stays flat and a factor of 2 averages pairs
+    flat = np.full((40, 40, 3), 100, np.uint8)
+    assert (resample_region(flat, (-2, -2), (1, 1), (10, 10), 2.0) > 0).all()

@@ -1,0 +1,91 @@
+"""The segment pipeline on real files: seams, resampling, OME-Zarr structure, atomic output."""
+
+import numpy as np
+import pytest
+import zarr
+from ome_zarr_models.v05.image import Image as Image05
+from scipy import ndimage
+
+from promptseg_cli.pipeline.segment import OutputExistsError, SegmentOptions, segment_slide
+from promptseg_cli.progress import Reporter
+
+from conftest import write_pyramid_tiff
+from detectors import DarkObjectDetector, disc_slide
+
+
+def _labels(path, name="nuclei", level=0):
+    return np.asarray(zarr.open_group(str(path), mode="r")[f"labels/{name}/{level}"])[0]
+
+
+@pytest.mark.parametrize("tile_size, mpp", [(256, 0.5), (512, 0.5), (256, 0.25)])
+def test_objects_across_seams_appear_exactly_once_and_whole(tmp_path, tile_size, mpp):
+    scale = 0.5 / mpp  # level-0 pixels per model pixel
+    image, centres, radii = disc_slide((int(800 * scale), int(1000 * scale)), seams=int(tile_size * scale),
+                                       radius_range=(int(6 * scale), int(20 * scale)))
+    slide = write_pyramid_tiff(tmp_path / "discs.tif", image, mpp=mpp, compression="zlib")
+    out = tmp_path / "discs.ome.zarr"
+    options = SegmentOptions(prompts=["nuclei"], tile_size=tile_size, overlap=32)
+    result = segment_slide(slide, out, DarkObjectDetector(), options, Reporter(quiet=True))
+    labels = _labels(out)
+    assert labels.shape == image.shape[:2]
+    assert result.objects["nuclei"] == len(centres)
+    ids_at_centres = labels[centres[:, 0].astype(int), centres[:, 1].astype(int)]
+    assert (ids_at_centres > 0).all() and len(set(ids_at_centres.tolist())) == len(centres)
+    true_areas = np.pi * radii.astype(float) ** 2
+    found_areas = ndimage.sum(np.ones_like(labels), labels, ids_at_centres)
+    np.testing.assert_allclose(found_areas, true_areas, rtol=0.12 if mpp == 0.25 else 0.08)
+    assert len(np.unique(labels)) - 1 == len(centres)  # no fragments, no extra objects
+
+
+def test_output_structure_validates_and_pyramid_is_nearest(tmp_path):
+    image, centres, _ = disc_slide((1400, 1200), seams=512)
+    slide = write_pyramid_tiff(tmp_path / "s.tif", image, mpp=0.5, compression="zlib")
+    out = tmp_path / "s.ome.zarr"
+    segment_slide(slide, out, DarkObjectDetector(), SegmentOptions(prompts=["nuclei", "cells"]), Reporter(quiet=True))
+    group = zarr.open_group(str(out), mode="r")
+    model = Image05.from_zarr(group)
+    assert model.labels.label_paths == ["nuclei", "cells"]
+    ome = group.attrs["ome"]
+    scales = [d["coordinateTransformations"][0]["scale"] for d in ome["multiscales"][0]["datasets"]]
+    assert scales == [[1.0, 0.5, 0.5], [1.0, 1.0, 1.0], [1.0, 2.0, 2.0]]
+    label_meta = group["labels/nuclei"].attrs["ome"]
+    assert label_meta["version"] == "0.5" and label_meta["image-label"]["source"]["image"] == "../../"
+    assert [d["coordinateTransformations"] for d in label_meta["multiscales"][0]["datasets"]] == \
+        [d["coordinateTransformations"] for d in ome["multiscales"][0]["datasets"]]
+    level0, level1 = _labels(out), _labels(out, level=1)
+    np.testing.assert_array_equal(level1, level0[::2, ::2])
+    assert set(np.unique(level1)) <= set(np.unique(level0))
+    np.testing.assert_array_equal(np.asarray(group["0"])[:, :100, :100].transpose(1, 2, 0), image[:100, :100])
+    assert group["labels/nuclei/0"].dtype == np.uint32
+    assert group.attrs["promptseg"]["objects"] == {"nuclei": len(centres), "cells": len(centres)}
+
+
+def test_ngff_04_is_zarr_v2_and_validates(tmp_path):
+    from ome_zarr_models.v04.image import Image as Image04
+
+    image, _, _ = disc_slide((600, 600), seams=256)
+    slide = write_pyramid_tiff(tmp_path / "s.tif", image, mpp=0.5, compression="zlib")
+    out = tmp_path / "s.ome.zarr"
+    segment_slide(slide, out, DarkObjectDetector(), SegmentOptions(prompts=["nuclei"], ngff="0.4"), Reporter(quiet=True))
+    assert (out / ".zattrs").is_file() and (out / "labels" / "nuclei" / "0" / ".zarray").is_file()
+    Image04.from_zarr(zarr.open_group(str(out), mode="r"))
+    assert zarr.open_group(str(out), mode="r")["labels/nuclei"].attrs["image-label"]["version"] == "0.4"
+
+
+def test_existing_output_is_refused_and_failures_leave_nothing(tmp_path, slides):
+    image, _, _ = disc_slide((300, 300), seams=128)
+    slide = write_pyramid_tiff(tmp_path / "s.tif", image, mpp=0.5, compression="zlib")
+    out = tmp_path / "s.ome.zarr"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier work")
+    with pytest.raises(OutputExistsError):
+        segment_slide(slide, out, DarkObjectDetector(), SegmentOptions(prompts=["nuclei"]), Reporter(quiet=True))
+    assert (out / "keep.txt").read_text() == "earlier work"
+
+    class Exploding(DarkObjectDetector):
+        def predict(self, tiles, prompt, intensity):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        segment_slide(slide, tmp_path / "new.ome.zarr", Exploding(), SegmentOptions(prompts=["nuclei"]), Reporter(quiet=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ome.zarr", "s.tif"]

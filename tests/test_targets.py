@@ -1,0 +1,40 @@
+import numpy as np
+import torch
+from skimage.draw import disk, polygon
+
+from promptseg_cli.model import fourier
+from promptseg_cli.model.network import HEAD_STRIDE
+from promptseg_cli.training.targets import make_targets
+
+
+def _label():
+    label = np.zeros((96, 96), np.int32)
+    label[disk((30, 30), 12)] = 1
+    label[disk((60, 62), 8)] = 2
+    label[disk((90, 10), 9, shape=label.shape)] = 3  # cut by the bottom border
+    return label
+
+
+def test_targets_describe_each_object():
+    label = _label()
+    t = make_targets(label, order=8)
+    assert t.prob.shape == (96 // HEAD_STRIDE, 96 // HEAD_STRIDE)
+    assert t.valid.tolist() == [True, True, False]
+    assert t.prob.max() <= 1.0 and t.prob[label[::2, ::2] == 0].max() == 0
+    # the objectness peak of object 1 is at its centre
+    peak = np.unravel_index(np.argmax(np.where(t.index == 0, t.prob, 0)), t.prob.shape)
+    assert abs(peak[0] * 2 - 30) <= 2 and abs(peak[1] * 2 - 30) <= 2
+    for obj in (0, 1):
+        points = fourier.decode(torch.tensor(t.coeffs[obj]), torch.tensor(t.centres[obj]), 64).numpy()
+        mask = np.zeros(label.shape, bool)
+        mask[polygon(points[:, 1] - 0.5, points[:, 0] - 0.5, label.shape)] = True
+        truth = label == obj + 1
+        assert (mask & truth).sum() / (mask | truth).sum() > 0.93
+
+
+def test_index_map_points_to_the_right_object():
+    label = _label()
+    t = make_targets(label, order=8)
+    sub = label[::2, ::2]
+    assert np.all((t.index >= 0) == (sub > 0))
+    assert np.all(t.index[sub == 2] == 1)
