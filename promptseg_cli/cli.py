@@ -110,7 +110,7 @@ def segment(
     overlap: Annotated[int, typer.Option("--overlap", help="Halo around each tile in model pixels (multiple of 16); must exceed the largest object radius. Example: --overlap 64")] = 32,
     mpp: Annotated[Optional[float], typer.Option("--mpp", help="Level-0 pixel size in microns, overriding the file's. Example: --mpp 0.25")] = None,
     ngff: Annotated[str, typer.Option("--ngff", help="OME-NGFF version: 0.5 (zarr v3, sharded) or 0.4 (zarr v2). Example: --ngff 0.4")] = "0.5",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per model call (raise on a GPU). Example: --batch-size 8")] = 1,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tiles per model call (default: 8 on a GPU, 1 on CPU). Example: --batch-size 16")] = None,
     no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
     score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Objectness threshold (default from the model). Example: --score-threshold 0.4")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")] = False,
@@ -138,8 +138,10 @@ def segment(
             _fail(reporter, "several inputs need --output-dir")
         output = slides[0].parent / output_name(slides[0])
     targets = [output] if output is not None else [output_dir / output_name(s) for s in slides]
-    options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite)
     predictor = _load_predictor(model, device, reporter, score_threshold)
+    if batch_size is None:
+        batch_size = 1 if predictor.device.type == "cpu" else 8
+    options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite)
 
     failures: list[tuple[Path, str]] = []
     for slide, target in zip(slides, targets):

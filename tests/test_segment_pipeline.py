@@ -89,3 +89,46 @@ def test_existing_output_is_refused_and_failures_leave_nothing(tmp_path, slides)
     with pytest.raises(RuntimeError):
         segment_slide(slide, tmp_path / "new.ome.zarr", Exploding(), SegmentOptions(prompts=["nuclei"]), Reporter(quiet=True))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ome.zarr", "s.tif"]
+
+
+def test_tiled_result_matches_whole_image_with_the_real_model(tmp_path, data):
+    """Seam exactness with the shipped CPN: tile-by-tile equals one pass over the whole image."""
+    from PIL import Image
+
+    from promptseg_cli.evaluation.metrics import iou_matrix
+    from promptseg_cli.model.predictor import Predictor
+    from promptseg_cli.model.weights import load_model
+    from promptseg_cli.pipeline.rasterize import label_image
+    from promptseg_cli.slide.lazy import thumbnail
+    from promptseg_cli.slide.readers import open_slide
+    from promptseg_cli.training.datasets import intensity_range
+
+    names = sorted((data / "monuseg" / "images").glob("*.png"))[:2]
+    mosaic = np.concatenate([np.asarray(Image.open(p).convert("RGB").reduce(2)) for p in names], axis=1)
+    slide = write_pyramid_tiff(tmp_path / "mosaic.tif", mosaic, mpp=0.5, compression="zlib")
+    predictor = Predictor(load_model())
+    with open_slide(slide) as reader:
+        intensity = intensity_range(thumbnail(reader)[0])
+    det = predictor.predict(mosaic[None], "nuclei", intensity)[0]
+    whole = label_image(det.contours, det.scores, mosaic.shape[:2])
+    out = tmp_path / "mosaic.ome.zarr"
+    segment_slide(slide, out, predictor, SegmentOptions(["nuclei"], tile_size=256), Reporter(quiet=True))
+    tiled = _labels(out)
+    iou = iou_matrix(whole, tiled)
+    assert iou.shape[0] > 300
+    tp = int((iou.max(axis=1) > 0.5).sum())
+    assert 2 * tp / (iou.shape[0] + iou.shape[1]) >= 0.995
+    assert ((iou > 0.3).sum(axis=1) > 1).sum() == 0  # no whole-image object split or duplicated by tiling
+
+
+def test_png_without_pixel_size_runs_at_native_resolution_with_a_warning(tmp_path, capsys):
+    image, centres, _ = disc_slide((300, 400), seams=128)
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "discs.png")
+    result = segment_slide(tmp_path / "discs.png", tmp_path / "discs.ome.zarr", DarkObjectDetector(),
+                           SegmentOptions(["nuclei"], tile_size=128), Reporter())
+    assert result.mpp is None and "no pixel size" in result.warnings[0]
+    assert result.objects["nuclei"] == len(centres)
+    group = zarr.open_group(str(tmp_path / "discs.ome.zarr"), mode="r")
+    assert "unit" not in group.attrs["ome"]["multiscales"][0]["axes"][1]

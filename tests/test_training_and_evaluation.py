@@ -95,3 +95,12 @@ def test_simulator_gives_nuclei_inside_cells():
         assert (cells[nuclei == i] == i).all()
         assert (cells == i).sum() > (nuclei == i).sum()
     assert image[..., 2][nuclei > 0].mean() > image[..., 2][cells == 0].mean()
+
+
+def test_resume_drops_loss_records_written_after_the_last_checkpoint(tmp_path):
+    from promptseg_cli.training.train import _trim_log
+
+    log = tmp_path / "losses.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 8)))
+    _trim_log(log, 5)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5]

