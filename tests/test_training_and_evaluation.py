@@ -104,3 +104,16 @@ def test_resume_drops_loss_records_written_after_the_last_checkpoint(tmp_path):
     log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 8)))
     _trim_log(log, 5)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+def test_the_prompt_alone_switches_between_nuclei_and_whole_cells(tmp_path):
+    from promptseg_cli.evaluation.evaluate import cpn_segmenter, evaluate
+    from promptseg_cli.model.predictor import Predictor
+    from promptseg_cli.training.simulate import write_simulated_dataset
+
+    folders = write_simulated_dataset(tmp_path, count=4, seed=99)
+    predictor = Predictor(load_model())
+    score = {(p, t): evaluate(folders[t], cpn_segmenter(predictor, p))["ap@0.5"]
+             for p in ("nuclei", "cells") for t in ("nuclei", "cells")}
+    assert score["nuclei", "nuclei"] > 0.7 and score["cells", "cells"] > 0.7
+    assert score["nuclei", "cells"] < 0.1 and score["cells", "nuclei"] < 0.1

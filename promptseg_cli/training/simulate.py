@@ -94,3 +94,34 @@ def _render(rng: np.random.Generator, cells: np.ndarray, nuclei: np.ndarray) -> 
     rgb += rng.normal(0, rng.uniform(1, 8), rgb.shape)
     rgb = 255 * (np.clip(rgb, 0, 255) / 255) ** rng.uniform(0.8, 1.25)
     return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def write_simulated_dataset(folder, count: int, seed: int, size: int = 256) -> dict[str, "Path"]:
+    """Write ``count`` simulated images twice in the dataset layout: ``folder/nuclei`` and ``folder/cells``.
+
+    Both folders hold the same images; their labels answer the prompt they are named after, so
+    ``promptseg evaluate folder/cells --prompt cells`` scores whole cells on pictures that also show nuclei.
+    """
+    from pathlib import Path
+
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(folder)
+    paths = {}
+    for name in ("nuclei", "cells"):
+        (root / name / "images").mkdir(parents=True, exist_ok=True)
+        (root / name / "labels").mkdir(parents=True, exist_ok=True)
+        paths[name] = root / name
+    rows = []
+    for i in range(count):
+        image, nuclei, cells = simulate_tissue(rng, size)
+        image_id = f"sim{seed}_{i:03d}"
+        for name, label in (("nuclei", nuclei), ("cells", cells)):
+            Image.fromarray(image).save(paths[name] / "images" / f"{image_id}.png")
+            tifffile.imwrite(paths[name] / "labels" / f"{image_id}.tif", label.astype(np.uint16), compression="zlib")
+        rows.append(f"{image_id},two_channel,{size},{size},{int(cells.max())}\n")
+    for path in paths.values():
+        (path / "index.csv").write_text("id,kind,height,width,objects\n" + "".join(rows))
+    return paths
