@@ -113,13 +113,16 @@ def segment(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tiles per model call (default: 8 on a GPU, 1 on CPU). Example: --batch-size 16")] = None,
     no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
     score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Objectness threshold (default from the model). Example: --score-threshold 0.4")] = None,
+    geojson: Annotated[Optional[str], typer.Option("--geojson", help="Also write QuPath GeoJSON (.gz to compress); {stem} is replaced by each input's name. Example: --geojson out/{stem}.geojson.gz")] = None,
+    table: Annotated[Optional[str], typer.Option("--table", help="Also write a measurements table per prompt into OUTPUT/tables/: parquet or csv. Example: --table parquet")] = None,
+    preview: Annotated[Optional[str], typer.Option("--preview", help="Also write a PNG overview with outlines and a full-resolution crop; {stem} as for --geojson. Example: --preview {stem}.png")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Segment slides into OME-Zarr label images.
+    """Segment slides into OME-Zarr label images (and optionally GeoJSON, tables and a preview).
 
     Example: promptseg segment slide.svs --prompt nuclei -o slide.ome.zarr
     """
@@ -138,13 +141,22 @@ def segment(
             _fail(reporter, "several inputs need --output-dir")
         output = slides[0].parent / output_name(slides[0])
     targets = [output] if output is not None else [output_dir / output_name(s) for s in slides]
+    if table is not None and table not in ("parquet", "csv"):
+        _fail(reporter, f"--table must be parquet or csv, got {table}")
+    for name, template in (("--geojson", geojson), ("--preview", preview)):
+        if template is not None and len(slides) > 1 and "{stem}" not in template:
+            _fail(reporter, f"{name} with several inputs needs {{stem}} in the path, e.g. {name} results/{{stem}}.ext")
     predictor = _load_predictor(model, device, reporter, score_threshold)
     if batch_size is None:
         batch_size = 1 if predictor.device.type == "cpu" else 8
-    options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite)
+    options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite,
+                             table=table)
 
     failures: list[tuple[Path, str]] = []
     for slide, target in zip(slides, targets):
+        stem = output_name(slide)[: -len(".ome.zarr")]
+        options.geojson = Path(geojson.replace("{stem}", stem)) if geojson else None
+        options.preview = Path(preview.replace("{stem}", stem)) if preview else None
         try:
             result = segment_slide(slide, target, predictor, options, reporter)
         except KeyboardInterrupt:

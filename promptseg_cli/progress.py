@@ -8,10 +8,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 
 #: Seconds between plain log lines when not on a terminal.
 PLAIN_INTERVAL = 10.0
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (or seconds per item when slower than one a second)."""
+
+    def render(self, task) -> Text:
+        speed = task.speed
+        if not speed:
+            return Text("-/s")
+        return Text(f"{speed:.1f}/s" if speed >= 1 else f"{1 / speed:.1f}s/it")
 
 
 class Reporter:
@@ -41,7 +53,7 @@ class Reporter:
     def task(self, description: str, total: int, completed: int = 0) -> Iterator[Callable[[int, str], None]]:
         """Yield ``advance(n, status)`` that moves a bar (terminal) or prints a line every few seconds."""
         if self.interactive:
-            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
             with Progress(*columns, console=self.console, transient=False) as progress:
                 task = progress.add_task(description, total=total, completed=completed, status="")
@@ -58,7 +70,7 @@ class Reporter:
             rate = (state["done"] - state["base"]) / max(now - state["start"], 1e-6)
             eta = (total - state["done"]) / rate if rate > 0 else float("inf")
             eta_text = f"{eta:.0f}s" if eta != float("inf") else "?"
-            print(f"[{time.strftime('%H:%M:%S')}] {description}: {state['done']}/{total} {status} (ETA {eta_text})",
-                  file=sys.stderr, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {description}: {state['done']}/{total} {status} "
+                  f"({rate:.2f}/s, ETA {eta_text})", file=sys.stderr, flush=True)
 
         yield advance

@@ -16,13 +16,22 @@ from promptseg_cli.model.predictor import Detections
 
 
 class DarkObjectDetector:
+    """Dark objects are ``nuclei``; for ``cells`` each object is grown by ``cell_margin`` pixels."""
+
     model = SimpleNamespace(native_mpp=0.5, version="dark-object-test-detector")
 
-    def predict(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> list[Detections]:
-        return [self._detect(tile) for tile in tiles]
+    def __init__(self, cell_margin: int = 0):
+        self.cell_margin = cell_margin
 
-    def _detect(self, tile: np.ndarray) -> Detections:
-        labels, n = ndimage.label(tile.mean(axis=2) < 100)
+    def predict(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> list[Detections]:
+        grow = self.cell_margin if prompt == "cells" else 0
+        return [self._detect(tile, grow) for tile in tiles]
+
+    def _detect(self, tile: np.ndarray, grow: int) -> Detections:
+        mask = tile.mean(axis=2) < 100
+        if grow:
+            mask = ndimage.binary_dilation(mask, iterations=grow)
+        labels, n = ndimage.label(mask)
         contours, anchors = [], []
         for i, sl in enumerate(ndimage.find_objects(labels), start=1):
             mask = np.pad(labels[sl] == i, 1)

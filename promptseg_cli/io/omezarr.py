@@ -81,6 +81,12 @@ class OmeZarrLayout:
         return {"ome": {"version": "0.5", **payload}} if self.ngff == "0.5" else payload
 
 
+def ngff_attrs(group: zarr.Group) -> dict:
+    """A group's NGFF metadata, whichever version wrote it (0.5 nests it under "ome")."""
+    attrs = group.attrs.asdict()
+    return attrs.get("ome", attrs)
+
+
 def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout: OmeZarrLayout) -> zarr.Array:
     chunks = (1, CHUNK, CHUNK)
     if layout.zarr_format == 3:
@@ -158,3 +164,41 @@ def _mean2(block: np.ndarray, h: int, w: int) -> np.ndarray:
     pad = ((0, 0), (0, 2 * h - block.shape[1]), (0, 2 * w - block.shape[2]))
     block = np.pad(block, pad, mode="edge").astype(np.uint16)
     return ((block[:, 0::2, 0::2] + block[:, 1::2, 0::2] + block[:, 0::2, 1::2] + block[:, 1::2, 1::2] + 2) // 4).astype(np.uint8)
+
+
+class PropertiesSink:
+    """Per-label ``properties`` in the image-label metadata, kept only while the count stays practical."""
+
+    LIMIT = 20_000
+
+    def __init__(self, writer: OmeZarrWriter, mpp: float | None):
+        self.writer, self.mpp = writer, mpp
+        self._rows: dict[str, list[dict]] = {p: [] for p in writer.labels}
+        self._over: set[str] = set()
+
+    def write(self, records) -> None:
+        rows = self._rows[records.prompt]
+        if records.prompt in self._over or len(rows) + len(records) > self.LIMIT:
+            self._over.add(records.prompt)
+            rows.clear()
+            return
+        m, b = records.measurements, records.batch
+        for i in range(len(records)):
+            row = {"label-value": int(b.ids[i]), "score": round(float(b.scores[i]), 4),
+                   "area (px)": round(float(m["area"][i]), 2),
+                   "centroid x (px)": round(float(m["centroid_x"][i]), 2), "centroid y (px)": round(float(m["centroid_y"][i]), 2)}
+            if self.mpp:
+                row["area (um^2)"] = round(float(m["area"][i]) * self.mpp**2, 3)
+            for name, values in records.links.items():
+                row[name] = int(values[i])
+            rows.append(row)
+
+    def close(self) -> None:
+        for prompt, rows in self._rows.items():
+            if prompt in self._over:
+                continue
+            group = self.writer.root[f"labels/{prompt}"]
+            attrs = group.attrs.asdict()
+            meta = attrs.get("ome", attrs)
+            meta["image-label"]["properties"] = sorted(rows, key=lambda r: r["label-value"])
+            group.attrs.update(attrs)

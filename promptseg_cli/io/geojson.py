@@ -1,0 +1,85 @@
+"""QuPath-importable GeoJSON, streamed feature by feature (memory does not grow with the object count).
+
+Each object is a Feature with ``properties.objectType`` "detection" (or "cell" with a ``nucleusGeometry`` when
+nuclei and cells ran together), a ``classification`` with both ``name`` and ``color`` (QuPath rejects a
+classification without a colour) and ``measurements`` as a name -> number dict. Coordinates are level-0 pixels
+in QuPath's convention, which is also promptseg's: pixel ``(row, col)`` covers ``[col, col+1) x [row, row+1)``.
+A path ending in ``.gz`` is gzip-compressed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..pipeline.catalog import Records
+from ..pipeline.measure import shape_measurements
+
+CLASS_NAMES = {"nuclei": ("Nucleus", [0, 128, 255]), "cells": ("Cell", [255, 96, 0])}
+
+
+def _ring(contour: np.ndarray) -> list[list[float]]:
+    points = np.round(contour.astype(np.float64), 2).tolist()
+    return points + points[:1]
+
+
+def _polygon(contour: np.ndarray) -> dict:
+    return {"type": "Polygon", "coordinates": [_ring(contour)]}
+
+
+class GeoJsonSink:
+    """Writes a FeatureCollection to a temporary file, renamed into place by :meth:`close`."""
+
+    def __init__(self, path: Path, mpp: float | None):
+        self.path = path
+        self.mpp = mpp
+        self._tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        opener = gzip.open if path.suffix == ".gz" else open
+        self._handle = opener(self._tmp, "wt", encoding="utf-8")
+        self._handle.write('{"type": "FeatureCollection", "features": [\n')
+        self._first = True
+        self.count = 0
+
+    def _measurements(self, records: Records, i: int) -> dict[str, float]:
+        m, b = records.measurements, records.batch
+        out = {"Score": float(b.scores[i]), "Area px^2": float(m["area"][i]), "Perimeter px": float(m["perimeter"][i]),
+               "Major axis px": float(m["major_axis"][i]), "Minor axis px": float(m["minor_axis"][i]),
+               "Eccentricity": float(m["eccentricity"][i]), "Solidity": float(m["solidity"][i]),
+               "Mean red": float(b.intensities[i, 0]), "Mean green": float(b.intensities[i, 1]),
+               "Mean blue": float(b.intensities[i, 2]), "Label id": int(b.ids[i])}
+        if self.mpp:
+            out["Area um^2"] = float(m["area"][i] * self.mpp**2)
+            out["Perimeter um"] = float(m["perimeter"][i] * self.mpp)
+        return {k: round(v, 4) for k, v in out.items()}
+
+    def write(self, records: Records) -> None:
+        """Write features; nuclei linked to a cell are written as that cell's ``nucleusGeometry`` instead."""
+        name, colour = CLASS_NAMES.get(records.prompt, (records.prompt, [128, 128, 128]))
+        unlinked = records.links.get("cell_id", np.zeros(len(records))) == 0
+        for i in np.nonzero(unlinked)[0]:
+            nucleus = records.nucleus_contours[i] if records.nucleus_contours is not None else None
+            props = {"objectType": "cell" if records.prompt == "cells" and records.nucleus_contours is not None else "detection",
+                     "classification": {"name": name, "color": colour},
+                     "measurements": self._measurements(records, i)}
+            feature = {"type": "Feature", "id": f"{records.prompt}-{int(records.batch.ids[i])}",
+                       "geometry": _polygon(records.batch.contours[i]), "properties": props}
+            if nucleus is not None:
+                feature["nucleusGeometry"] = _polygon(nucleus)
+                nucleus_area = shape_measurements(nucleus[None])["area"][0]
+                props["measurements"]["Nucleus area px^2"] = round(float(nucleus_area), 4)
+            self._handle.write(("" if self._first else ",\n") + json.dumps(feature, separators=(",", ":")))
+            self._first = False
+            self.count += 1
+
+    def close(self) -> None:
+        self._handle.write("\n]}\n")
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._handle.close()
+        self._tmp.unlink(missing_ok=True)

@@ -1,0 +1,54 @@
+"""A picture of the result: slide overview with object outlines, and a full-resolution crop of the busiest area."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+from PIL import Image
+from skimage.segmentation import find_boundaries
+
+from ..io.geojson import CLASS_NAMES
+from ..io.omezarr import ngff_attrs
+
+OVERVIEW_SIZE = 1536
+CROP_SIZE = 768
+
+
+def _outline(image: np.ndarray, labels: dict[str, np.ndarray]) -> np.ndarray:
+    out = image.copy()
+    for prompt, label in labels.items():
+        out[find_boundaries(label, mode="inner")] = CLASS_NAMES.get(prompt, ("", [255, 255, 0]))[1]
+    return out
+
+
+def write_preview(store: Path, prompts: list[str], path: Path) -> tuple[int, int]:
+    """Write ``path`` (PNG) from a finished OME-Zarr; returns its ``(width, height)``."""
+    group = zarr.open_group(str(store), mode="r")
+    n_levels = len(ngff_attrs(group)["multiscales"][0]["datasets"])
+    level = next((i for i in range(n_levels) if max(group[str(i)].shape[1:]) <= OVERVIEW_SIZE), n_levels - 1)
+    overview = np.asarray(group[str(level)]).transpose(1, 2, 0)
+    labels = {p: np.asarray(group[f"labels/{p}/{level}"])[0] for p in prompts}
+    overview = _outline(overview, labels)
+
+    # the crop: the level-0 window whose downsampled footprint holds the most object pixels
+    scale = 2**level
+    cell = max(1, CROP_SIZE // scale)
+    foreground = sum((lab > 0).astype(np.int32) for lab in labels.values())
+    h, w = foreground.shape
+    sums = np.add.reduceat(np.add.reduceat(foreground, np.arange(0, h, cell), axis=0), np.arange(0, w, cell), axis=1)
+    by, bx = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    full_h, full_w = group["0"].shape[1:]
+    y0, x0 = min(by * cell * scale, max(full_h - CROP_SIZE, 0)), min(bx * cell * scale, max(full_w - CROP_SIZE, 0))
+    crop = np.asarray(group["0"][:, y0 : y0 + CROP_SIZE, x0 : x0 + CROP_SIZE]).transpose(1, 2, 0)
+    crop = _outline(crop, {p: np.asarray(group[f"labels/{p}/0"][0, y0 : y0 + CROP_SIZE, x0 : x0 + CROP_SIZE]) for p in prompts})
+
+    height = max(overview.shape[0], crop.shape[0])
+    canvas = np.full((height, overview.shape[1] + 16 + crop.shape[1], 3), 255, np.uint8)
+    canvas[: overview.shape[0], : overview.shape[1]] = overview
+    canvas[: crop.shape[0], overview.shape[1] + 16 :] = crop
+    tmp = path.with_name(f".{path.name}.partial.png")
+    Image.fromarray(canvas).save(tmp)
+    tmp.replace(path)
+    return canvas.shape[1], canvas.shape[0]
