@@ -27,10 +27,6 @@ CHUNK = 512
 SHARD = 2048
 MIN_LEVEL_SIZE = 512
 
-#: Distinct label colours (RGBA) cycled over label values in the image-label metadata.
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
-
 
 def level_count(width: int, height: int) -> int:
     """Levels so that the smallest has its long side at most ``MIN_LEVEL_SIZE`` pixels."""
@@ -128,8 +124,7 @@ class OmeZarrWriter:
             self.labels[name] = [self._level_array(group, i, 1, np.uint32) for i in range(n)]
             group.attrs.update(layout.attrs({
                 "multiscales": layout.multiscales(name),
-                "image-label": {"version": layout.ngff, "source": {"image": "../../"},
-                                "colors": [{"label-value": i + 1, "rgba": [*c, 255]} for i, c in enumerate(PALETTE)]},
+                "image-label": {"version": layout.ngff, "source": {"image": "../../"}},
             }))
 
     def _level_array(self, group: zarr.Group, level: int, channels: int, dtype) -> zarr.Array:
