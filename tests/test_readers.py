@@ -111,3 +111,20 @@ def test_resampling_is_identical_whatever_the_tile_origin():
     # a flat image stays flat and a factor of 2 averages pairs
     flat = np.full((40, 40, 3), 100, np.uint8)
     assert (resample_region(flat, (-2, -2), (1, 1), (10, 10), 2.0) > 0).all()
+
+
+def test_ome_tiff_pyramid_in_subifds_uses_tiffslide(tmp_path):
+    import tifffile
+
+    image = np.random.default_rng(2).integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    path = tmp_path / "pyramid.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(image, subifds=2, tile=(256, 256), photometric="rgb", compression="zlib",
+                  metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+        for factor in (2, 4):
+            tif.write(image[::factor, ::factor], tile=(256, 256), photometric="rgb", compression="zlib", subfiletype=1)
+    with open_slide(path) as r:
+        assert r.backend == "tiffslide"
+        assert r.level_dimensions == [(800, 600), (400, 300), (200, 150)]
+        assert r.mpp == pytest.approx(0.25)
+        np.testing.assert_array_equal(r.read(1, 10, 20, 30, 40), image[::2, ::2][20:60, 10:40])

@@ -91,6 +91,25 @@ class SlideReader(ABC):
         self.close()
 
 
+def tiff_mpp(tif) -> float | None:
+    """Microns per pixel of a ``tifffile.TiffFile``: OME ``PhysicalSizeX``, else resolution tags."""
+    import re
+
+    if tif.ome_metadata:
+        match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata)
+        unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', tif.ome_metadata)
+        if match:
+            factor = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}.get(unit.group(1) if unit else "µm", 1.0)
+            return float(match.group(1)) * factor
+    tags = tif.pages[0].tags
+    if "XResolution" in tags and "ResolutionUnit" in tags:
+        num, den = tags["XResolution"].value
+        per_unit = {2: 25400.0, 3: 10000.0}.get(int(tags["ResolutionUnit"].value))
+        if per_unit and num > 0 and den > 0 and num / den > 1:
+            return per_unit * den / num
+    return None
+
+
 def _rgba_on_white(rgba: np.ndarray) -> np.ndarray:
     """Composite RGBA (transparent = no data) on white, as slide viewers show it."""
     if rgba.shape[-1] == 3:
@@ -113,57 +132,16 @@ def _to_rgb(array: np.ndarray) -> np.ndarray:
     return _rgba_on_white(array[..., :4])
 
 
-class OpenSlideReader(SlideReader):
-    backend = "openslide"
+class _OpenSlideAPIReader(SlideReader):
+    """Shared code for backends with OpenSlide's API (openslide-python and tiffslide)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, slide):
         super().__init__(path)
-        import openslide
-
-        self._slide = openslide.OpenSlide(str(path))
+        self._slide = slide
 
     @property
     def level_dimensions(self) -> list[tuple[int, int]]:
-        return list(self._slide.level_dimensions)
-
-    @property
-    def level_downsamples(self) -> list[float]:
-        return list(self._slide.level_downsamples)
-
-    @property
-    def mpp(self) -> float | None:
-        value = self._slide.properties.get("openslide.mpp-x")
-        return float(value) if value else None
-
-    @property
-    def vendor(self) -> str | None:
-        return self._slide.properties.get("openslide.vendor")
-
-    @property
-    def associated_images(self) -> list[str]:
-        return sorted(self._slide.associated_images)
-
-    def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        ds = self.level_downsamples[level]
-        region = self._slide.read_region((int(round(x * ds)), int(round(y * ds))), level, (width, height))
-        return _rgba_on_white(np.asarray(region))
-
-    def close(self) -> None:
-        self._slide.close()
-
-
-class TiffSlideReader(SlideReader):
-    backend = "tiffslide"
-
-    def __init__(self, path: Path):
-        super().__init__(path)
-        import tiffslide
-
-        self._slide = tiffslide.TiffSlide(str(path))
-
-    @property
-    def level_dimensions(self) -> list[tuple[int, int]]:
-        return [tuple(map(int, d)) for d in self._slide.level_dimensions]
+        return [(int(w), int(h)) for w, h in self._slide.level_dimensions]
 
     @property
     def level_downsamples(self) -> list[float]:
@@ -171,24 +149,59 @@ class TiffSlideReader(SlideReader):
 
     @property
     def mpp(self) -> float | None:
-        value = self._slide.properties.get("tiffslide.mpp-x")
+        value = self._slide.properties.get(f"{self.backend}.mpp-x")
         return float(value) if value else None
 
     @property
     def vendor(self) -> str | None:
-        return self._slide.properties.get("tiffslide.vendor")
+        return self._slide.properties.get(f"{self.backend}.vendor")
 
     @property
     def associated_images(self) -> list[str]:
         return sorted(self._slide.associated_images)
 
+    @abstractmethod
+    def _region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB region at ``location`` (level-0 pixels) of ``level``."""
+
     def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        ds = self.level_downsamples[level]
-        region = self._slide.read_region((int(round(x * ds)), int(round(y * ds))), level, (width, height), as_array=True)
-        return _to_rgb(np.asarray(region))
+        ds = self.level_downsamples[level]  # both APIs take the location in level-0 pixels
+        return self._region((int(round(x * ds)), int(round(y * ds))), level, (width, height))
 
     def close(self) -> None:
         self._slide.close()
+
+
+class OpenSlideReader(_OpenSlideAPIReader):
+    backend = "openslide"
+
+    def __init__(self, path: Path):
+        import openslide
+
+        super().__init__(path, openslide.OpenSlide(str(path)))
+
+    def _region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        return _rgba_on_white(np.asarray(self._slide.read_region(location, level, size)))
+
+
+class TiffSlideReader(_OpenSlideAPIReader):
+    backend = "tiffslide"
+
+    def __init__(self, path: Path):
+        import tiffslide
+        import tifffile
+
+        super().__init__(path, tiffslide.TiffSlide(str(path)))
+        with tifffile.TiffFile(str(path)) as tif:
+            self._tiff_mpp = tiff_mpp(tif)
+
+    @property
+    def mpp(self) -> float | None:
+        """tiffslide's value, else the OME-XML / TIFF tags (tiffslide leaves OME-TIFF pixel sizes unset)."""
+        return super().mpp or self._tiff_mpp
+
+    def _region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        return _to_rgb(np.asarray(self._slide.read_region(location, level, size, as_array=True)))
 
 
 class TifffileReader(SlideReader):
@@ -209,26 +222,7 @@ class TifffileReader(SlideReader):
         store = series.aszarr()
         group = zarr.open(store, mode="r")
         self._levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(len(series.levels))]
-        self._mpp = self._read_mpp(series)
-
-    def _read_mpp(self, series) -> float | None:
-        ome = self._tif.ome_metadata
-        if ome:
-            import re
-
-            match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', ome)
-            unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', ome)
-            if match:
-                factor = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}.get(unit.group(1) if unit else "µm", 1.0)
-                return float(match.group(1)) * factor
-        tags = series.pages[0].tags
-        if "XResolution" in tags and "ResolutionUnit" in tags:
-            num, den = tags["XResolution"].value
-            unit = int(tags["ResolutionUnit"].value)
-            per_unit = {2: 25400.0, 3: 10000.0}.get(unit)
-            if per_unit and num > 0 and den > 0 and num / den > 1:
-                return per_unit * den / num
-        return None
+        self._mpp = tiff_mpp(self._tif)
 
     def _yx_shape(self, level: int) -> tuple[int, int]:
         shape = self._levels[level].shape
