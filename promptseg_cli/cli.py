@@ -78,22 +78,6 @@ def _resolve_prompts(prompts: list[str], reporter: Reporter) -> list[str]:
     return resolved
 
 
-def _collect_inputs(inputs: list[Path], reporter: Reporter) -> list[Path]:
-    from .slide.readers import SUPPORTED_SUFFIXES
-
-    found: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            slides = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
-            if not slides:
-                _fail(reporter, f"{item}: directory contains no slides (looked for {', '.join(sorted(SUPPORTED_SUFFIXES))})")
-            found.extend(slides)
-        else:
-            found.append(item)
-    return found
-
-
 def output_name(path: Path) -> str:
     """``slide.svs`` -> ``slide.ome.zarr`` (also strips ``.ome`` of ``.ome.tif``)."""
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
@@ -102,21 +86,26 @@ def output_name(path: Path) -> str:
 
 @app.command()
 def segment(
-    inputs: Annotated[list[Path], typer.Argument(help="Slides, images or directories of them. Example: slide.svs more/")],
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Slides, images or directories of them (searched recursively). Example: slide.svs more/")] = None,
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="What to find: nuclei or cells (or a synonym). Repeat for several. Example: --prompt nuclei")] = ["nuclei"],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .ome.zarr for a single input. Example: -o slide.ome.zarr")] = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Directory for <stem>.ome.zarr outputs of several inputs. Example: --output-dir results/")] = None,
+    input_list: Annotated[Optional[Path], typer.Option("--input-list", help="Text file of input paths, one per line (# comments). Example: --input-list slides.txt")] = None,
+    pattern: Annotated[Optional[str], typer.Option("--pattern", help="File name pattern for directories (default: all supported types). Example: --pattern '*.svs'")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Process only this part of the sorted inputs, INDEX/COUNT (default: from SLURM/PBS/LSF/SGE array variables). Example: --shard 3/10")] = None,
+    shard_count: Annotated[Optional[int], typer.Option("--shard-count", help="Number of array tasks where the scheduler does not say (PBS/Torque). Example: --shard-count 10")] = None,
     tile_size: Annotated[int, typer.Option("--tile-size", help="Tile core size in model pixels (multiple of 16). Example: --tile-size 2048")] = 1024,
     overlap: Annotated[int, typer.Option("--overlap", help="Halo around each tile in model pixels (multiple of 16); must exceed the largest object radius. Example: --overlap 64")] = 32,
     mpp: Annotated[Optional[float], typer.Option("--mpp", help="Level-0 pixel size in microns, overriding the file's. Example: --mpp 0.25")] = None,
     ngff: Annotated[str, typer.Option("--ngff", help="OME-NGFF version: 0.5 (zarr v3, sharded) or 0.4 (zarr v2). Example: --ngff 0.4")] = "0.5",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tiles per model call (default: 8 on a GPU, 1 on CPU). Example: --batch-size 16")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: what the scheduler allocated, else the CPU affinity). Example: --threads 4")] = None,
     no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
     score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Objectness threshold (default from the model). Example: --score-threshold 0.4")] = None,
     geojson: Annotated[Optional[str], typer.Option("--geojson", help="Also write QuPath GeoJSON (.gz to compress); {stem} is replaced by each input's name. Example: --geojson out/{stem}.geojson.gz")] = None,
     table: Annotated[Optional[str], typer.Option("--table", help="Also write a measurements table per prompt into OUTPUT/tables/: parquet or csv. Example: --table parquet")] = None,
     preview: Annotated[Optional[str], typer.Option("--preview", help="Also write a PNG overview with outlines and a full-resolution crop; {stem} as for --geojson. Example: --preview {stem}.png")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist (also up-to-date ones).")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
@@ -127,53 +116,57 @@ def segment(
     Example: promptseg segment slide.svs --prompt nuclei -o slide.ome.zarr
     """
     reporter = Reporter(quiet, verbose)
-    from .pipeline.segment import OutputError, SegmentOptions, segment_slide
-    from .slide.readers import SlideError
+    import torch
+
+    from .batch import BatchError, allocated_cpus, collect_inputs, parse_shard, print_summary, read_input_list, run_batch, shard_from_environment
+    from .pipeline.segment import SegmentOptions
 
     if ngff not in ("0.4", "0.5"):
         _fail(reporter, f"--ngff must be 0.4 or 0.5, got {ngff}")
+    if table is not None and table not in ("parquet", "csv"):
+        _fail(reporter, f"--table must be parquet or csv, got {table}")
     prompts = _resolve_prompts(prompt, reporter)
-    slides = _collect_inputs(inputs, reporter)
-    if output is not None and (len(slides) > 1 or output_dir is not None):
+    try:
+        items = list(inputs or []) + (read_input_list(input_list) if input_list else [])
+        if not items:
+            _fail(reporter, "no inputs: give slide paths, directories or --input-list FILE")
+        slides = collect_inputs(items, pattern)
+        chosen = parse_shard(shard) if shard else shard_from_environment(count=shard_count)
+    except BatchError as exc:
+        _fail(reporter, str(exc))
+    if chosen is not None:
+        slides = chosen.select(slides)
+        reporter.log(f"shard {chosen.index}/{chosen.count} ({chosen.source}): {len(slides)} inputs")
+        if not slides:
+            return
+    if output is not None and (len(slides) > 1 or output_dir is not None or chosen is not None):
         _fail(reporter, "-o/--output takes a single input; use --output-dir for several")
     if output is None and output_dir is None:
         if len(slides) > 1:
             _fail(reporter, "several inputs need --output-dir")
         output = slides[0].parent / output_name(slides[0])
     targets = [output] if output is not None else [output_dir / output_name(s) for s in slides]
-    if table is not None and table not in ("parquet", "csv"):
-        _fail(reporter, f"--table must be parquet or csv, got {table}")
+    clashes = sorted({str(t) for t in targets if targets.count(t) > 1})
+    if clashes:
+        _fail(reporter, f"{clashes[0]}: several inputs have the same name and would write the same output")
     for name, template in (("--geojson", geojson), ("--preview", preview)):
         if template is not None and len(slides) > 1 and "{stem}" not in template:
             _fail(reporter, f"{name} with several inputs needs {{stem}} in the path, e.g. {name} results/{{stem}}.ext")
+    torch.set_num_threads(threads or allocated_cpus())
     predictor = _load_predictor(model, device, reporter, score_threshold)
     if batch_size is None:
         batch_size = 1 if predictor.device.type == "cpu" else 8
     options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite,
                              table=table)
-
-    failures: list[tuple[Path, str]] = []
-    for slide, target in zip(slides, targets):
-        stem = output_name(slide)[: -len(".ome.zarr")]
-        options.geojson = Path(geojson.replace("{stem}", stem)) if geojson else None
-        options.preview = Path(preview.replace("{stem}", stem)) if preview else None
-        try:
-            result = segment_slide(slide, target, predictor, options, reporter)
-        except KeyboardInterrupt:
-            reporter.error(f"{slide}: interrupted; no output written")
-            raise typer.Exit(EXIT_INTERRUPTED)
-        except (SlideError, OutputError, ValueError, OSError) as exc:
-            if verbose:
-                reporter.console.print_exception()
-            message = str(exc) if isinstance(exc, (SlideError, OutputError)) else f"{slide}: {exc}"
-            reporter.error(message)
-            failures.append((slide, message))
-            continue
-        counts = ", ".join(f"{n} {p}" for p, n in result.objects.items())
-        reporter.log(f"{slide} -> {target}: {counts} ({result.tiles_run}/{result.tiles_total} tiles, {result.seconds:.1f} s)")
-    if failures:
-        if len(slides) > 1:
-            reporter.error(f"{len(failures)} of {len(slides)} inputs failed: " + ", ".join(str(s) for s, _ in failures))
+    try:
+        outcomes = run_batch(slides, targets, predictor, options, reporter, {"geojson": geojson, "preview": preview})
+    except KeyboardInterrupt:
+        reporter.error("interrupted; the slide in progress left no output")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if len(slides) > 1:
+        print_summary(outcomes, reporter)
+    if failed:
         raise typer.Exit(EXIT_USAGE if len(slides) == 1 else EXIT_FAILED)
 
 

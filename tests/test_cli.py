@@ -51,7 +51,7 @@ def test_several_inputs_continue_past_a_bad_one(tmp_path, slides):
     outdir = tmp_path / "results"
     run = promptseg("segment", bad, REPO / "examples" / "example_slide.tif", "--output-dir", outdir)
     assert run.returncode == 1
-    assert f"{bad}: cannot open" in run.stderr and "1 of 2 inputs failed" in run.stderr
+    assert f"{bad}: cannot open" in run.stderr and "1 done, 0 up to date, 1 failed of 2 inputs" in run.stderr
     assert "Traceback" not in run.stderr
     assert (outdir / "example_slide.ome.zarr" / "zarr.json").is_file()
     assert not (outdir / "broken.ome.zarr").exists()

@@ -77,6 +77,26 @@ class SegmentResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
+    """What determines an output's content; an existing output with the same values is up to date."""
+    return {"model": predictor.model.version, "prompts": list(options.prompts), "tile_size": options.tile_size,
+            "overlap": options.overlap, "mpp_override": options.mpp, "ngff": options.ngff,
+            "tissue_detection": options.tissue_detection, "score_threshold": getattr(predictor, "score_threshold", None),
+            "table": options.table}
+
+
+def output_is_current(output: Path, predictor: Predictor, options: SegmentOptions) -> bool:
+    """True when ``output`` is a finished promptseg output made with the same model and parameters."""
+    if not (output / "report.json").is_file():
+        return False
+    try:
+        report = json.loads((output / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    extras_present = all(p is None or p.exists() for p in (options.geojson, options.preview))
+    return report.get("parameters") == json.loads(json.dumps(run_parameters(predictor, options))) and extras_present
+
+
 def _check_writable(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: output already exists (use --overwrite to replace it)")
@@ -151,9 +171,7 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
 
         width0, height0 = reader.level_dimensions[0]
         layout = OmeZarrLayout(width0, height0, mpp0, options.ngff)
-        source = {"input": str(path), "model": predictor.model.version, "prompts": options.prompts,
-                  "tile_size": options.tile_size, "overlap": options.overlap}
-        writer = OmeZarrWriter(tmp, layout, options.prompts, source)
+        writer = OmeZarrWriter(tmp, layout, options.prompts, {"input": str(path), **run_parameters(predictor, options)})
         sinks = [PropertiesSink(writer, mpp0)]
         if options.table:
             sinks.append(TableSink(tmp / "tables", options.table, mpp0, options.prompts))
@@ -190,6 +208,7 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
         "dimensions": list(reader.level_dimensions[0]), "mpp": result.mpp,
         "model": {"version": predictor.model.version, "native_mpp": predictor.model.native_mpp},
         "prompts": options.prompts,
+        "parameters": run_parameters(predictor, options),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items() if k != "prompts"},
         "read_level": plan.level, "resample_factor": round(plan.factor, 4), "intensity_range": list(intensity),
         "tiles": {"total": result.tiles_total, "run": result.tiles_run, "skipped": result.tiles_total - result.tiles_run},

@@ -1,0 +1,182 @@
+"""Batch runs: gathering inputs, splitting them across job-array tasks, and the CPUs a scheduler allocated.
+
+Job arrays: ``--shard INDEX/COUNT`` takes every COUNT-th slide of the sorted input list starting at INDEX, so
+the same list and count always give the same split and every slide lands in exactly one shard. Without the
+flag the task index and count come from the scheduler's environment. SLURM is checked first because Slurm's
+PBS compatibility layer may also set PBS variables. PBS/Torque give no count (pass ``--shard-count``); LSF and
+SGE give the first/last index rather than a count.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+from .slide.readers import SUPPORTED_SUFFIXES
+
+
+class BatchError(ValueError):
+    """Bad batch input: the message names the file or variable and the problem."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+    source: str  # "--shard", "SLURM", "PBS", "LSF", "SGE"
+
+    def select(self, items: list[Path]) -> list[Path]:
+        ordered = sorted(set(items), key=str)
+        return [p for i, p in enumerate(ordered) if i % self.count == self.index]
+
+
+def parse_shard(text: str) -> Shard:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or int(match.group(2)) < 1 or int(match.group(1)) >= int(match.group(2)):
+        raise BatchError(f"--shard {text}: expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. --shard 0/10")
+    return Shard(int(match.group(1)), int(match.group(2)), "--shard")
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name, "")
+    return int(value) if value.strip().lstrip("-").isdigit() else None
+
+
+def shard_from_environment(env: Mapping[str, str] = os.environ, count: int | None = None) -> Shard | None:
+    """The array task of this job, or None outside a job array. ``count`` is needed for PBS/Torque."""
+    task = _int(env, "SLURM_ARRAY_TASK_ID")
+    if task is not None:
+        first = _int(env, "SLURM_ARRAY_TASK_MIN") or 0
+        n = _int(env, "SLURM_ARRAY_TASK_COUNT")
+        if n is None and _int(env, "SLURM_ARRAY_TASK_MAX") is not None:
+            n = _int(env, "SLURM_ARRAY_TASK_MAX") - first + 1
+        return _shard(task - first, count or n, "SLURM", "SLURM_ARRAY_TASK_COUNT")
+    task = _int(env, "SGE_TASK_ID")
+    if task is not None:
+        first, last, step = _int(env, "SGE_TASK_FIRST") or 1, _int(env, "SGE_TASK_LAST"), _int(env, "SGE_TASK_STEPSIZE") or 1
+        n = (last - first) // step + 1 if last is not None else None
+        return _shard((task - first) // step, count or n, "SGE", "SGE_TASK_LAST")
+    task = _int(env, "LSB_JOBINDEX")
+    if task is not None and task > 0:
+        last, step = _int(env, "LSB_JOBINDEX_END"), _int(env, "LSB_JOBINDEX_STEP") or 1
+        n = (last - 1) // step + 1 if last is not None else None  # LSF arrays are 1-based
+        return _shard((task - 1) // step, count or n, "LSF", "LSB_JOBINDEX_END")
+    task = _int(env, "PBS_ARRAY_INDEX")
+    if task is None:
+        task = _int(env, "PBS_ARRAYID")
+    if task is not None:
+        return _shard(task, count, "PBS", None)
+    return None
+
+
+def _shard(index: int, count: int | None, source: str, count_variable: str | None) -> Shard:
+    if not count:
+        where = f"{count_variable} is not set" if count_variable else "PBS gives no array size"
+        raise BatchError(f"{source} job array detected but {where}: pass --shard-count N (the number of array tasks)")
+    return Shard(index % count, count, source)
+
+
+def allocated_cpus(env: Mapping[str, str] = os.environ) -> int:
+    """CPUs this job may use: the scheduler's allocation, else the process's CPU affinity."""
+    for name in ("SLURM_CPUS_PER_TASK", "NCPUS", "PBS_NUM_PPN", "LSB_DJOB_NUMPROC", "NSLOTS"):
+        value = _int(env, name)
+        if value and value > 0:
+            return value
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def read_input_list(path: Path) -> list[Path]:
+    """Paths from a text file, one per line; blank lines and ``#`` comments are skipped; relative to the file."""
+    if not path.is_file():
+        raise BatchError(f"{path}: input list not found")
+    entries = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            p = Path(line).expanduser()
+            entries.append(p if p.is_absolute() else path.parent / p)
+    return entries
+
+
+def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
+    """Files as given; directories searched recursively for slides (matching ``pattern`` when given)."""
+    found: list[Path] = []
+    for item in items:
+        if not item.is_dir():
+            found.append(item)
+            continue
+        slides = sorted(
+            p for p in item.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts)
+            and (fnmatch(p.name, pattern) if pattern else p.suffix.lower() in SUPPORTED_SUFFIXES)
+        )
+        if not slides:
+            looked_for = pattern or ", ".join(sorted(SUPPORTED_SUFFIXES))
+            raise BatchError(f"{item}: directory contains no slides (looked for {looked_for})")
+        found.extend(slides)
+    return found
+
+
+@dataclass
+class Outcome:
+    slide: Path
+    output: Path
+    status: str  # "done", "up to date", "failed"
+    objects: dict[str, int] | None = None
+    seconds: float = 0.0
+    error: str = ""
+
+
+def run_batch(slides: list[Path], targets: list[Path], predictor, options, reporter, templates: dict[str, str | None]) -> list[Outcome]:
+    """Segment each slide into its target; up-to-date outputs are skipped and failures do not stop the rest."""
+    from .pipeline.segment import OutputError, output_is_current, segment_slide
+    from .slide.readers import SlideError
+
+    outcomes = []
+    for slide, target in zip(slides, targets):
+        stem = target.name[: -len(".ome.zarr")]
+        options.geojson = Path(templates["geojson"].replace("{stem}", stem)) if templates.get("geojson") else None
+        options.preview = Path(templates["preview"].replace("{stem}", stem)) if templates.get("preview") else None
+        if not options.overwrite and output_is_current(target, predictor, options):
+            reporter.log(f"{slide}: {target} is up to date (same model and parameters); skipped")
+            outcomes.append(Outcome(slide, target, "up to date"))
+            continue
+        try:
+            result = segment_slide(slide, target, predictor, options, reporter)
+        except (SlideError, OutputError, ValueError, OSError) as exc:
+            if reporter.verbose:
+                reporter.console.print_exception()
+            message = str(exc) if isinstance(exc, (SlideError, OutputError)) else f"{slide}: {exc}"
+            reporter.error(message)
+            outcomes.append(Outcome(slide, target, "failed", error=message))
+            continue
+        counts = ", ".join(f"{n} {p}" for p, n in result.objects.items())
+        reporter.log(f"{slide} -> {target}: {counts} ({result.tiles_run}/{result.tiles_total} tiles, {result.seconds:.1f} s)")
+        outcomes.append(Outcome(slide, target, "done", result.objects, result.seconds))
+    return outcomes
+
+
+def print_summary(outcomes: list[Outcome], reporter) -> None:
+    """A table of every slide's outcome (on stderr, like the progress)."""
+    from rich.table import Table
+
+    table = Table(title="promptseg summary", show_lines=False)
+    for column in ("slide", "status", "objects", "seconds", "output / error"):
+        table.add_column(column)
+    for o in outcomes:
+        objects = ", ".join(f"{n} {p}" for p, n in (o.objects or {}).items())
+        table.add_row(str(o.slide), o.status, objects, f"{o.seconds:.1f}" if o.seconds else "", o.error or str(o.output))
+    if not reporter.quiet:
+        reporter.console.print(table)
+    failed = sum(o.status == "failed" for o in outcomes)
+    done = sum(o.status == "done" for o in outcomes)
+    skipped = sum(o.status == "up to date" for o in outcomes)
+    line = f"{done} done, {skipped} up to date, {failed} failed of {len(outcomes)} inputs"
+    (reporter.error if failed else reporter.log)(line)
