@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline.catalog import Records
-from ..pipeline.measure import shape_measurements
+from ..pipeline.measure import INTENSITY_CHANNELS, shape_measurements
 
 CLASS_NAMES = {"nuclei": ("Nucleus", [0, 128, 255]), "cells": ("Cell", [255, 96, 0])}
 
@@ -49,8 +49,9 @@ class GeoJsonSink:
         out = {"Score": float(b.scores[i]), "Area px^2": float(m["area"][i]), "Perimeter px": float(m["perimeter"][i]),
                "Major axis px": float(m["major_axis"][i]), "Minor axis px": float(m["minor_axis"][i]),
                "Eccentricity": float(m["eccentricity"][i]), "Solidity": float(m["solidity"][i]),
-               "Mean red": float(b.intensities[i, 0]), "Mean green": float(b.intensities[i, 1]),
-               "Mean blue": float(b.intensities[i, 2]), "Label id": int(b.ids[i])}
+               "Label id": int(b.ids[i])}
+        for c, channel in enumerate(INTENSITY_CHANNELS):
+            out[f"Mean {channel}"] = float(b.intensities[i, c])
         if self.mpp:
             out["Area um^2"] = float(m["area"][i] * self.mpp**2)
             out["Perimeter um"] = float(m["perimeter"][i] * self.mpp)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline.catalog import Records
+from ..pipeline.measure import INTENSITY_CHANNELS
 
 
 def columns(records: Records, mpp: float | None) -> dict[str, np.ndarray]:
@@ -23,8 +24,9 @@ def columns(records: Records, mpp: float | None) -> dict[str, np.ndarray]:
         "major_axis_px": m["major_axis"], "minor_axis_px": m["minor_axis"],
         "eccentricity": m["eccentricity"], "solidity": m["solidity"], "score": b.scores.astype(np.float64),
         "bbox_x0": m["bbox_x0"], "bbox_y0": m["bbox_y0"], "bbox_x1": m["bbox_x1"], "bbox_y1": m["bbox_y1"],
-        "mean_red": b.intensities[:, 0], "mean_green": b.intensities[:, 1], "mean_blue": b.intensities[:, 2],
     }
+    for i, channel in enumerate(INTENSITY_CHANNELS):
+        cols[f"mean_{channel}"] = b.intensities[:, i].astype(np.float64)
     for name, values in records.links.items():
         cols[name] = values.astype(np.int64)
     return cols

@@ -15,12 +15,12 @@ import numpy as np
 import shapely
 
 from ..model.nms import polygons_from_contours
-from .measure import shape_measurements
+from .measure import INTENSITY_CHANNELS, shape_measurements
 
 
 @dataclass
 class ObjectBatch:
-    """Objects of one prompt in level-0 pixels, with their label ids and mean RGB."""
+    """Objects of one prompt in level-0 pixels, with their label ids and mean intensities (``INTENSITY_CHANNELS``)."""
 
     ids: np.ndarray
     contours: np.ndarray
@@ -32,7 +32,8 @@ class ObjectBatch:
 
     @classmethod
     def empty(cls) -> "ObjectBatch":
-        return cls(np.zeros(0, np.uint32), np.zeros((0, 1, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, 3), np.float32))
+        return cls(np.zeros(0, np.uint32), np.zeros((0, 1, 2), np.float32), np.zeros(0, np.float32),
+                   np.zeros((0, len(INTENSITY_CHANNELS)), np.float32))
 
     @classmethod
     def concat(cls, batches: list["ObjectBatch"]) -> "ObjectBatch":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import shapely
+from skimage.color import rgb2hed
 from skimage.draw import polygon as fill_polygon
 
 from ..model.nms import polygons_from_contours
@@ -47,11 +48,18 @@ def shape_measurements(contours: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+#: Per-object intensity columns: RGB means, then haematoxylin and eosin optical density (colour deconvolution).
+INTENSITY_CHANNELS = ("red", "green", "blue", "haematoxylin", "eosin")
+
+
 def mean_intensities(tile: np.ndarray, contours: np.ndarray) -> np.ndarray:
-    """Mean RGB inside each contour (tile pixel coordinates) of an RGB tile; ``(N, 3)``."""
-    out = np.zeros((len(contours), tile.shape[2]), np.float32)
+    """Mean of each :data:`INTENSITY_CHANNELS` inside each contour (tile pixel coordinates); ``(N, 5)``."""
+    out = np.zeros((len(contours), len(INTENSITY_CHANNELS)), np.float32)
+    if len(contours) == 0:
+        return out
+    channels = np.concatenate([tile.astype(np.float32), rgb2hed(tile)[..., :2].astype(np.float32)], axis=2)
     for k, xy in enumerate(contours):
         rr, cc = fill_polygon(xy[:, 1] - 0.5, xy[:, 0] - 0.5, tile.shape[:2])
         if len(rr):
-            out[k] = tile[rr, cc].mean(axis=0)
+            out[k] = channels[rr, cc].mean(axis=0)
     return out
