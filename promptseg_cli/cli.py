@@ -1,7 +1,7 @@
 """The ``promptseg`` command line.
 
 Exit codes: 0 success; 1 some inputs failed (the others were written); 2 bad usage or bad input (unknown
-prompt, missing file, existing output without --overwrite, ...); 130 interrupted.
+prompt, missing file, existing output without --overwrite, ...); 130 stopped by SIGTERM/SIGINT (rerun to resume).
 """
 
 from __future__ import annotations
@@ -64,6 +64,22 @@ def _load_predictor(model: Path | None, device: str, reporter: Reporter, score: 
         _fail(reporter, str(exc))
 
 
+def _stop_on_signals(reporter: Reporter) -> None:
+    """SIGTERM/SIGINT: finish the current tiles, keep the checkpoint, exit 130. A second signal aborts at once."""
+    import signal
+
+    from .pipeline.resume import stop_requested
+
+    def handler(signum, frame) -> None:
+        if stop_requested.is_set():
+            raise KeyboardInterrupt
+        stop_requested.set()
+        reporter.warn(f"{signal.Signals(signum).name}: stopping after the current tiles (send again to stop at once)")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
 def _resolve_prompts(prompts: list[str], reporter: Reporter) -> list[str]:
     from .model.prompts import UnknownPromptError, resolve_prompt
 
@@ -119,7 +135,7 @@ def segment(
     import torch
 
     from .batch import BatchError, allocated_cpus, collect_inputs, parse_shard, print_summary, read_input_list, run_batch, shard_from_environment
-    from .pipeline.segment import SegmentOptions
+    from .pipeline.segment import Interrupted, SegmentOptions
 
     if ngff not in ("0.4", "0.5"):
         _fail(reporter, f"--ngff must be 0.4 or 0.5, got {ngff}")
@@ -158,10 +174,14 @@ def segment(
         batch_size = 1 if predictor.device.type == "cpu" else 8
     options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite,
                              table=table)
+    _stop_on_signals(reporter)
     try:
         outcomes = run_batch(slides, targets, predictor, options, reporter, {"geojson": geojson, "preview": preview})
+    except Interrupted as exc:
+        reporter.error(str(exc))
+        raise typer.Exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        reporter.error("interrupted; the slide in progress left no output")
+        reporter.error("aborted; run the same command again to resume from the last finished tile row")
         raise typer.Exit(EXIT_INTERRUPTED)
     failed = [o for o in outcomes if o.status == "failed"]
     if len(slides) > 1:

@@ -107,6 +107,20 @@ class OmeZarrWriter:
         self.path = path
         self.layout = layout
         self.root = zarr.open_group(str(path), mode="w", zarr_format=layout.zarr_format)
+        self._create_arrays(label_names, source)
+
+    @classmethod
+    def reopen(cls, path: Path, layout: OmeZarrLayout, label_names: list[str]) -> "OmeZarrWriter":
+        """The writer of a store created earlier (to resume an interrupted run)."""
+        writer = cls.__new__(cls)
+        writer.path, writer.layout = path, layout
+        writer.root = zarr.open_group(str(path), mode="r+", zarr_format=layout.zarr_format)
+        writer.image = [writer.root[str(i)] for i in range(layout.n_levels)]
+        writer.labels = {name: [writer.root[f"labels/{name}/{i}"] for i in range(layout.n_levels)] for name in label_names}
+        return writer
+
+    def _create_arrays(self, label_names: list[str], source: dict) -> None:
+        layout = self.layout
         n = layout.n_levels
         self.image = [self._level_array(self.root, i, 3, np.uint8) for i in range(n)]
         image_meta = {"multiscales": layout.multiscales("image"),

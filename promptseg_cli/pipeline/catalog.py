@@ -1,9 +1,11 @@
-"""The object catalog: measures accepted objects, links nuclei to cells, and streams finished records to sinks.
+"""The object catalog: measures accepted objects, links nuclei to cells, and hands out finished records.
 
 With one prompt, objects are finished as soon as a tile is merged. With both ``nuclei`` and ``cells``, each
 nucleus is linked to the cell that contains its centroid; a cell is finished once no tile still to come can add
 a nucleus inside it (its bounding box lies above the final row given to :meth:`Catalog.flush`), and a nucleus
-without a cell once no pending or future cell can contain it. Memory holds only unfinished objects.
+without a cell once no pending or future cell can contain it. Memory holds only unfinished objects; finished
+records are collected by :meth:`Catalog.take_finished` (the segment loop stores them with each checkpoint, and
+writers such as GeoJSON and tables consume them at the end).
 """
 
 from __future__ import annotations
@@ -73,25 +75,30 @@ class Sink(Protocol):
 
 
 class Catalog:
-    def __init__(self, prompts: list[str], sinks: list[Sink]):
-        self.sinks = sinks
+    def __init__(self, prompts: list[str]):
         self.linking = "nuclei" in prompts and "cells" in prompts
-        self._pending: dict[str, list[ObjectBatch]] = {"nuclei": [], "cells": []}
+        self.pending: dict[str, list[ObjectBatch]] = {"nuclei": [], "cells": []}
+        self._finished: list[Records] = []
+
+    def take_finished(self) -> list[Records]:
+        """Records finished since the last call."""
+        finished, self._finished = self._finished, []
+        return finished
 
     def add(self, prompt: str, batch: ObjectBatch) -> None:
         if len(batch.ids) == 0:
             return
-        if self.linking and prompt in self._pending:
-            self._pending[prompt].append(batch)
+        if self.linking and prompt in self.pending:
+            self.pending[prompt].append(batch)
         else:
             self._emit(Records(prompt, batch, shape_measurements(batch.contours)))
 
     def flush(self, final_y: float | None = None) -> None:
         """Finish what no later tile can change (everything when ``final_y`` is None)."""
-        if not self.linking or not (self._pending["cells"] or self._pending["nuclei"]):
+        if not self.linking or not (self.pending["cells"] or self.pending["nuclei"]):
             return
-        cells = _merged(self._pending["cells"])
-        nuclei = _merged(self._pending["nuclei"])
+        cells = _merged(self.pending["cells"])
+        nuclei = _merged(self.pending["nuclei"])
         cell_top, cell_bottom = cells.contours[:, :, 1].min(1), cells.contours[:, :, 1].max(1)
         ready = np.ones(len(cells.ids), bool) if final_y is None else cell_bottom < final_y
         n_shape = shape_measurements(nuclei.contours)
@@ -119,18 +126,12 @@ class Catalog:
             owner = cell_of_nucleus[idx]
             self._emit(Records("nuclei", nuclei.take(idx), {k: v[idx] for k, v in n_shape.items()},
                                {"cell_id": np.where(owner >= 0, cells.ids[np.maximum(owner, 0)], 0)}))
-        self._pending["cells"] = [cells.take(np.nonzero(~ready)[0])]
-        self._pending["nuclei"] = [nuclei.take(np.nonzero(~done_nuclei)[0])]
-
-    def close(self) -> None:
-        self.flush(None)
-        for sink in self.sinks:
-            sink.close()
+        self.pending["cells"] = [cells.take(np.nonzero(~ready)[0])]
+        self.pending["nuclei"] = [nuclei.take(np.nonzero(~done_nuclei)[0])]
 
     def _emit(self, records: Records) -> None:
         if len(records):
-            for sink in self.sinks:
-                sink.write(records)
+            self._finished.append(records)
 
 
 def _merged(batches: list[ObjectBatch]) -> ObjectBatch:

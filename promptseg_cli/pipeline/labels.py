@@ -30,6 +30,15 @@ class LabelStream:
     def count(self) -> int:
         return self.next_id - 1
 
+    def state(self) -> dict:
+        """What a resumed run needs: ids handed out, rows written, objects not yet fully written."""
+        return {"next_id": self.next_id, "written_y": self.written_y,
+                "pending": (self._contours, self._scores, self._ids)}
+
+    def restore(self, state: dict) -> None:
+        self.next_id, self.written_y = state["next_id"], state["written_y"]
+        self._contours, self._scores, self._ids = (list(x) for x in state["pending"])
+
     def add(self, contours: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Add objects; returns the label ids given to them (consecutive, in arrival order)."""
         ids = np.arange(self.next_id, self.next_id + len(scores), dtype=np.uint32)

@@ -9,13 +9,11 @@ nucleus-cell links, GeoJSON and tables) -> image copy and pyramids -> report -> 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,17 +35,12 @@ from .measure import mean_intensities
 from .merge import SeamMerger
 from .plan import SlidePlan, Tile
 from .preview import write_preview
+from .resume import Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, run_directory, stop_requested
+
+__all__ = ["OutputError", "OutputExistsError", "Interrupted", "SegmentOptions", "SegmentResult", "segment_slide"]
 
 DEFAULT_TILE_SIZE = 1024
 DEFAULT_OVERLAP = 32
-
-
-class OutputError(Exception):
-    """An output path that cannot be written; the message names it and the problem."""
-
-
-class OutputExistsError(OutputError):
-    """The output exists and --overwrite was not given."""
 
 
 @dataclass
@@ -97,38 +90,6 @@ def output_is_current(output: Path, predictor: Predictor, options: SegmentOption
     return report.get("parameters") == json.loads(json.dumps(run_parameters(predictor, options))) and extras_present
 
 
-def _check_writable(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: output already exists (use --overwrite to replace it)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{path.parent}: cannot create the output directory ({exc.strerror or exc})") from exc
-    if not os.access(path.parent, os.W_OK):
-        raise OutputError(f"{path.parent}: output directory is not writable")
-
-
-@contextmanager
-def atomic_directory(path: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; on success it replaces ``path``, on failure it is removed."""
-    _check_writable(path, overwrite)
-    parent = path.parent
-    tmp = parent / f".{path.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        trash = parent / f".{path.name}.old-{os.getpid()}"
-        os.replace(path, trash)
-        os.replace(tmp, path)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
-
-
 def _tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> list[Tile]:
     tiles = list(plan.tiles())
     if mask is None:
@@ -149,54 +110,146 @@ def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
 
 
 def segment_slide(path: Path, output: Path, predictor: Predictor, options: SegmentOptions, reporter: Reporter) -> SegmentResult:
-    """Segment one slide into ``output`` (an ``.ome.zarr`` directory written atomically)."""
-    started = time.time()
-    warnings: list[str] = []
+    """Segment one slide into ``output`` (an ``.ome.zarr`` directory that appears only when complete).
+
+    A run interrupted by a signal, a crash or ``kill -9`` resumes from its last finished tile row when started
+    again with the same parameters (see ``resume.py``).
+    """
     for extra in (options.geojson, options.preview):
         if extra is not None:
-            _check_writable(extra, options.overwrite)
-    with open_slide(path) as reader, atomic_directory(output, options.overwrite) as tmp, ExitStack() as cleanup:
-        mpp0 = options.mpp or reader.mpp
-        if mpp0 is None:
-            warnings.append(f"{path}: no pixel size in the file; running at native resolution (set --mpp to fix)")
-            reporter.warn(warnings[-1])
-        plan = SlidePlan.create(reader, predictor.model.native_mpp, mpp0, options.tile_size, options.overlap)
-        overview, downsample = thumbnail(reader)
-        intensity = intensity_range(overview)
-        mask = tissue_mask(overview) if options.tissue_detection else None
-        tiles = _tissue_tiles(plan, mask, downsample)
-        total = plan.grid_shape[0] * plan.grid_shape[1]
-        reporter.debug(f"{path.name}: level {plan.level}, factor {plan.factor:.3f}, native {plan.native_size}, "
-                       f"{len(tiles)}/{total} tiles with tissue, intensity {intensity}")
+            check_writable(extra, options.overwrite)
+    with open_slide(path) as reader, run_directory(output, options.overwrite) as work:
+        return SlideRun(path, output, work, reader, predictor, options, reporter).run()
 
+
+class SlideRun:
+    """One slide from tiles to a finished partial directory."""
+
+    def __init__(self, path: Path, output: Path, work: Path, reader: SlideReader, predictor: Predictor,
+                 options: SegmentOptions, reporter: Reporter):
+        self.path, self.output, self.work, self.reader = path, output, work, reader
+        self.predictor, self.options, self.reporter = predictor, options, reporter
+        self.started = time.time()
+        self.warnings: list[str] = []
+        self.mpp0 = options.mpp or reader.mpp
+        if self.mpp0 is None:
+            self.warnings.append(f"{path}: no pixel size in the file; running at native resolution (set --mpp to fix)")
+            reporter.warn(self.warnings[-1])
+        self.plan = SlidePlan.create(reader, predictor.model.native_mpp, self.mpp0, options.tile_size, options.overlap)
+        overview, downsample = thumbnail(reader)
+        self.intensity = intensity_range(overview)
+        mask = tissue_mask(overview) if options.tissue_detection else None
+        self.tiles = _tissue_tiles(self.plan, mask, downsample)
+        self.total = self.plan.grid_shape[0] * self.plan.grid_shape[1]
+        reporter.debug(f"{path.name}: level {self.plan.level}, factor {self.plan.factor:.3f}, native {self.plan.native_size}, "
+                       f"{len(self.tiles)}/{self.total} tiles with tissue, intensity {self.intensity}")
         width0, height0 = reader.level_dimensions[0]
-        layout = OmeZarrLayout(width0, height0, mpp0, options.ngff)
-        writer = OmeZarrWriter(tmp, layout, options.prompts, {"input": str(path), **run_parameters(predictor, options)})
-        sinks = [PropertiesSink(writer, mpp0)]
-        if options.table:
-            sinks.append(TableSink(tmp / "tables", options.table, mpp0, options.prompts))
-        if options.geojson is not None:
-            geojson = GeoJsonSink(options.geojson, mpp0)
-            cleanup.callback(geojson.abort)
-            sinks.append(geojson)
-        catalog = Catalog(options.prompts, sinks)
-        streams = {p: LabelStream(writer, p) for p in options.prompts}
-        inference_started = time.time()
-        _run_tiles(reader, plan, tiles, predictor, options, intensity, streams, catalog, reporter, path.name)
-        inference_seconds = time.time() - inference_started
-        for stream in streams.values():
-            stream.flush()
-        _copy_image(reader, writer)
+        self.layout = OmeZarrLayout(width0, height0, self.mpp0, options.ngff)
+        parameters = {"input": str(path.resolve()), "size": path.stat().st_size, **run_parameters(predictor, options)}
+        self.checkpoints = Checkpoints(work, json.loads(json.dumps(parameters)))
+
+    def run(self) -> SegmentResult:
+        state = self.checkpoints.load()
+        prompts = self.options.prompts
+        if state is None:
+            shutil.rmtree(self.work, ignore_errors=True)
+            writer = OmeZarrWriter(self.work, self.layout, prompts, {"input": str(self.path), **run_parameters(self.predictor, self.options)})
+        else:
+            writer = OmeZarrWriter.reopen(self.work, self.layout, prompts)
+            self.reporter.log(f"{self.path}: resuming after {state['next_batch']} of {len(self.tiles)} tiles")
+        self.writer = writer
+        self.streams = {p: LabelStream(writer, p) for p in prompts}
+        self.mergers = {p: SeamMerger() for p in prompts}
+        self.catalog = Catalog(prompts)
+        self.parts = 0
+        if state is not None:
+            for p in prompts:
+                self.streams[p].restore(state["streams"][p])
+            self.mergers = state["mergers"]
+            self.catalog.pending = state["catalog"]
+            self.parts = state["parts"]
+        tiles_started = time.time()
+        self._run_tiles(state["next_batch"] if state else 0)
+        tiles_seconds = time.time() - tiles_started
+        _copy_image(self.reader, writer)
         writer.build_pyramids()
-        counts = {p: s.count for p, s in streams.items()}
+        counts = {p: s.count for p, s in self.streams.items()}
         writer.record(objects=counts)
-        catalog.close()
-        cleanup.pop_all()
-        if options.preview is not None:
-            write_preview(tmp, options.prompts, options.preview)
-        result = SegmentResult(path, output, counts, total, len(tiles), time.time() - started, mpp0, warnings)
-        _write_report(tmp / "report.json", result, plan, options, predictor, intensity, inference_seconds, reader)
-    return result
+        self._write_records(writer)
+        if self.options.preview is not None:
+            write_preview(self.work, prompts, self.options.preview)
+        result = SegmentResult(self.path, self.output, counts, self.total, len(self.tiles), time.time() - self.started,
+                               self.mpp0, self.warnings)
+        _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor, self.intensity,
+                      tiles_seconds, self.reader)
+        return result
+
+    def _checkpoint(self, next_batch: int) -> None:
+        state = {"next_batch": next_batch, "streams": {p: s.state() for p, s in self.streams.items()},
+                 "mergers": self.mergers, "catalog": self.catalog.pending, "parts": self.parts}
+        self.checkpoints.save(state, self.catalog.take_finished())
+        self.parts += 1
+
+    def _run_tiles(self, start: int) -> None:
+        """Inference over tiles with reads prefetched in background threads; a checkpoint after every tile row."""
+        plan, options, predictor = self.plan, self.options, self.predictor
+        level = level_array(self.reader, plan.level)
+        fill = int(round((self.intensity[0] + self.intensity[1]) / 2))
+        batches = list(_batches(self.tiles, options.batch_size))
+
+        def read(batch: list[Tile]) -> np.ndarray:
+            return np.stack([plan.read_tile(level, t, fill) for t in batch])
+
+        done = sum(len(b) for b in batches[:start])
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool, \
+                self.reporter.task(f"segmenting {self.path.name}", total=len(self.tiles), completed=done) as advance:
+            pending: list[Future] = [pool.submit(read, b) for b in batches[start : start + 2]]
+            for index in range(start, len(batches)):
+                batch = batches[index]
+                pixels = pending.pop(0).result()
+                if index + 2 < len(batches):
+                    pending.append(pool.submit(read, batches[index + 2]))
+                for prompt in options.prompts:
+                    for tile, tile_pixels, det in zip(batch, pixels, predictor.predict(pixels, prompt, self.intensity)):
+                        owned = self.mergers[prompt].accept(tile, det)
+                        x0, y0, _, _ = tile.read_box
+                        colours = mean_intensities(tile_pixels, owned.contours - np.array([x0, y0], np.float32))
+                        contours = owned.contours * plan.to_level0
+                        ids = self.streams[prompt].add(contours, owned.scores)
+                        self.catalog.add(prompt, ObjectBatch(ids, contours, owned.scores, colours))
+                following = batches[index + 1][0] if index + 1 < len(batches) else None
+                if following is None or following.row != batch[-1].row:
+                    final = None if following is None else (following.y - plan.overlap) * plan.to_level0
+                    for stream in self.streams.values():
+                        stream.flush(final)
+                    self.catalog.flush(final)
+                    self._checkpoint(index + 1)
+                found = sum(s.count for s in self.streams.values())
+                advance(len(batch), f"{found} objects")
+                if stop_requested.is_set():
+                    raise Interrupted(f"{self.path}: stopped; run the same command again to resume")
+        if not batches:
+            self._checkpoint(0)
+
+    def _write_records(self, writer: OmeZarrWriter) -> None:
+        """Feed every finished object, part by part, to the properties, table and GeoJSON writers."""
+        sinks = [PropertiesSink(writer, self.mpp0)]
+        if self.options.table:
+            sinks.append(TableSink(self.work / "tables", self.options.table, self.mpp0, self.options.prompts))
+        geojson = GeoJsonSink(self.options.geojson, self.mpp0) if self.options.geojson is not None else None
+        if geojson is not None:
+            sinks.append(geojson)
+        try:
+            for records_of_row in self.checkpoints.records(self.parts):
+                for records in records_of_row:
+                    for sink in sinks:
+                        sink.write(records)
+            for sink in sinks:
+                sink.close()
+        except BaseException:
+            if geojson is not None:
+                geojson.abort()
+            raise
 
 
 def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: SegmentOptions, predictor: Predictor,
@@ -218,43 +271,6 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
         "warnings": result.warnings,
     }
     path.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _run_tiles(reader: SlideReader, plan: SlidePlan, tiles: list[Tile], predictor: Predictor, options: SegmentOptions,
-               intensity: tuple[float, float], streams: dict[str, LabelStream], catalog: Catalog, reporter: Reporter,
-               name: str) -> None:
-    """Inference over tiles with reads prefetched in background threads; label rows flushed as they finish."""
-    level = level_array(reader, plan.level)
-    fill = int(round((intensity[0] + intensity[1]) / 2))
-    mergers = {p: SeamMerger() for p in options.prompts}
-    batches = list(_batches(tiles, options.batch_size))
-
-    def read(batch: list[Tile]) -> np.ndarray:
-        return np.stack([plan.read_tile(level, t, fill) for t in batch])
-
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool, \
-            reporter.task(f"segmenting {name}", total=len(tiles)) as advance:
-        pending: list[Future] = [pool.submit(read, b) for b in batches[:2]]
-        for index, batch in enumerate(batches):
-            pixels = pending.pop(0).result()
-            if index + 2 < len(batches):
-                pending.append(pool.submit(read, batches[index + 2]))
-            for prompt in options.prompts:
-                for tile, tile_pixels, det in zip(batch, pixels, predictor.predict(pixels, prompt, intensity)):
-                    owned = mergers[prompt].accept(tile, det)
-                    x0, y0, _, _ = tile.read_box
-                    colours = mean_intensities(tile_pixels, owned.contours - np.array([x0, y0], np.float32))
-                    contours = owned.contours * plan.to_level0
-                    ids = streams[prompt].add(contours, owned.scores)
-                    catalog.add(prompt, ObjectBatch(ids, contours, owned.scores, colours))
-            following = batches[index + 1][0] if index + 1 < len(batches) else None
-            if following is None or following.row != batch[-1].row:
-                final = None if following is None else (following.y - plan.overlap) * plan.to_level0
-                for stream in streams.values():
-                    stream.flush(final)
-                catalog.flush(final)
-            found = sum(s.count for s in streams.values())
-            advance(len(batch), f"{found} objects")
 
 
 def _copy_image(reader: SlideReader, writer: OmeZarrWriter) -> None:
