@@ -51,7 +51,8 @@ def test_train_few_steps_then_resume(tmp_path, tiny_dataset):
     assert all(np.isfinite(r["loss"]) for r in records)
     model = load_model(run_dir / "model.pt")
     assert model.metadata["trained_steps"] == 5 and model.native_mpp == 0.5
-    assert model.metadata["prompts"] == ["nuclei", "cells"]
+    assert model.metadata["prompts"] == ["nuclei", "cells"] and "nucleus" in model.metadata["synonyms"]["nuclei"]
+    assert model.metadata["score_threshold"] in (0.3, 0.4, 0.5, 0.6) and model.metadata["threshold_search"]["grid"]
     assert model.metadata["training"]["data"][0]["dataset"] == "tiny"
 
 

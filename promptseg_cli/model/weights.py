@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .network import CPNConfig, PromptedCPN
-from .prompts import CANONICAL_PROMPTS
+from .prompts import CANONICAL_PROMPTS, SYNONYMS
 
 FORMAT = "promptseg-cpn/1"
 DEFAULT_MODEL = Path(__file__).with_name("default_model.pt")
@@ -50,7 +50,7 @@ class LoadedModel:
 
 def save_model(path: Path, network: PromptedCPN, metadata: dict) -> None:
     """Write a model file atomically."""
-    meta = {"prompts": list(CANONICAL_PROMPTS), **metadata}
+    meta = {"prompts": list(CANONICAL_PROMPTS), "synonyms": {k: list(v) for k, v in SYNONYMS.items()}, **metadata}
     payload = {"format": FORMAT, "config": network.config.to_dict(), "state_dict": network.state_dict(), "metadata": meta}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,13 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..model.network import CPNConfig, PromptedCPN
 from ..model.prompts import resolve_prompt
-from ..model.weights import save_model
+from ..model.predictor import Predictor
+from ..model.weights import load_model, save_model
 from ..progress import Reporter
 from .datasets import load_samples
 from .loss import cpn_loss
 from .sampling import CropSampler, Source, collate
+from .tune import tune_thresholds
 
 
 @dataclass
@@ -161,4 +163,11 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
                               "config": json.loads(json.dumps(asdict(cfg), default=str))}, checkpoint)
                 save_model(exported, network, {**metadata, "trained_steps": step})
     log.close()
+    reporter.log("choosing score and NMS thresholds on the validation split")
+    network.eval()
+    predictor = Predictor(load_model(exported, device), device)
+    tuned = tune_thresholds(predictor, [(spec.path, spec.prompt) for spec in cfg.data], cfg.native_mpp)
+    reporter.log(f"thresholds: score {tuned['score_threshold']}, NMS {tuned['nms_threshold']} (objective {tuned['objective']})")
+    save_model(exported, network, {**metadata, "trained_steps": step, "score_threshold": tuned["score_threshold"],
+                                   "nms_threshold": tuned["nms_threshold"], "threshold_search": tuned})
     return exported
