@@ -1,0 +1,109 @@
+"""Large realistic test slides: pyramidal JPEG TIFF mosaics of real tissue with background gaps.
+
+A slide is a grid of 512 x 512 cells at 0.5 um/px. A cell holds a crop of a real annotated image from
+``../shared/data`` (MoNuSeg and CPM-15 H&E resampled to 0.5 um/px, DSB2018 stained tissue) or glass background;
+``tissue`` is the fraction of tissue cells. Tiles are generated on the fly, level by level, so writing a
+40k x 40k slide needs little memory.
+
+Usage: python benchmarks/mosaic.py OUT.tif --size 20000 [--tissue 0.6] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from promptseg_cli.training.datasets import load_samples
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+CELL = 512
+TILE = 256
+MPP = 0.5
+
+
+def tissue_pool(size: int = CELL) -> list[np.ndarray]:
+    """Real tissue crops of ``size`` (tiling small images by reflection where needed)."""
+    pool = []
+    for name in ("monuseg", "cpm15"):
+        for sample in load_samples(DATA / name, MPP, split="all"):
+            pool.append(sample.image)
+    for sample in load_samples(DATA / "dsb2018", MPP, split="all"):
+        if sample.kind == "color":
+            pool.append(sample.image)
+    crops = []
+    for image in pool:
+        reps = (int(np.ceil(size / image.shape[0])), int(np.ceil(size / image.shape[1])), 1)
+        crops.append(np.tile(image, reps)[:size, :size] if min(image.shape[:2]) < size else image[:size, :size])
+    return crops
+
+
+class Mosaic:
+    def __init__(self, size: int, tissue: float, seed: int):
+        rng = np.random.default_rng(seed)
+        self.size = size
+        self.cells = int(np.ceil(size / CELL))
+        self.pool = tissue_pool()
+        self.choice = np.where(rng.random((self.cells, self.cells)) < tissue,
+                               rng.integers(0, len(self.pool), (self.cells, self.cells)), -1)
+        self.flip = rng.integers(0, 4, (self.cells, self.cells))
+        self._levels: dict[int, list[np.ndarray]] = {}
+
+    def pool_at(self, level: int) -> list[np.ndarray]:
+        if level not in self._levels:
+            side = CELL >> level
+            self._levels[level] = [np.asarray(Image.fromarray(p).resize((side, side), Image.Resampling.BOX)) for p in self.pool]
+        return self._levels[level]
+
+    def tiles(self, level: int):
+        """Row-major ``TILE`` x ``TILE`` tiles of ``level`` (each 2**level downsampled)."""
+        side = CELL >> level
+        pool = self.pool_at(level)
+        height = width = int(np.ceil(self.size / 2**level))
+        glass = np.full((side, side, 3), 236, np.uint8)
+        for ty in range(0, height, TILE):
+            for tx in range(0, width, TILE):
+                tile = np.full((TILE, TILE, 3), 236, np.uint8)
+                for cy in range(ty // side, (ty + TILE - 1) // side + 1):
+                    for cx in range(tx // side, (tx + TILE - 1) // side + 1):
+                        if cy >= self.cells or cx >= self.cells:
+                            continue
+                        k = self.choice[cy, cx]
+                        cell = glass if k < 0 else np.rot90(pool[k], self.flip[cy, cx])
+                        y0, x0 = cy * side - ty, cx * side - tx
+                        ys, xs = slice(max(y0, 0), min(y0 + side, TILE)), slice(max(x0, 0), min(x0 + side, TILE))
+                        tile[ys, xs] = cell[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+                yield tile
+
+    def tissue_fraction(self) -> float:
+        return float((self.choice >= 0).mean())
+
+
+def write_mosaic(path: Path, size: int, tissue: float, seed: int = 0, levels: int = 4) -> Mosaic:
+    mosaic = Mosaic(size, tissue, seed)
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for level in range(levels):
+            side = int(np.ceil(size / 2**level))
+            tif.write(mosaic.tiles(level), shape=(side, side, 3), dtype=np.uint8, tile=(TILE, TILE), photometric="rgb",
+                      compression="jpeg", compressionargs={"level": 90}, subfiletype=0 if level == 0 else 1,
+                      resolution=(1e4 / (MPP * 2**level),) * 2, resolutionunit="CENTIMETER")
+    return mosaic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--size", type=int, default=20000)
+    parser.add_argument("--tissue", type=float, default=0.6)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    mosaic = write_mosaic(args.output, args.size, args.tissue, args.seed)
+    print(f"{args.output}: {args.size} x {args.size} px at {MPP} um/px, {mosaic.tissue_fraction():.0%} tissue cells")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Memory and throughput at scale (issue targets: peak RSS < 2 GB and RSS(4x slide) / RSS(slide) <= 1.2;
+end-to-end tissue Mpx/s >= 0.85 x model-only; processed / tissue pixels <= 1.2; time per Mpx constant within 10%;
+a 20% tissue slide takes <= 0.3 x the time of a full-tissue slide of the same size).
+
+Builds mosaics of real tissue (``mosaic.py``), runs ``promptseg segment`` on each in a fresh process (peak RSS and
+timings come from its ``report.json``), and times the network alone on tiles of the same slide.
+
+Usage: python benchmarks/scale.py [--sizes 8192 16384] [--tissue 0.6] [--sparse 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from promptseg_cli.model.weights import load_model
+
+from mosaic import write_mosaic
+
+TILE, OVERLAP = 1024, 32
+
+
+def model_only_seconds_per_tile(samples: int = 4) -> float:
+    network = load_model().network
+    x = torch.rand(1, 3, TILE + 2 * OVERLAP, TILE + 2 * OVERLAP) * 2 - 1
+    prompt = torch.zeros(1, dtype=torch.long)
+    with torch.inference_mode():
+        network(x, prompt)
+        started = time.perf_counter()
+        for _ in range(samples):
+            network(x, prompt)
+    return (time.perf_counter() - started) / samples
+
+
+def run(slide: Path, out: Path) -> dict:
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", str(slide), "-o", str(out), "-q"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr)
+    report = json.loads((out / "report.json").read_text())
+    report["wall"] = time.time() - started
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
+    parser.add_argument("--tissue", type=float, default=0.6)
+    parser.add_argument("--sparse", type=float, default=0.2)
+    args = parser.parse_args()
+    per_tile = model_only_seconds_per_tile()
+    print(f"model only: {per_tile:.2f} s per {TILE}+2x{OVERLAP} tile ({TILE * TILE / per_tile / 1e6:.2f} Mpx/s of tile cores)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size, tissue in [(s, args.tissue) for s in args.sizes] + [(args.sizes[0], 1.0), (args.sizes[0], args.sparse)]:
+            slide = Path(tmp) / f"m{size}_{tissue}.tif"
+            mosaic = write_mosaic(slide, size, tissue, seed=size)
+            report = run(slide, Path(tmp) / f"m{size}_{tissue}.ome.zarr")
+            tissue_px = size * size * mosaic.tissue_fraction()
+            processed = report["tiles"]["run"] * (TILE + 2 * OVERLAP) ** 2
+            row = {"size": size, "tissue": round(mosaic.tissue_fraction(), 3), "objects": report["objects"]["nuclei"],
+                   "tiles_run": report["tiles"]["run"], "seconds": round(report["seconds"]["total"], 1),
+                   "tile_seconds": round(report["seconds"]["tiles"], 1), "peak_rss_mb": report["peak_memory_mb"],
+                   "tissue_mpx_per_s": round(tissue_px / 1e6 / report["seconds"]["total"], 3),
+                   "end_to_end_vs_model": round(report["tiles"]["run"] * per_tile / report["seconds"]["total"], 3),
+                   "processed_per_tissue_px": round(processed / tissue_px, 3),
+                   "seconds_per_tissue_mpx": round(report["seconds"]["total"] / (tissue_px / 1e6), 3)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    base, big, full, sparse = rows[0], rows[len(args.sizes) - 1], rows[-2], rows[-1]
+    print(f"RSS({big['size']}) / RSS({base['size']}): {big['peak_rss_mb'] / base['peak_rss_mb']:.2f}")
+    print(f"time per tissue Mpx, {big['size']} vs {base['size']}: {big['seconds_per_tissue_mpx'] / base['seconds_per_tissue_mpx']:.2f}")
+    print(f"time {sparse['tissue']:.0%} tissue / full tissue: {sparse['seconds'] / full['seconds']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
