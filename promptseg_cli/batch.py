@@ -134,7 +134,8 @@ class Outcome:
     error: str = ""
 
 
-def run_batch(slides: list[Path], targets: list[Path], predictor, options, reporter, templates: dict[str, str | None]) -> list[Outcome]:
+def run_batch(slides: list[Path], targets: list[Path], predictor, options, reporter, templates: dict[str, str | None],
+              client=None) -> list[Outcome]:
     """Segment each slide into its target; up-to-date outputs are skipped and failures do not stop the rest."""
     from .pipeline.segment import OutputError, output_is_current, segment_slide
     from .slide.readers import SlideError
@@ -149,7 +150,7 @@ def run_batch(slides: list[Path], targets: list[Path], predictor, options, repor
             outcomes.append(Outcome(slide, target, "up to date"))
             continue
         try:
-            result = segment_slide(slide, target, predictor, options, reporter)
+            result = segment_slide(slide, target, predictor, options, reporter, client)
         except (SlideError, OutputError, ValueError, OSError) as exc:
             if reporter.verbose:
                 reporter.console.print_exception()

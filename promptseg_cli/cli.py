@@ -115,6 +115,9 @@ def segment(
     mpp: Annotated[Optional[float], typer.Option("--mpp", help="Level-0 pixel size in microns, overriding the file's. Example: --mpp 0.25")] = None,
     ngff: Annotated[str, typer.Option("--ngff", help="OME-NGFF version: 0.5 (zarr v3, sharded) or 0.4 (zarr v2). Example: --ngff 0.4")] = "0.5",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tiles per model call (default: 8 on a GPU, 1 on CPU). Example: --batch-size 16")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Run tile batches on a dask.distributed scheduler (workers need promptseg and the slides' paths). Example: --scheduler tcp://10.0.0.5:8786")] = None,
+    cluster: Annotated[Optional[str], typer.Option("--cluster", help="Start dask workers as cluster jobs: slurm (needs dask-jobqueue). Example: --cluster slurm")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Worker jobs to start with --cluster. Example: --workers 8")] = 4,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: what the scheduler allocated, else the CPU affinity). Example: --threads 4")] = None,
     no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
     score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Objectness threshold (default from the model). Example: --score-threshold 0.4")] = None,
@@ -174,9 +177,15 @@ def segment(
         batch_size = 1 if predictor.device.type == "cpu" else 8
     options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite,
                              table=table)
+    from .pipeline.inference import connect
+
+    try:
+        client = connect(scheduler, cluster, workers)
+    except (ValueError, OSError) as exc:
+        _fail(reporter, f"{scheduler or cluster}: cannot reach the dask cluster ({exc})")
     _stop_on_signals(reporter)
     try:
-        outcomes = run_batch(slides, targets, predictor, options, reporter, {"geojson": geojson, "preview": preview})
+        outcomes = run_batch(slides, targets, predictor, options, reporter, {"geojson": geojson, "preview": preview}, client)
     except Interrupted as exc:
         reporter.error(str(exc))
         raise typer.Exit(EXIT_INTERRUPTED)

@@ -17,22 +17,27 @@ from .weights import LoadedModel
 
 @dataclass
 class Detections:
-    """Objects of one tile: contours ``(N, P, 2)`` as ``(x, y)`` in tile pixels, scores and anchor points."""
+    """Objects of one tile: contours ``(N, P, 2)`` as ``(x, y)`` in tile pixels, scores and anchor points.
+
+    ``intensities`` (per-object mean channel values) is filled in by the pipeline, next to the pixels.
+    """
 
     contours: np.ndarray
     scores: np.ndarray
     anchors: np.ndarray
+    intensities: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def take(self, index: np.ndarray) -> "Detections":
-        return Detections(self.contours[index], self.scores[index], self.anchors[index])
+        values = None if self.intensities is None else self.intensities[index]
+        return Detections(self.contours[index], self.scores[index], self.anchors[index], values)
 
     def shifted(self, dx: float, dy: float, scale: float = 1.0) -> "Detections":
         """Translate by ``(dx, dy)`` then scale (both in the pixel-corner convention)."""
         shift = np.array([dx, dy], np.float32)
-        return Detections((self.contours + shift) * scale, self.scores, (self.anchors + shift) * scale)
+        return Detections((self.contours + shift) * scale, self.scores, (self.anchors + shift) * scale, self.intensities)
 
     @classmethod
     def empty(cls, n_points: int) -> "Detections":

@@ -13,7 +13,6 @@ import resource
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,13 +24,13 @@ from ..io.omezarr import OmeZarrLayout, OmeZarrWriter, PropertiesSink
 from ..io.tables import TableSink
 from ..model.predictor import Predictor
 from ..progress import Reporter
-from ..slide.lazy import level_array, thumbnail
+from ..slide.lazy import thumbnail
 from ..slide.readers import SlideReader, open_slide
 from ..slide.tissue import tissue_mask
 from ..training.datasets import intensity_range
 from .catalog import Catalog, ObjectBatch
 from .labels import LabelStream
-from .measure import mean_intensities
+from .inference import cluster_results, local_results
 from .merge import SeamMerger
 from .plan import SlidePlan, Tile
 from .preview import write_preview
@@ -109,26 +108,28 @@ def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
         yield tiles[i : i + size]
 
 
-def segment_slide(path: Path, output: Path, predictor: Predictor, options: SegmentOptions, reporter: Reporter) -> SegmentResult:
+def segment_slide(path: Path, output: Path, predictor: Predictor, options: SegmentOptions, reporter: Reporter,
+                  client=None) -> SegmentResult:
     """Segment one slide into ``output`` (an ``.ome.zarr`` directory that appears only when complete).
 
     A run interrupted by a signal, a crash or ``kill -9`` resumes from its last finished tile row when started
-    again with the same parameters (see ``resume.py``).
+    again with the same parameters (see ``resume.py``). With a ``distributed.Client`` the tile batches run on
+    its workers (see ``inference.py``).
     """
     for extra in (options.geojson, options.preview):
         if extra is not None:
             check_writable(extra, options.overwrite)
     with open_slide(path) as reader, run_directory(output, options.overwrite) as work:
-        return SlideRun(path, output, work, reader, predictor, options, reporter).run()
+        return SlideRun(path, output, work, reader, predictor, options, reporter, client).run()
 
 
 class SlideRun:
     """One slide from tiles to a finished partial directory."""
 
     def __init__(self, path: Path, output: Path, work: Path, reader: SlideReader, predictor: Predictor,
-                 options: SegmentOptions, reporter: Reporter):
+                 options: SegmentOptions, reporter: Reporter, client=None):
         self.path, self.output, self.work, self.reader = path, output, work, reader
-        self.predictor, self.options, self.reporter = predictor, options, reporter
+        self.predictor, self.options, self.reporter, self.client = predictor, options, reporter, client
         self.started = time.time()
         self.warnings: list[str] = []
         self.mpp0 = options.mpp or reader.mpp
@@ -191,32 +192,25 @@ class SlideRun:
         self.parts += 1
 
     def _run_tiles(self, start: int) -> None:
-        """Inference over tiles with reads prefetched in background threads; a checkpoint after every tile row."""
-        plan, options, predictor = self.plan, self.options, self.predictor
-        level = level_array(self.reader, plan.level)
+        """Inference over tile batches (here or on the cluster); merging and a checkpoint after every tile row."""
+        plan, options = self.plan, self.options
         fill = int(round((self.intensity[0] + self.intensity[1]) / 2))
         batches = list(_batches(self.tiles, options.batch_size))
-
-        def read(batch: list[Tile]) -> np.ndarray:
-            return np.stack([plan.read_tile(level, t, fill) for t in batch])
-
+        if self.client is None:
+            results = local_results(self.predictor, self.reader, plan, batches, start, options.prompts, self.intensity, fill)
+        else:
+            results = cluster_results(self.client, self.predictor, self.path, plan, batches, start, options.prompts,
+                                      self.intensity, fill)
         done = sum(len(b) for b in batches[:start])
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool, \
-                self.reporter.task(f"segmenting {self.path.name}", total=len(self.tiles), completed=done) as advance:
-            pending: list[Future] = [pool.submit(read, b) for b in batches[start : start + 2]]
-            for index in range(start, len(batches)):
+        with self.reporter.task(f"segmenting {self.path.name}", total=len(self.tiles), completed=done) as advance:
+            for index, per_tile in zip(range(start, len(batches)), results):
                 batch = batches[index]
-                pixels = pending.pop(0).result()
-                if index + 2 < len(batches):
-                    pending.append(pool.submit(read, batches[index + 2]))
-                for prompt in options.prompts:
-                    for tile, tile_pixels, det in zip(batch, pixels, predictor.predict(pixels, prompt, self.intensity)):
+                for tile, detections in zip(batch, per_tile):
+                    for prompt, det in detections.items():
                         owned = self.mergers[prompt].accept(tile, det)
-                        x0, y0, _, _ = tile.read_box
-                        colours = mean_intensities(tile_pixels, owned.contours - np.array([x0, y0], np.float32))
                         contours = owned.contours * plan.to_level0
                         ids = self.streams[prompt].add(contours, owned.scores)
-                        self.catalog.add(prompt, ObjectBatch(ids, contours, owned.scores, colours))
+                        self.catalog.add(prompt, ObjectBatch(ids, contours, owned.scores, owned.intensities))
                 following = batches[index + 1][0] if index + 1 < len(batches) else None
                 if following is None or following.row != batch[-1].row:
                     final = None if following is None else (following.y - plan.overlap) * plan.to_level0

@@ -1,0 +1,111 @@
+"""Running the model over tile batches, here or on a dask.distributed cluster.
+
+Either way a batch's result is, per tile, the detections of each prompt with their mean intensities, and results
+are consumed in tile order, so merging and writing (in the calling process) are the same and the output is
+identical. Locally, reads are prefetched by background threads while the model runs. On a cluster each worker
+opens the slide and loads the model once (cached per worker process), reads its own tiles and returns only
+contours, so the network carries little data; a bounded number of batches is in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..model.predictor import Detections, Predictor
+from ..slide.lazy import level_array
+from ..slide.readers import open_slide
+from .measure import mean_intensities
+from .plan import SlidePlan, Tile
+
+TileResults = list[dict[str, Detections]]
+
+
+def infer_batch(predictor: Predictor, pixels: np.ndarray, prompts: list[str], intensity: tuple[float, float]) -> TileResults:
+    """Detections of each prompt for each tile of ``pixels``, with per-object mean intensities."""
+    out: TileResults = [{} for _ in range(len(pixels))]
+    for prompt in prompts:
+        for i, det in enumerate(predictor.predict(pixels, prompt, intensity)):
+            det.intensities = mean_intensities(pixels[i], det.contours)
+            out[i][prompt] = det
+    return out
+
+
+def read_batch(level, plan: SlidePlan, batch: list[Tile], fill: int) -> np.ndarray:
+    return np.stack([plan.read_tile(level, t, fill) for t in batch])
+
+
+def local_results(predictor: Predictor, slide, plan: SlidePlan, batches: list[list[Tile]], start: int,
+                  prompts: list[str], intensity: tuple[float, float], fill: int) -> Iterator[TileResults]:
+    """Results of ``batches[start:]`` in order, computed in this process with reads two batches ahead."""
+    level = level_array(slide, plan.level)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool:
+        pending: list[Future] = [pool.submit(read_batch, level, plan, b, fill) for b in batches[start : start + 2]]
+        for index in range(start, len(batches)):
+            pixels = pending.pop(0).result()
+            if index + 2 < len(batches):
+                pending.append(pool.submit(read_batch, level, plan, batches[index + 2], fill))
+            yield infer_batch(predictor, pixels, prompts, intensity)
+
+
+_worker_cache: dict = {}
+
+
+def _remote_batch(slide_path: str, model_path: str | None, thresholds: tuple[float, float], plan: SlidePlan,
+                  batch: list[Tile], prompts: list[str], intensity: tuple[float, float], fill: int) -> TileResults:
+    """Runs on a dask worker: the slide and the model are opened once per worker process."""
+    from ..model.weights import load_model
+
+    key = (model_path, thresholds)
+    if key not in _worker_cache:
+        _worker_cache[key] = Predictor(load_model(Path(model_path) if model_path else None), "cpu", *thresholds)
+    if slide_path not in _worker_cache:
+        _worker_cache[slide_path] = open_slide(slide_path)
+    reader = _worker_cache[slide_path]
+    pixels = read_batch(level_array(reader, plan.level), plan, batch, fill)
+    return infer_batch(_worker_cache[key], pixels, prompts, intensity)
+
+
+def cluster_results(client, predictor: Predictor, slide_path: Path, plan: SlidePlan, batches: list[list[Tile]], start: int,
+                    prompts: list[str], intensity: tuple[float, float], fill: int) -> Iterator[TileResults]:
+    """Results of ``batches[start:]`` in order, computed by the workers of a ``distributed.Client``."""
+    model_path = str(predictor.model.path)
+    thresholds = (predictor.score_threshold, predictor.nms_threshold)
+    in_flight = max(2, 2 * len(client.scheduler_info().get("workers", {})))
+    futures = []
+
+    def submit(index: int) -> None:
+        futures.append(client.submit(_remote_batch, str(slide_path.resolve()), model_path, thresholds, plan, batches[index],
+                                     prompts, intensity, fill, key=f"promptseg-{slide_path.name}-{index}-{id(plan)}", pure=False))
+
+    for index in range(start, min(start + in_flight, len(batches))):
+        submit(index)
+    next_index = start + len(futures)
+    for _ in range(start, len(batches)):
+        result = futures.pop(0).result()
+        if next_index < len(batches):
+            submit(next_index)
+            next_index += 1
+        yield result
+
+
+def connect(scheduler: str | None, cluster: str | None, workers: int):
+    """A ``distributed.Client`` for ``--scheduler ADDRESS`` or ``--cluster slurm``, or None to run locally."""
+    if scheduler is None and cluster is None:
+        return None
+    from distributed import Client
+
+    if scheduler is not None:
+        return Client(scheduler, timeout="10s")
+    if cluster != "slurm":
+        raise ValueError(f"--cluster {cluster}: only 'slurm' is supported (or give --scheduler ADDRESS)")
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ValueError("--cluster slurm needs dask-jobqueue: pip install 'promptseg_cli[cluster]'") from None
+    slurm = SLURMCluster(cores=1, processes=1, memory="4GB")
+    slurm.scale(workers)
+    return Client(slurm)

@@ -1,0 +1,39 @@
+"""One slide's tiles on a real dask.distributed cluster of separate processes on loopback."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+from conftest import REPO
+
+distributed = pytest.importorskip("distributed")
+
+
+def test_cluster_run_matches_the_local_run(tmp_path):
+    slide = REPO / "examples" / "example_slide.tif"
+    common = ["segment", str(slide), "--tile-size", "512", "--threads", "1", "--table", "csv"]
+    local = subprocess.run([sys.executable, "-m", "promptseg_cli", *common, "-o", str(tmp_path / "local.ome.zarr")],
+                           capture_output=True, text=True)
+    assert local.returncode == 0, local.stderr
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        remote = subprocess.run([sys.executable, "-m", "promptseg_cli", *common, "-o", str(tmp_path / "cluster.ome.zarr"),
+                                 "--scheduler", cluster.scheduler_address], capture_output=True, text=True)
+        assert remote.returncode == 0, remote.stderr
+        assert "promptseg" in cluster.scheduler.task_prefixes  # the tile batches ran on the workers
+    a = np.asarray(zarr.open_group(str(tmp_path / "local.ome.zarr"), mode="r")["labels/nuclei/0"])
+    b = np.asarray(zarr.open_group(str(tmp_path / "cluster.ome.zarr"), mode="r")["labels/nuclei/0"])
+    assert a.max() > 100
+    np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "local.ome.zarr" / "tables" / "nuclei.csv").read_text() == \
+        (tmp_path / "cluster.ome.zarr" / "tables" / "nuclei.csv").read_text()
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", str(REPO / "examples" / "example_slide.tif"),
+                          "-o", str(tmp_path / "x.ome.zarr"), "--scheduler", "tcp://127.0.0.1:9"], capture_output=True, text=True)
+    assert run.returncode == 2 and "cannot reach the dask cluster" in run.stderr
+    assert not (tmp_path / "x.ome.zarr").exists()
