@@ -276,6 +276,77 @@ def evaluate(
 
 
 @app.command()
+def ingest(
+    inbox: Annotated[Optional[Path], typer.Argument(help="Folder the scanners drop slides into (searched recursively). Example: /data/inbox")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Where outputs, the manifest and the log go. Example: --output-dir /data/results")] = None,
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="What to find (repeat for several). Example: --prompt nuclei")] = None,
+    once: Annotated[bool, typer.Option("--once", help="One scan-and-process pass, then exit (the default; for cron).")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep polling the inbox every --interval seconds.")] = False,
+    interval: Annotated[Optional[float], typer.Option("--interval", help="Seconds between passes with --watch. Example: --interval 120")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with any of these settings (underscored names). Example: --config ingest.toml")] = None,
+    status: Annotated[Optional[Path], typer.Option("--status", help="Print the manifest summary of an output directory and exit. Example: --status /data/results")] = None,
+    pattern: Annotated[Optional[str], typer.Option("--pattern", help="Only slides whose file name matches. Example: --pattern '*.svs'")] = None,
+    quiet_seconds: Annotated[Optional[float], typer.Option("--quiet-seconds", help="A slide is taken only if its size and mtime stay unchanged this long (default 30). Example: --quiet-seconds 60")] = None,
+    max_attempts: Annotated[Optional[int], typer.Option("--max-attempts", help="Tries before a failing slide is quarantined (default 3). Example: --max-attempts 5")] = None,
+    retry_delay: Annotated[Optional[float], typer.Option("--retry-delay", help="Seconds before the first retry, doubling after each failure (default 300). Example: --retry-delay 600")] = None,
+    reprocess_on_change: Annotated[Optional[bool], typer.Option("--reprocess-on-change", help="Redo done slides whose file content or model version changed.")] = None,
+    done_action: Annotated[Optional[str], typer.Option("--done-action", help="What to do with a slide once done: none, or move (to INBOX/.done/). Example: --done-action move")] = None,
+    on_complete: Annotated[Optional[str], typer.Option("--on-complete", help="Command run with the output path appended after each slide. Example: --on-complete 'notify-lims --slide'")] = None,
+    keep_failed: Annotated[Optional[bool], typer.Option("--keep-failed", help="Leave quarantined slides in place instead of moving them to INBOX/.failed/.")] = None,
+    table: Annotated[Optional[str], typer.Option("--table", help="Also write measurement tables: parquet or csv. Example: --table parquet")] = None,
+    geojson: Annotated[Optional[bool], typer.Option("--geojson", help="Also write OUT/<stem>.geojson.gz for QuPath.")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Process new slides from an inbox: cron-safe, never twice, never losing one, quarantining bad ones.
+
+    Example (crontab): */5 * * * * promptseg ingest /data/inbox --output-dir /data/results --prompt nuclei --once
+    """
+    reporter = Reporter(quiet, verbose)
+    from .ingest.run import Ingest, IngestConfig, ingest_logger, status_text
+    from .pipeline.segment import Interrupted
+
+    if status is not None:
+        try:
+            typer.echo(status_text(status))
+        except ValueError as exc:
+            _fail(reporter, str(exc))
+        return
+    if once and watch:
+        _fail(reporter, "--once and --watch exclude each other")
+    prompts = _resolve_prompts(prompt, reporter) if prompt else None
+    try:
+        settings = IngestConfig.from_sources(
+            config, inbox=inbox, output_dir=output_dir, prompts=prompts, pattern=pattern, quiet_seconds=quiet_seconds,
+            max_attempts=max_attempts, retry_delay=retry_delay, reprocess_on_change=reprocess_on_change,
+            done_action=done_action, on_complete=on_complete, move_failed=None if keep_failed is None else not keep_failed,
+            watch_interval=interval, table=table, geojson=geojson)
+    except (ValueError, OSError) as exc:
+        _fail(reporter, str(exc))
+    if not settings.inbox.is_dir():
+        _fail(reporter, f"{settings.inbox}: inbox is not a directory")
+    settings.prompts = _resolve_prompts(settings.prompts, reporter)
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    log = ingest_logger(settings.output_dir, quiet)
+    runner = Ingest(settings, _load_predictor(model, device, reporter), log)
+    _stop_on_signals(reporter)
+    from .pipeline.resume import stop_requested
+
+    try:
+        while True:
+            result = runner.run_once()
+            if not watch or stop_requested.wait(settings.watch_interval):
+                break
+    except Interrupted as exc:
+        log.warning("%s", exc)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if result.get("failed"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
 def info(
     slide: Annotated[Path, typer.Argument(help="Slide or image file. Example: slide.svs")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

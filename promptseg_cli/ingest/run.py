@@ -1,0 +1,236 @@
+"""``promptseg ingest``: a cron-safe pass over an inbox of slides.
+
+One pass: take the single-instance lock (or leave at once if another pass holds it), find complete slides,
+skip those the manifest says are done (unless ``--reprocess-on-change`` and the file or model changed), and
+segment the rest one by one. A failing slide is retried on later passes with exponential backoff and, after
+``max_attempts``, quarantined (and by default moved to ``INBOX/.failed/`` with its error text) while the others
+go on. Outputs are published atomically and an interrupted slide resumes on the next pass.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import logging.handlers
+import shlex
+import shutil
+import subprocess
+import time
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ..pipeline.segment import Interrupted, SegmentOptions, output_is_current, run_parameters, segment_slide
+from ..progress import Reporter
+from .manifest import Manifest, fingerprint
+from .scan import SlideUnit, find_units, stable_units
+
+LOCK_NAME = ".promptseg-ingest.lock"
+LOG_NAME = "promptseg-ingest.log"
+
+
+@dataclass
+class IngestConfig:
+    inbox: Path
+    output_dir: Path
+    prompts: list[str] = field(default_factory=lambda: ["nuclei"])
+    pattern: str | None = None
+    quiet_seconds: float = 30.0
+    max_attempts: int = 3
+    retry_delay: float = 300.0
+    reprocess_on_change: bool = False
+    done_action: str = "none"
+    on_complete: str | None = None
+    move_failed: bool = True
+    watch_interval: float = 60.0
+    tile_size: int = 1024
+    overlap: int = 32
+    table: str | None = None
+    geojson: bool = False
+
+    @classmethod
+    def from_sources(cls, config_file: Path | None, **given) -> "IngestConfig":
+        """Values given on the command line win over the config file, which wins over the defaults."""
+        values = {}
+        if config_file is not None:
+            with open(config_file, "rb") as handle:
+                values = tomllib.load(handle)
+            known = {f.name for f in fields(cls)}
+            unknown = set(values) - known
+            if unknown:
+                raise ValueError(f"{config_file}: unknown settings {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in given.items() if v is not None})
+        for key in ("inbox", "output_dir"):
+            if values.get(key) is None:
+                raise ValueError(f"{key.replace('_', '-')} is required (on the command line or in --config)")
+            values[key] = Path(values[key])
+        if values.get("done_action", "none") not in ("none", "move"):
+            raise ValueError(f"--done-action must be move or none, got {values['done_action']}")
+        return cls(**values)
+
+
+def ingest_logger(output_dir: Path, quiet: bool) -> logging.Logger:
+    """Log to ``OUTPUT/promptseg-ingest.log`` (rotated at 5 MB, 5 kept) and to stdout for cron mail."""
+    logger = logging.getLogger(f"promptseg.ingest.{output_dir}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.handlers.clear()
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    rotating = logging.handlers.RotatingFileHandler(output_dir / LOG_NAME, maxBytes=5 << 20, backupCount=5)
+    rotating.setFormatter(formatter)
+    logger.addHandler(rotating)
+    import sys
+
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(formatter)
+    stream.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.addHandler(stream)
+    return logger
+
+
+class Ingest:
+    def __init__(self, config: IngestConfig, predictor, logger: logging.Logger):
+        self.config, self.predictor, self.log = config, predictor, logger
+        self.options = SegmentOptions(config.prompts, config.tile_size, config.overlap, table=config.table)
+        self.parameters = run_parameters(predictor, self.options)
+
+    def output_for(self, unit: SlideUnit) -> Path:
+        rel = unit.path.relative_to(self.config.inbox)
+        stem = "__".join(rel.with_suffix("").parts)
+        return self.config.output_dir / f"{stem[:-4] if stem.lower().endswith('.ome') else stem}.ome.zarr"
+
+    def run_once(self) -> dict:
+        """One scan-and-process pass; returns counts. Leaves at once when another pass holds the lock."""
+        config = self.config
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(config.output_dir / LOCK_NAME, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.log.info("another promptseg ingest is running on %s; nothing to do", config.output_dir)
+                return {"locked": True, "processed": 0, "failed": 0}
+            manifest = Manifest(config.output_dir)
+            try:
+                return self._pass(manifest)
+            finally:
+                manifest.close()
+
+    def _pass(self, manifest: Manifest) -> dict:
+        started = time.time()
+        if not self.config.inbox.is_dir():
+            raise ValueError(f"{self.config.inbox}: inbox is not a directory")
+        todo = [u for u in find_units(self.config.inbox, self.config.pattern) if self._wanted(u, manifest)]
+        ready = stable_units(todo, self.config.quiet_seconds) if todo else []
+        for unit in todo:
+            if unit not in ready:
+                manifest.pending(unit.path)
+                self.log.info("%s: still changing; left for a later pass", unit.path)
+        processed = failed = 0
+        for unit in ready:
+            ok = self._process(unit, manifest)
+            processed += ok
+            failed += not ok
+        manifest.record_run(started, processed, failed)
+        self.log.info("pass finished: %d processed, %d failed, %d waiting", processed, failed, len(todo) - len(ready))
+        return {"locked": False, "processed": processed, "failed": failed, "waiting": len(todo) - len(ready)}
+
+    def _wanted(self, unit: SlideUnit, manifest: Manifest) -> bool:
+        entry = manifest.get(unit.path)
+        if entry is None or entry.status in ("pending", "processing"):
+            return True
+        if entry.status == "failed":
+            return time.time() >= entry.next_attempt
+        if entry.status == "done" and self.config.reprocess_on_change:
+            same_model = entry.model == self.predictor.model.version
+            return not same_model or entry.fingerprint != fingerprint(list(unit.files))
+        return False
+
+    def _process(self, unit: SlideUnit, manifest: Manifest) -> bool:
+        config = self.config
+        output = self.output_for(unit)
+        entry = manifest.get(unit.path)
+        digest = fingerprint(list(unit.files))
+        manifest.start(unit.path, digest, self.parameters, self.predictor.model.version, output)
+        reprocess = entry is not None and entry.status == "done"
+        self.options.overwrite = reprocess
+        self.options.geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None
+        self.log.info("%s: processing -> %s", unit.path, output)
+        started = time.time()
+        try:
+            if not reprocess and output_is_current(output, self.predictor, self.options):
+                objects = {}
+            else:
+                objects = segment_slide(unit.path, output, self.predictor, self.options, Reporter(quiet=True)).objects
+        except Interrupted:
+            raise
+        except Exception as exc:  # any failure of one slide must not stop the others
+            self._failed(unit, manifest, f"{unit.path}: {exc}" if str(unit.path) not in str(exc) else str(exc))
+            return False
+        manifest.done(unit.path, time.time() - started, objects)
+        self.log.info("%s: done in %.1f s (%s)", unit.path, time.time() - started,
+                      ", ".join(f"{n} {p}" for p, n in objects.items()) or "output already current")
+        if config.done_action == "move":
+            moved = self._move(unit, config.inbox / ".done")
+            manifest.moved(unit.path, moved)
+        if config.on_complete:
+            self._hook(output)
+        return True
+
+    def _failed(self, unit: SlideUnit, manifest: Manifest, error: str) -> None:
+        attempts = manifest.get(unit.path).attempts
+        if attempts < self.config.max_attempts:
+            retry_at = time.time() + self.config.retry_delay * 2 ** (attempts - 1)
+            manifest.failed(unit.path, error, retry_at)
+            self.log.error("%s (attempt %d of %d; retry after %s)", error, attempts, self.config.max_attempts,
+                           time.strftime("%H:%M:%S", time.localtime(retry_at)))
+            return
+        manifest.failed(unit.path, error, None)
+        self.log.error("%s (attempt %d of %d; quarantined)", error, attempts, self.config.max_attempts)
+        if self.config.move_failed:
+            moved = self._move(unit, self.config.inbox / ".failed")
+            moved.with_name(moved.name + ".error.txt").write_text(error + "\n")
+            manifest.moved(unit.path, moved)
+
+    def _move(self, unit: SlideUnit, folder: Path) -> Path:
+        """Move a slide and its companion files under ``folder``, keeping their place relative to the inbox."""
+        target = folder / unit.path.relative_to(self.config.inbox)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        companions = unit.path.with_suffix("")
+        shutil.move(str(unit.path), target)
+        if unit.path.suffix.lower() == ".mrxs" and companions.is_dir():
+            shutil.move(str(companions), target.with_suffix(""))
+        return target
+
+    def _hook(self, output: Path) -> None:
+        command = shlex.split(self.config.on_complete) + [str(output)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.log.warning("--on-complete %s failed: %s", self.config.on_complete, exc)
+            return
+        if done.returncode:
+            self.log.warning("--on-complete exited %d: %s", done.returncode, done.stderr.strip()[-500:])
+
+
+def status_text(output_dir: Path) -> str:
+    """The manifest summary printed by ``promptseg ingest --status OUT``."""
+    from .manifest import MANIFEST_NAME
+
+    if not (output_dir / MANIFEST_NAME).is_file():
+        raise ValueError(f"{output_dir}: no ingest manifest here ({MANIFEST_NAME})")
+    manifest = Manifest(output_dir)
+    try:
+        summary = manifest.summary()
+    finally:
+        manifest.close()
+    counts = summary["counts"]
+    lines = [f"{status:<12} {counts.get(status, 0)}" for status in ("done", "pending", "processing", "failed", "quarantined")]
+    last = summary["last_run"]
+    if last:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last[0]))
+        lines.append(f"last run     {when} ({last[1] - last[0]:.0f} s): {last[2]} processed, {last[3]} failed")
+    else:
+        lines.append("last run     never")
+    for path, status, attempts, error in summary["problems"]:
+        lines.append(f"{status}: {path} after {attempts} attempt(s): {error}")
+    return "\n".join(lines)

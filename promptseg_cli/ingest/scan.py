@@ -1,0 +1,68 @@
+"""Finding slides in an inbox that are complete on disk.
+
+Temporary names used by copy tools are ignored (rsync's hidden ``.name.XXXXXX``, ``*.part``, ``*.tmp``, ...),
+as are hidden folders such as ``.failed`` and ``.done``. A multi-file slide (MRXS: ``slide.mrxs`` plus the
+folder ``slide/``) is one unit. A unit is taken only when the size and modification time of all its files are
+unchanged across the quiet period, so a file still being copied is left for a later pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+from ..slide.readers import SUPPORTED_SUFFIXES
+
+TEMPORARY_PATTERNS = ("*.part", "*.tmp", "*.partial", "*.crdownload", "*.filepart", "*.download", "~$*", "*.swp")
+
+
+@dataclass(frozen=True)
+class SlideUnit:
+    """A slide and every file it consists of."""
+
+    path: Path
+    files: tuple[Path, ...]
+
+    def signature(self) -> tuple:
+        out = []
+        for f in self.files:
+            try:
+                st = f.stat()
+            except FileNotFoundError:
+                return ("missing", str(f))
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") or any(fnmatch(name, p) for p in TEMPORARY_PATTERNS)
+
+
+def find_units(inbox: Path, pattern: str | None = None) -> list[SlideUnit]:
+    """Slides under ``inbox`` (recursively), with their companion files."""
+    units = []
+    companion_dirs = {p.with_suffix("") for p in inbox.rglob("*.mrxs")}
+    for path in sorted(inbox.rglob("*")):
+        rel = path.relative_to(inbox)
+        if any(_is_temporary(part) for part in rel.parts) or any(d in path.parents for d in companion_dirs):
+            continue
+        if not path.is_file() or path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            continue
+        if pattern and not fnmatch(path.name, pattern):
+            continue
+        files = [path]
+        if path.suffix.lower() == ".mrxs" and path.with_suffix("").is_dir():
+            files += sorted(p for p in path.with_suffix("").rglob("*") if p.is_file())
+        units.append(SlideUnit(path, tuple(files)))
+    return units
+
+
+def stable_units(units: list[SlideUnit], quiet_seconds: float) -> list[SlideUnit]:
+    """The units whose files did not change in size or modification time during ``quiet_seconds``."""
+    if not units:
+        return []
+    before = {u: u.signature() for u in units}
+    time.sleep(quiet_seconds)
+    return [u for u in units if u.signature() == before[u] and before[u][0] != "missing"]

@@ -1,0 +1,154 @@
+"""``promptseg ingest`` with real processes: concurrency, growing files, bad slides, kill -9, reruns."""
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO
+
+
+def ingest(inbox, out, *extra, wait=True):
+    cmd = [sys.executable, "-m", "promptseg_cli", "ingest", str(inbox), "--output-dir", str(out), "--once",
+           "--quiet-seconds", "0.5", *map(str, extra)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return proc
+    stdout, stderr = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def manifest(out):
+    with sqlite3.connect(out / "promptseg-manifest.sqlite") as db:
+        return {row[0].split("/")[-1]: row[1:] for row in db.execute("SELECT path, status, attempts FROM slides")}
+
+
+@pytest.fixture()
+def inbox(tmp_path, data):
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    for name in sorted((data / "dsb2018" / "images").glob("*.png"))[:2]:
+        shutil.copy(name, folder / name.name)
+    (folder / "scan.tif.part").write_bytes(b"half a slide")  # a copy tool's temporary name
+    (folder / ".rsync.abc123").write_bytes(b"rsync temp")
+    return folder
+
+
+def test_one_pass_processes_everything_once_and_a_rerun_does_nothing(tmp_path, inbox):
+    out = tmp_path / "out"
+    first = ingest(inbox, out)
+    assert first.returncode == 0, first.stderr
+    states = manifest(out)
+    assert sorted(states) == sorted(p.name for p in inbox.glob("*.png"))
+    assert all(s == ("done", 1) for s in states.values())
+    outputs = sorted(out.glob("*.ome.zarr"))
+    assert len(outputs) == 2 and (out / "promptseg-ingest.log").is_file()
+    stamps = [(o / "report.json").stat().st_mtime_ns for o in outputs]
+    again = ingest(inbox, out)
+    assert again.returncode == 0 and "0 processed, 0 failed, 0 waiting" in again.stdout
+    assert [(o / "report.json").stat().st_mtime_ns for o in outputs] == stamps
+    status = subprocess.run([sys.executable, "-m", "promptseg_cli", "ingest", "--status", str(out)], capture_output=True, text=True)
+    assert "done         2" in status.stdout and "last run" in status.stdout
+
+
+def test_two_concurrent_passes_never_process_a_slide_twice(tmp_path, inbox):
+    out = tmp_path / "out"
+    a, b = ingest(inbox, out, wait=False), ingest(inbox, out, wait=False)
+    outs = [p.communicate(timeout=600) for p in (a, b)]
+    assert a.returncode == 0 and b.returncode == 0
+    log = (out / "promptseg-ingest.log").read_text()
+    assert log.count(": done in") == 2
+    assert "another promptseg ingest is running" in log or "0 processed" in "".join(o for o, _ in outs)
+    assert all(s == ("done", 1) for s in manifest(out).values())
+
+
+def test_a_file_still_growing_is_left_for_a_later_pass(tmp_path, inbox, data):
+    out = tmp_path / "out"
+    growing = inbox / "growing.png"
+    source = sorted((data / "dsb2018" / "images").glob("*.png"))[5].read_bytes()
+    growing.write_bytes(source[:1000])
+    stop = threading.Event()
+
+    def keep_writing():
+        with open(growing, "ab") as handle:
+            while not stop.is_set():
+                handle.write(b"\0" * 100)
+                handle.flush()
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        run = ingest(inbox, out, "--quiet-seconds", "1")
+    finally:
+        stop.set()
+        writer.join()
+    assert run.returncode == 0, run.stderr
+    assert "growing.png: still changing" in run.stdout
+    states = manifest(out)
+    assert states["growing.png"][0] == "pending" and not (out / "growing.ome.zarr").exists()
+    growing.write_bytes(source)
+    later = ingest(inbox, out)
+    assert later.returncode == 0 and manifest(out)["growing.png"] == ("done", 1)
+
+
+def test_a_truncated_slide_is_retried_then_quarantined_while_the_others_go_on(tmp_path, inbox, slides):
+    out = tmp_path / "out"
+    data = (slides / "CMU-1-Small-Region.svs").read_bytes()
+    (inbox / "broken.svs").write_bytes(data[: len(data) // 3])
+    first = ingest(inbox, out, "--max-attempts", "2", "--retry-delay", "0")
+    assert first.returncode == 1
+    states = manifest(out)
+    assert states["broken.svs"] == ("failed", 1)
+    assert sum(s == ("done", 1) for s in states.values()) == 2
+    second = ingest(inbox, out, "--max-attempts", "2", "--retry-delay", "0")
+    assert second.returncode == 1 and "quarantined" in second.stdout
+    assert manifest(out)["broken.svs"] == ("quarantined", 2)
+    assert (inbox / ".failed" / "broken.svs").is_file() and not (inbox / "broken.svs").exists()
+    assert "broken.svs" in (inbox / ".failed" / "broken.svs.error.txt").read_text()
+    third = ingest(inbox, out, "--max-attempts", "2")
+    assert third.returncode == 0 and "0 processed" in third.stdout
+
+
+def test_kill_9_mid_slide_then_the_next_pass_resumes_it(tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    shutil.copy(REPO / "examples" / "example_slide.tif", inbox / "slide.tif")
+    proc = ingest(inbox, out, "--quiet-seconds", "0.2", wait=False)
+    state = out / ".slide.ome.zarr.partial" / "promptseg-state.pkl"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert manifest(out)["slide.tif"][0] == "processing" and not (out / "slide.ome.zarr").exists()
+    rerun = ingest(inbox, out, "--done-action", "move", "--on-complete", f"{sys.executable} -c 'import sys; open(sys.argv[1] + \".hook\", \"w\")'")
+    assert rerun.returncode == 0, rerun.stderr
+    assert manifest(out)["slide.tif"][0] == "done"
+    assert (out / "slide.ome.zarr" / "report.json").is_file() and (out / "slide.ome.zarr.hook").is_file()
+    assert (inbox / ".done" / "slide.tif").is_file() and not (inbox / "slide.tif").exists()
+
+
+def test_config_file_settings_and_command_line_precedence(tmp_path):
+    from promptseg_cli.ingest.run import IngestConfig
+    from promptseg_cli.ingest.scan import find_units
+
+    config = tmp_path / "ingest.toml"
+    config.write_text('inbox = "/data/inbox"\noutput_dir = "/data/out"\nquiet_seconds = 90\nmax_attempts = 5\n')
+    settings = IngestConfig.from_sources(config, max_attempts=2, inbox=None)
+    assert settings.quiet_seconds == 90 and settings.max_attempts == 2 and str(settings.inbox) == "/data/inbox"
+    config.write_text('inbox = "/x"\noutput_dir = "/y"\nquiet = 3\n')
+    with pytest.raises(ValueError, match="unknown settings quiet"):
+        IngestConfig.from_sources(config)
+    # an MRXS slide with its data folder is one unit, and the folder's files are not slides of their own
+    (tmp_path / "in" / "case").mkdir(parents=True)
+    (tmp_path / "in" / "case.mrxs").write_text("x")
+    (tmp_path / "in" / "case" / "Index.dat").write_text("x")
+    (tmp_path / "in" / "case" / "Data0000.tif").write_text("x")
+    units = find_units(tmp_path / "in")
+    assert len(units) == 1 and units[0].path.name == "case.mrxs" and len(units[0].files) == 3
