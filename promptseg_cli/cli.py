@@ -70,7 +70,7 @@ def _stop_on_signals(reporter: Reporter) -> None:
 
     from .pipeline.resume import stop_requested
 
-    def handler(signum, frame) -> None:
+    def handler(signum, _frame) -> None:
         if stop_requested.is_set():
             raise KeyboardInterrupt
         stop_requested.set()

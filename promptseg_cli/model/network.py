@@ -12,7 +12,7 @@ any tile that contains its receptive field, which is what makes tiled inference 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -87,7 +87,6 @@ class CPNOutput:
     offsets: torch.Tensor  # (B, 2, h, w), pixels of the input
     coeffs: torch.Tensor  # (B, 4, order, h, w), pixels of the input
     refine: torch.Tensor  # (B, 2, h, w), raw refinement field
-    extras: dict = field(default_factory=dict)
 
 
 class PromptedCPN(nn.Module):
@@ -135,7 +134,7 @@ class PromptedCPN(nn.Module):
         )
 
 
-def normalise_image(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Map uint8-range intensities to the network's input range with *whole-image* percentiles."""
-    scale = max(high - low, 1.0)
-    return ((image.float() - low) / scale - 0.5) / 0.5
+def normalise_image(image, low: float, high: float):
+    """Map intensities (numpy or torch, 0..255 range) to the network's input range using *whole-image*
+    percentiles ``low``/``high``, never statistics of the tile itself."""
+    return ((image - low) / max(high - low, 1.0) - 0.5) / 0.5

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from .contours import propose
-from .network import STRIDE_MULTIPLE
+from .network import STRIDE_MULTIPLE, normalise_image
 from .nms import polygon_nms, polygons_from_contours
 from .prompts import prompt_index
 from .weights import LoadedModel
@@ -73,8 +73,7 @@ class Predictor:
         """Detections for each tile of ``tiles`` ``(B, H, W, 3)`` uint8, normalised with whole-image ``intensity``."""
         b, h, w, _ = tiles.shape
         x = torch.tensor(tiles, device=self.device).permute(0, 3, 1, 2).float()
-        low, high = intensity
-        x = ((x - low) / max(high - low, 1.0) - 0.5) / 0.5
+        x = normalise_image(x, *intensity)
         pad_h, pad_w = -h % STRIDE_MULTIPLE, -w % STRIDE_MULTIPLE
         x = F.pad(x, (0, pad_w, 0, pad_h))
         prompts = torch.full((b,), prompt_index(prompt), dtype=torch.long, device=self.device)

@@ -28,7 +28,7 @@ from ..slide.lazy import thumbnail
 from ..slide.readers import SlideReader, open_slide
 from ..slide.tissue import tissue_mask
 from ..training.datasets import intensity_range
-from .catalog import Catalog, ObjectBatch
+from .catalog import Catalog, ObjectBatch, Sink
 from .labels import LabelStream
 from .inference import cluster_results, local_results
 from .merge import SeamMerger
@@ -227,7 +227,7 @@ class SlideRun:
 
     def _write_records(self, writer: OmeZarrWriter) -> None:
         """Feed every finished object, part by part, to the properties, table and GeoJSON writers."""
-        sinks = [PropertiesSink(writer, self.mpp0)]
+        sinks: list[Sink] = [PropertiesSink(writer, self.mpp0)]
         if self.options.table:
             sinks.append(TableSink(self.work / "tables", self.options.table, self.mpp0, self.options.prompts))
         geojson = GeoJsonSink(self.options.geojson, self.mpp0) if self.options.geojson is not None else None

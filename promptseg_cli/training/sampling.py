@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..model.network import normalise_image
 from ..model.prompts import prompt_index
 from .augment import colour_jitter, random_crop, random_orientation
 from .datasets import Sample, intensity_range
@@ -30,9 +31,6 @@ class Source:
         counts = {k: kinds.count(k) for k in set(kinds)}
         w = np.array([1.0 / np.sqrt(counts[k]) for k in kinds])
         return w / w.sum()
-
-
-SIMULATED = "simulated"
 
 
 class CropSampler(IterableDataset):
@@ -71,7 +69,7 @@ class CropSampler(IterableDataset):
             prompt = source.prompt
             low, high = sample.intensity
         image, label, valid = random_orientation(rng, image, label, valid)
-        norm = ((image - low) / max(high - low, 1.0) - 0.5) / 0.5
+        norm = normalise_image(image, low, high)
         norm[~valid] = 0.0
         targets = make_targets(label, self.order)
         return {
