@@ -23,9 +23,15 @@ class DarkObjectDetector:
     def __init__(self, cell_margin: int = 0):
         self.cell_margin = cell_margin
 
-    def predict(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> list[Detections]:
-        grow = self.cell_margin if prompt == "cells" else 0
+    def forward(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]):
+        return tiles, self.cell_margin if prompt == "cells" else 0
+
+    def postprocess(self, output) -> list[Detections]:
+        tiles, grow = output
         return [self._detect(tile, grow) for tile in tiles]
+
+    def predict(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> list[Detections]:
+        return self.postprocess(self.forward(tiles, prompt, intensity))
 
     def _detect(self, tile: np.ndarray, grow: int) -> Detections:
         mask = tile.mean(axis=2) < 100

@@ -83,7 +83,7 @@ def test_existing_output_is_refused_and_failures_leave_nothing(tmp_path, slides)
     assert (out / "keep.txt").read_text() == "earlier work"
 
     class Exploding(DarkObjectDetector):
-        def predict(self, tiles, prompt, intensity):
+        def forward(self, tiles, prompt, intensity):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):

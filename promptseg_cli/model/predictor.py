@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from .contours import propose
-from .network import STRIDE_MULTIPLE, normalise_image
+from .network import STRIDE_MULTIPLE, CPNOutput, normalise_image
 from .nms import polygon_nms, polygons_from_contours
 from .prompts import prompt_index
 from .weights import LoadedModel
@@ -68,16 +68,24 @@ class Predictor:
         self.score_threshold = model.score_threshold if score_threshold is None else score_threshold
         self.nms_threshold = model.nms_threshold if nms_threshold is None else nms_threshold
 
-    @torch.inference_mode()
     def predict(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> list[Detections]:
         """Detections for each tile of ``tiles`` ``(B, H, W, 3)`` uint8, normalised with whole-image ``intensity``."""
+        return self.postprocess(self.forward(tiles, prompt, intensity))
+
+    @torch.inference_mode()
+    def forward(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> CPNOutput:
+        """The network's raw output for a batch of tiles (the expensive part)."""
         b, h, w, _ = tiles.shape
         x = torch.tensor(tiles, device=self.device).permute(0, 3, 1, 2).float()
         x = normalise_image(x, *intensity)
         pad_h, pad_w = -h % STRIDE_MULTIPLE, -w % STRIDE_MULTIPLE
         x = F.pad(x, (0, pad_w, 0, pad_h))
         prompts = torch.full((b,), prompt_index(prompt), dtype=torch.long, device=self.device)
-        output = self.network(x, prompts)
+        return self.network(x, prompts)
+
+    @torch.inference_mode()
+    def postprocess(self, output: CPNOutput) -> list[Detections]:
+        """Candidates, contours, refinement and NMS from the network's output; one :class:`Detections` per tile."""
         results = []
         for candidates in propose(output, self.network.config, self.score_threshold):
             det = Detections(candidates["contours"].float().cpu().numpy(), candidates["scores"].float().cpu().numpy(),

@@ -26,9 +26,14 @@ TileResults = list[dict[str, Detections]]
 
 def infer_batch(predictor: Predictor, pixels: np.ndarray, prompts: list[str], intensity: tuple[float, float]) -> TileResults:
     """Detections of each prompt for each tile of ``pixels``, with per-object mean intensities."""
+    return finish_batch(predictor, {p: predictor.forward(pixels, p, intensity) for p in prompts}, pixels)
+
+
+def finish_batch(predictor: Predictor, outputs: dict, pixels: np.ndarray) -> TileResults:
+    """The post-processing half of :func:`infer_batch`, from the network outputs of each prompt."""
     out: TileResults = [{} for _ in range(len(pixels))]
-    for prompt in prompts:
-        for i, det in enumerate(predictor.predict(pixels, prompt, intensity)):
+    for prompt, output in outputs.items():
+        for i, det in enumerate(predictor.postprocess(output)):
             det.intensities = mean_intensities(pixels[i], det.contours)
             out[i][prompt] = det
     return out
@@ -40,15 +45,26 @@ def read_batch(level, plan: SlidePlan, batch: list[Tile], fill: int) -> np.ndarr
 
 def local_results(predictor: Predictor, slide, plan: SlidePlan, batches: list[list[Tile]], start: int,
                   prompts: list[str], intensity: tuple[float, float], fill: int) -> Iterator[TileResults]:
-    """Results of ``batches[start:]`` in order, computed in this process with reads two batches ahead."""
+    """Results of ``batches[start:]`` in order, computed in this process.
+
+    Three stages overlap: reads run two batches ahead in background threads, the network runs here, and the
+    post-processing of a batch (contours, NMS, intensities) runs in a background thread during the next forward.
+    """
     level = level_array(slide, plan.level)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="post") as post:
         pending: list[Future] = [pool.submit(read_batch, level, plan, b, fill) for b in batches[start : start + 2]]
+        finishing: Future | None = None
         for index in range(start, len(batches)):
             pixels = pending.pop(0).result()
             if index + 2 < len(batches):
                 pending.append(pool.submit(read_batch, level, plan, batches[index + 2], fill))
-            yield infer_batch(predictor, pixels, prompts, intensity)
+            outputs = {p: predictor.forward(pixels, p, intensity) for p in prompts}
+            if finishing is not None:
+                yield finishing.result()
+            finishing = post.submit(finish_batch, predictor, outputs, pixels)
+        if finishing is not None:
+            yield finishing.result()
 
 
 _worker_cache: dict = {}

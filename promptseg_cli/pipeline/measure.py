@@ -55,11 +55,10 @@ INTENSITY_CHANNELS = ("red", "green", "blue", "haematoxylin", "eosin")
 def mean_intensities(tile: np.ndarray, contours: np.ndarray) -> np.ndarray:
     """Mean of each :data:`INTENSITY_CHANNELS` inside each contour (tile pixel coordinates); ``(N, 5)``."""
     out = np.zeros((len(contours), len(INTENSITY_CHANNELS)), np.float32)
-    if len(contours) == 0:
-        return out
-    channels = np.concatenate([tile.astype(np.float32), rgb2hed(tile)[..., :2].astype(np.float32)], axis=2)
     for k, xy in enumerate(contours):
         rr, cc = fill_polygon(xy[:, 1] - 0.5, xy[:, 0] - 0.5, tile.shape[:2])
         if len(rr):
-            out[k] = channels[rr, cc].mean(axis=0)
+            pixels = tile[rr, cc]
+            out[k, :3] = pixels.mean(axis=0)
+            out[k, 3:] = rgb2hed(pixels[None])[0, :, :2].mean(axis=0)
     return out

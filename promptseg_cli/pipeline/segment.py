@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import resource
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -169,10 +171,17 @@ class SlideRun:
             self.mergers = state["mergers"]
             self.catalog.pending = state["catalog"]
             self.parts = state["parts"]
-        tiles_started = time.time()
-        self._run_tiles(state["next_batch"] if state else 0)
-        tiles_seconds = time.time() - tiles_started
-        _copy_image(self.reader, writer)
+        abandon = threading.Event()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="image") as background:
+            image_copy = background.submit(_copy_image, self.reader, writer, abandon)  # overlaps with inference
+            tiles_started = time.time()
+            try:
+                self._run_tiles(state["next_batch"] if state else 0)
+            except BaseException:
+                abandon.set()
+                raise
+            tiles_seconds = time.time() - tiles_started
+            image_copy.result()
         writer.build_pyramids()
         counts = {p: s.count for p, s in self.streams.items()}
         writer.record(objects=counts)
@@ -267,7 +276,9 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
-def _copy_image(reader: SlideReader, writer: OmeZarrWriter) -> None:
-    """Copy level 0 of the slide into the output image, one write unit at a time."""
+def _copy_image(reader: SlideReader, writer: OmeZarrWriter, abandon: threading.Event) -> None:
+    """Copy level 0 of the slide into the output image, one write unit at a time (until ``abandon`` is set)."""
     for y0, y1, x0, x1 in writer.blocks(0):
+        if abandon.is_set():
+            return
         writer.image[0][:, y0:y1, x0:x1] = reader.read(0, x0, y0, x1 - x0, y1 - y0, fill=255).transpose(2, 0, 1)
