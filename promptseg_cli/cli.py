@@ -53,13 +53,14 @@ def _fail(reporter: Reporter, message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
-def _load_predictor(model: Path | None, device: str, reporter: Reporter, score: float | None = None, nms: float | None = None):
+def _load_predictor(model: Path | None, device: str, reporter: Reporter, score: float | None = None,
+                    precision: str = "fp32"):
     from .model.predictor import Predictor, resolve_device
     from .model.weights import ModelFileError, load_model
 
     try:
         dev = resolve_device(device)
-        return Predictor(load_model(model, dev), dev, score, nms)
+        return Predictor(load_model(model, dev), dev, score, precision=precision)
     except (ModelFileError, ValueError, RuntimeError) as exc:
         _fail(reporter, str(exc))
 
@@ -118,6 +119,7 @@ def segment(
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Run tile batches on a dask.distributed scheduler (workers need promptseg and the slides' paths). Example: --scheduler tcp://10.0.0.5:8786")] = None,
     cluster: Annotated[Optional[str], typer.Option("--cluster", help="Start dask workers as cluster jobs: slurm (needs dask-jobqueue). Example: --cluster slurm")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker jobs to start with --cluster. Example: --workers 8")] = 4,
+    precision: Annotated[str, typer.Option("--precision", help="Network arithmetic: fp32, or mixed precision fp16/bf16 (for GPUs). Example: --precision fp16")] = "fp32",
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: what the scheduler allocated, else the CPU affinity). Example: --threads 4")] = None,
     no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
     score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Objectness threshold (default from the model). Example: --score-threshold 0.4")] = None,
@@ -172,7 +174,7 @@ def segment(
         if template is not None and len(slides) > 1 and "{stem}" not in template:
             _fail(reporter, f"{name} with several inputs needs {{stem}} in the path, e.g. {name} results/{{stem}}.ext")
     torch.set_num_threads(threads or allocated_cpus())
-    predictor = _load_predictor(model, device, reporter, score_threshold)
+    predictor = _load_predictor(model, device, reporter, score_threshold, precision)
     if batch_size is None:
         batch_size = 1 if predictor.device.type == "cpu" else 8
     options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite,

@@ -132,3 +132,23 @@ def test_png_without_pixel_size_runs_at_native_resolution_with_a_warning(tmp_pat
     assert result.objects["nuclei"] == len(centres)
     group = zarr.open_group(str(tmp_path / "discs.ome.zarr"), mode="r")
     assert "unit" not in group.attrs["ome"]["multiscales"][0]["axes"][1]
+
+
+def test_mixed_precision_finds_the_same_objects(data):
+    """bf16 autocast (what GPUs use as fp16/bf16) agrees with fp32 on a real image."""
+    from PIL import Image
+
+    from promptseg_cli.evaluation.metrics import Counts
+    from promptseg_cli.model.predictor import Predictor
+    from promptseg_cli.model.weights import load_model
+    from promptseg_cli.pipeline.rasterize import label_image
+
+    image = np.asarray(Image.open(sorted((data / "monuseg" / "images").glob("*.png"))[0]).convert("RGB").reduce(2))
+    model = load_model()
+    labels = {}
+    for precision in ("fp32", "bf16"):
+        det = Predictor(model, precision=precision).predict(image[None], "nuclei", (30.0, 240.0))[0]
+        labels[precision] = label_image(det.contours, det.scores, image.shape[:2])
+    counts = Counts()
+    counts.add(labels["fp32"], labels["bf16"])
+    assert counts.summary()["f1@0.5"] > 0.95

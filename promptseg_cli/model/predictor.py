@@ -57,11 +57,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: Network precision: fp32, or mixed precision (autocast) in bf16/fp16 for GPUs.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class Predictor:
     """A loaded model plus thresholds; turns uint8 tiles into per-prompt detections."""
 
     def __init__(self, model: LoadedModel, device: torch.device | str = "cpu", score_threshold: float | None = None,
-                 nms_threshold: float | None = None):
+                 nms_threshold: float | None = None, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision}")
+        self.precision = precision
         self.model = model
         self.device = torch.device(device)
         self.network = model.network.to(self.device).eval()
@@ -81,7 +88,12 @@ class Predictor:
         pad_h, pad_w = -h % STRIDE_MULTIPLE, -w % STRIDE_MULTIPLE
         x = F.pad(x, (0, pad_w, 0, pad_h))
         prompts = torch.full((b,), prompt_index(prompt), dtype=torch.long, device=self.device)
-        return self.network(x, prompts)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            output = self.network(x, prompts)
+        if dtype is None:
+            return output
+        return CPNOutput(output.logits.float(), output.offsets.float(), output.coeffs.float(), output.refine.float())
 
     @torch.inference_mode()
     def postprocess(self, output: CPNOutput) -> list[Detections]:

@@ -70,14 +70,15 @@ def local_results(predictor: Predictor, slide, plan: SlidePlan, batches: list[li
 _worker_cache: dict = {}
 
 
-def _remote_batch(slide_path: str, model_path: str | None, thresholds: tuple[float, float], plan: SlidePlan,
+def _remote_batch(slide_path: str, model_path: str | None, settings: tuple[float, float, str], plan: SlidePlan,
                   batch: list[Tile], prompts: list[str], intensity: tuple[float, float], fill: int) -> TileResults:
     """Runs on a dask worker: the slide and the model are opened once per worker process."""
     from ..model.weights import load_model
 
-    key = (model_path, thresholds)
+    key = (model_path, settings)
     if key not in _worker_cache:
-        _worker_cache[key] = Predictor(load_model(Path(model_path) if model_path else None), "cpu", *thresholds)
+        score, nms, precision = settings
+        _worker_cache[key] = Predictor(load_model(Path(model_path) if model_path else None), "cpu", score, nms, precision)
     if slide_path not in _worker_cache:
         _worker_cache[slide_path] = open_slide(slide_path)
     reader = _worker_cache[slide_path]
@@ -89,12 +90,12 @@ def cluster_results(client, predictor: Predictor, slide_path: Path, plan: SlideP
                     prompts: list[str], intensity: tuple[float, float], fill: int) -> Iterator[TileResults]:
     """Results of ``batches[start:]`` in order, computed by the workers of a ``distributed.Client``."""
     model_path = str(predictor.model.path)
-    thresholds = (predictor.score_threshold, predictor.nms_threshold)
+    settings = (predictor.score_threshold, predictor.nms_threshold, predictor.precision)
     in_flight = max(2, 2 * len(client.scheduler_info().get("workers", {})))
     futures = []
 
     def submit(index: int) -> None:
-        futures.append(client.submit(_remote_batch, str(slide_path.resolve()), model_path, thresholds, plan, batches[index],
+        futures.append(client.submit(_remote_batch, str(slide_path.resolve()), model_path, settings, plan, batches[index],
                                      prompts, intensity, fill, key=f"promptseg-{slide_path.name}-{index}-{id(plan)}", pure=False))
 
     for index in range(start, min(start + in_flight, len(batches))):

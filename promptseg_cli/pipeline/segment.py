@@ -76,6 +76,7 @@ def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
     return {"model": predictor.model.version, "prompts": list(options.prompts), "tile_size": options.tile_size,
             "overlap": options.overlap, "mpp_override": options.mpp, "ngff": options.ngff,
             "tissue_detection": options.tissue_detection, "score_threshold": getattr(predictor, "score_threshold", None),
+            "precision": getattr(predictor, "precision", "fp32"),
             "table": options.table}
 
 
