@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .slide.readers import SUPPORTED_SUFFIXES
+from .slide.readers import SUPPORTED_SUFFIXES, is_ome_zarr
 
 
 class BatchError(ValueError):
@@ -106,10 +106,10 @@ def read_input_list(path: Path) -> list[Path]:
 
 
 def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
-    """Files as given; directories searched recursively for slides (matching ``pattern`` when given)."""
+    """Files (and OME-Zarr images) as given; directories searched recursively for slides (matching ``pattern``)."""
     found: list[Path] = []
     for item in items:
-        if not item.is_dir():
+        if not item.is_dir() or is_ome_zarr(item):
             found.append(item)
             continue
         slides = sorted(

@@ -114,6 +114,7 @@ def segment(
     tile_size: Annotated[int, typer.Option("--tile-size", help="Tile core size in model pixels (multiple of 16). Example: --tile-size 2048")] = 1024,
     overlap: Annotated[int, typer.Option("--overlap", help="Halo around each tile in model pixels (multiple of 16); must exceed the largest object radius. Example: --overlap 64")] = 32,
     mpp: Annotated[Optional[float], typer.Option("--mpp", help="Level-0 pixel size in microns, overriding the file's. Example: --mpp 0.25")] = None,
+    channels: Annotated[Optional[str], typer.Option("--channels", help="Channels of a multichannel image to use (names from OME metadata or indices); nucleus shows as blue, membrane/cytoplasm as green. Example: --channels nucleus=DAPI,membrane=2")] = None,
     ngff: Annotated[str, typer.Option("--ngff", help="OME-NGFF version: 0.5 (zarr v3, sharded) or 0.4 (zarr v2). Example: --ngff 0.4")] = "0.5",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tiles per model call (default: 8 on a GPU, 1 on CPU). Example: --batch-size 16")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Run tile batches on a dask.distributed scheduler (workers need promptseg and the slides' paths). Example: --scheduler tcp://10.0.0.5:8786")] = None,
@@ -167,6 +168,9 @@ def segment(
             _fail(reporter, "several inputs need --output-dir")
         output = slides[0].parent / output_name(slides[0])
     targets = [output] if output is not None else [output_dir / output_name(s) for s in slides]
+    for slide, target in zip(slides, targets):
+        if target.resolve() == slide.resolve():
+            _fail(reporter, f"{slide}: the output would replace the input; choose another -o/--output-dir")
     clashes = sorted({str(t) for t in targets if targets.count(t) > 1})
     if clashes:
         _fail(reporter, f"{clashes[0]}: several inputs have the same name and would write the same output")
@@ -178,7 +182,7 @@ def segment(
     if batch_size is None:
         batch_size = 1 if predictor.device.type == "cpu" else 8
     options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite,
-                             table=table)
+                             table=table, channels=channels)
     from .pipeline.inference import connect
 
     try:

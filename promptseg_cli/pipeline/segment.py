@@ -57,6 +57,7 @@ class SegmentOptions:
     geojson: Path | None = None
     table: str | None = None
     preview: Path | None = None
+    channels: str | None = None
 
 
 @dataclass
@@ -76,7 +77,7 @@ def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
     return {"model": predictor.model.version, "prompts": list(options.prompts), "tile_size": options.tile_size,
             "overlap": options.overlap, "mpp_override": options.mpp, "ngff": options.ngff,
             "tissue_detection": options.tissue_detection, "score_threshold": getattr(predictor, "score_threshold", None),
-            "precision": getattr(predictor, "precision", "fp32"),
+            "precision": getattr(predictor, "precision", "fp32"), "channels": options.channels,
             "table": options.table}
 
 
@@ -122,7 +123,7 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
     for extra in (options.geojson, options.preview):
         if extra is not None:
             check_writable(extra, options.overwrite)
-    with open_slide(path) as reader, run_directory(output, options.overwrite) as work:
+    with open_slide(path, options.channels) as reader, run_directory(output, options.overwrite) as work:
         return SlideRun(path, output, work, reader, predictor, options, reporter, client).run()
 
 
@@ -209,8 +210,8 @@ class SlideRun:
         if self.client is None:
             results = local_results(self.predictor, self.reader, plan, batches, start, options.prompts, self.intensity, fill)
         else:
-            results = cluster_results(self.client, self.predictor, self.path, plan, batches, start, options.prompts,
-                                      self.intensity, fill)
+            results = cluster_results(self.client, self.predictor, self.path, options.channels, plan, batches, start,
+                                      options.prompts, self.intensity, fill)
         done = sum(len(b) for b in batches[:start])
         with self.reporter.task(f"segmenting {self.path.name}", total=len(self.tiles), completed=done) as advance:
             for index, per_tile in zip(range(start, len(batches)), results):

@@ -281,9 +281,15 @@ def _openslide_format(path: Path) -> str | None:
         return None
 
 
+def is_ome_zarr(path: Path) -> bool:
+    return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zattrs").is_file())
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise SlideError(f"{path}: file not found")
+    if is_ome_zarr(path):
+        return
     if path.is_dir():
         raise SlideError(f"{path}: is a directory, not a slide")
     if not os.access(path, os.R_OK):
@@ -307,10 +313,37 @@ def _candidates(path: Path) -> list[type[SlideReader]]:
     return [TiffSlideReader]
 
 
-def open_slide(path: str | Path) -> SlideReader:
-    """Open ``path`` with the first backend that can read it, or raise :class:`SlideError`."""
+def _needs_channel_mapping(path: Path) -> bool:
+    """A TIFF holding something other than one grey or RGB 8-bit plane (channels, Z, T or 16-bit data)."""
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return False
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(str(path)) as tif:
+            series = tif.series[0]
+            return bool(set(series.axes) & set("CZTQI")) or series.dtype != np.uint8
+    except Exception:
+        return False
+
+
+def open_slide(path: str | Path, channels: str | None = None) -> SlideReader:
+    """Open ``path`` with the first backend that can read it, or raise :class:`SlideError`.
+
+    Multichannel images (OME-Zarr, OME-TIFF/TIFF with channels or 16-bit data) are composed into the model's RGB;
+    ``channels`` (``nucleus=DAPI,membrane=2``) says which channel goes where (see ``stack.py``).
+    """
     path = Path(path)
     _check_file(path)
+    if channels or is_ome_zarr(path) or _needs_channel_mapping(path):
+        from .stack import CompositeReader, open_stack
+
+        try:
+            return CompositeReader(open_stack(path), channels)
+        except SlideError:
+            raise
+        except Exception as exc:
+            raise SlideError(f"{path}: cannot open as a multichannel image ({exc})") from exc
     problems = []
     for backend in _candidates(path):
         try:

@@ -1,0 +1,72 @@
+"""Multichannel inputs: OME-TIFF with named channels (and a SubIFD pyramid), OME-Zarr written by promptseg."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from promptseg_cli.evaluation.metrics import Counts
+from promptseg_cli.slide.readers import SlideError, open_slide
+from promptseg_cli.training.simulate import simulate_tissue
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def two_channel(tmp_path_factory):
+    """Simulated tissue as a 16-bit, 3-channel OME-TIFF (Membrane, DAPI, Empty) with a pyramid in SubIFDs."""
+    rng = np.random.default_rng(11)
+    tiles = [simulate_tissue(rng, 256) for _ in range(4)]
+    rgb = np.concatenate([np.concatenate([tiles[0][0], tiles[1][0]], 1), np.concatenate([tiles[2][0], tiles[3][0]], 1)], 0)
+    nuclei = np.concatenate([np.concatenate([tiles[0][1], tiles[1][1] + 1000 * (tiles[1][1] > 0)], 1),
+                             np.concatenate([tiles[2][1] + 2000 * (tiles[2][1] > 0), tiles[3][1] + 3000 * (tiles[3][1] > 0)], 1)], 0)
+    stack = np.stack([rgb[..., 1], rgb[..., 2], np.zeros_like(rgb[..., 0])]).astype(np.uint16) * 64 + 500
+    path = tmp_path_factory.mktemp("mc") / "tissue.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(stack, subifds=1, tile=(128, 128), metadata={"axes": "CYX", "Channel": {"Name": ["Membrane", "DAPI", "Empty"]},
+                                                            "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tif.write(stack[:, ::2, ::2], tile=(128, 128), subfiletype=1)
+    return path, nuclei
+
+
+def test_reader_exposes_channels_pyramid_and_pixel_size(two_channel):
+    path, _ = two_channel
+    with open_slide(path, "nucleus=dapi,membrane=Membrane") as reader:
+        assert reader.stack.axes == "CYX" and reader.stack.channel_names == ["Membrane", "DAPI", "Empty"]
+        assert reader.level_dimensions == [(512, 512), (256, 256)] and reader.mpp == pytest.approx(0.5)
+        region = reader.read(0, 0, 0, 512, 512)
+        assert region[..., 0].max() == 0 and region[..., 2].max() == 255 and region[..., 1].max() > 100
+    with pytest.raises(SlideError, match="say which to use"):
+        open_slide(path)
+    with pytest.raises(SlideError, match="no channel 'GFP'"):
+        open_slide(path, "nucleus=GFP")
+
+
+def test_segmenting_the_nucleus_channel_finds_the_nuclei(tmp_path, two_channel):
+    path, nuclei = two_channel
+    out = tmp_path / "tissue.ome.zarr"
+    run = subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", str(path), "-o", str(out),
+                          "--channels", "nucleus=DAPI,membrane=Membrane", "--prompt", "nuclei"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    labels = np.asarray(zarr.open_group(str(out), mode="r")["labels/nuclei/0"])[0]
+    counts = Counts()
+    counts.add(nuclei, labels)
+    assert counts.summary()["ap@0.5"] > 0.6
+
+
+def test_an_ome_zarr_written_by_promptseg_is_an_input(tmp_path):
+    first = tmp_path / "first.ome.zarr"
+    args = [sys.executable, "-m", "promptseg_cli", "segment"]
+    assert subprocess.run([*args, str(REPO / "examples" / "example_slide.tif"), "-o", str(first)], capture_output=True).returncode == 0
+    again = subprocess.run([*args, str(first), "-o", str(tmp_path / "second.ome.zarr")], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    a = np.asarray(zarr.open_group(str(first), mode="r")["labels/nuclei/0"])
+    b = np.asarray(zarr.open_group(str(tmp_path / "second.ome.zarr"), mode="r")["labels/nuclei/0"])
+    counts = Counts()
+    counts.add(a[0], b[0])
+    assert counts.summary()["f1@0.5"] > 0.97
+    same = subprocess.run([*args, str(first)], capture_output=True, text=True)
+    assert same.returncode == 2 and "would replace the input" in same.stderr
