@@ -59,6 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     per_tile = model_only_seconds_per_tile()
     print(f"model only: {per_tile:.2f} s per {TILE}+2x{OVERLAP} tile ({TILE * TILE / per_tile / 1e6:.2f} Mpx/s of tile cores)")
+    print(f"halo overhead at default settings: {(TILE + 2 * OVERLAP) ** 2 / TILE ** 2:.3f} pixels processed per output pixel")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size, tissue in [(s, args.tissue) for s in args.sizes] + [(args.sizes[0], 1.0), (args.sizes[0], args.sparse)]:
