@@ -209,7 +209,7 @@ def segment(
 def train(
     data: Annotated[list[str], typer.Option("--data", help="Dataset folder, the prompt its labels answer, optional weight. Example: --data ../shared/data/dsb2018:nuclei:0.45")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Run directory for checkpoints, losses.jsonl and model.pt; an existing run resumes. Example: -o runs/default")],
-    steps: Annotated[int, typer.Option("--steps", help="Optimiser steps. Example: --steps 9000")] = 9000,
+    steps: Annotated[int, typer.Option("--steps", help="Optimiser steps (warm-up, then cosine decay to the last). Example: --steps 6000")] = 6000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step. Example: --batch-size 8")] = 8,
     crop: Annotated[int, typer.Option("--crop", help="Crop size in model pixels (multiple of 16). Example: --crop 256")] = 256,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up then cosine). Example: --lr 0.002")] = 2e-3,
