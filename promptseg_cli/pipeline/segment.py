@@ -150,15 +150,16 @@ class SlideRun:
                        f"{len(self.tiles)}/{self.total} tiles with tissue, intensity {self.intensity}")
         width0, height0 = reader.level_dimensions[0]
         self.layout = OmeZarrLayout(width0, height0, self.mpp0, options.ngff)
-        parameters = {"input": str(path.resolve()), "size": path.stat().st_size, **run_parameters(predictor, options)}
-        self.checkpoints = Checkpoints(work, json.loads(json.dumps(parameters)))
+        self.parameters = run_parameters(predictor, options)
+        identity = {"input": str(path.resolve()), "size": path.stat().st_size, **self.parameters}
+        self.checkpoints = Checkpoints(work, json.loads(json.dumps(identity)))
 
     def run(self) -> SegmentResult:
         state = self.checkpoints.load()
         prompts = self.options.prompts
         if state is None:
             shutil.rmtree(self.work, ignore_errors=True)
-            writer = OmeZarrWriter(self.work, self.layout, prompts, {"input": str(self.path), **run_parameters(self.predictor, self.options)})
+            writer = OmeZarrWriter(self.work, self.layout, prompts, {"input": str(self.path), **self.parameters})
         else:
             writer = OmeZarrWriter.reopen(self.work, self.layout, prompts)
             self.reporter.log(f"{self.path}: resuming after {state['next_batch']} of {len(self.tiles)} tiles")
