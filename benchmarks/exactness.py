@@ -62,7 +62,7 @@ def main() -> None:
             intensity = intensity_range(thumbnail(reader)[0])
         started = time.time()
         with torch.inference_mode():
-            det = predictor.predict(image[None], "nuclei", intensity)[0]
+            det = predictor.predict_image(image, "nuclei", intensity)
         whole = label_image(det.contours, det.scores, image.shape[:2])
         print(f"whole image {args.size}x{args.size}: {len(det)} objects in {time.time() - started:.1f} s")
         for tile in args.tiles:

@@ -109,7 +109,7 @@ def test_tiled_result_matches_whole_image_with_the_real_model(tmp_path, data):
     predictor = Predictor(load_model())
     with open_slide(slide) as reader:
         intensity = intensity_range(thumbnail(reader)[0])
-    det = predictor.predict(mosaic[None], "nuclei", intensity)[0]
+    det = predictor.predict_image(mosaic, "nuclei", intensity)
     whole = label_image(det.contours, det.scores, mosaic.shape[:2])
     out = tmp_path / "mosaic.ome.zarr"
     segment_slide(slide, out, predictor, SegmentOptions(["nuclei"], tile_size=256), Reporter(quiet=True))

@@ -52,7 +52,7 @@ def test_train_few_steps_then_resume(tmp_path, tiny_dataset):
     model = load_model(run_dir / "model.pt")
     assert model.metadata["trained_steps"] == 5 and model.native_mpp == 0.5
     assert model.metadata["prompts"] == ["nuclei", "cells"] and "nucleus" in model.metadata["synonyms"]["nuclei"]
-    assert model.metadata["score_threshold"] in (0.3, 0.4, 0.5, 0.6) and model.metadata["threshold_search"]["grid"]
+    assert model.metadata["score_threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8) and model.metadata["threshold_search"]["grid"]
     assert model.metadata["training"]["data"][0]["dataset"] == "tiny"
 
 

@@ -23,7 +23,7 @@ def cpn_segmenter(predictor: Predictor, prompt: str) -> Segmenter:
     def segment(image: np.ndarray, mpp: float | None) -> np.ndarray:
         scale = mpp / predictor.model.native_mpp if mpp else 1.0
         native, _ = resample_pair(image, np.zeros(image.shape[:2], np.int32), scale)
-        det = predictor.predict(native[None], prompt, intensity_range(native))[0]
+        det = predictor.predict_image(native, prompt, intensity_range(native))
         back = native.shape[1] / image.shape[1], native.shape[0] / image.shape[0]
         contours = det.contours / np.array(back, np.float32)
         return label_image(contours, det.scores, image.shape[:2])

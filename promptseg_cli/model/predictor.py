@@ -75,6 +75,16 @@ class Predictor:
         self.score_threshold = model.score_threshold if score_threshold is None else score_threshold
         self.nms_threshold = model.nms_threshold if nms_threshold is None else nms_threshold
 
+    def predict_image(self, image: np.ndarray, prompt: str, intensity: tuple[float, float], margin: int = 32) -> Detections:
+        """Detections of a whole image in one pass, with the same border context tiles get from their halo.
+
+        The image is surrounded by ``margin`` pixels of the mid intensity (what tiles read beyond a slide's edge
+        and what training crops see beyond an image's edge) before it goes through the network.
+        """
+        fill = int(round((intensity[0] + intensity[1]) / 2))
+        padded = np.pad(image, ((margin, margin), (margin, margin), (0, 0)), constant_values=fill)
+        return self.predict(padded[None], prompt, intensity)[0].shifted(-margin, -margin)
+
     def predict(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> list[Detections]:
         """Detections for each tile of ``tiles`` ``(B, H, W, 3)`` uint8, normalised with whole-image ``intensity``."""
         return self.postprocess(self.forward(tiles, prompt, intensity))

@@ -17,8 +17,8 @@ from ..model.predictor import Predictor
 from ..pipeline.rasterize import label_image
 from .datasets import intensity_range, load_samples
 
-SCORE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
-NMS_THRESHOLDS = (0.2, 0.3, 0.5)
+SCORE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+NMS_THRESHOLDS = (0.1, 0.2, 0.3, 0.5)
 
 
 def tune_thresholds(predictor: Predictor, folders: list[tuple[Path, str]], native_mpp: float) -> dict:
@@ -29,7 +29,7 @@ def tune_thresholds(predictor: Predictor, folders: list[tuple[Path, str]], nativ
     for folder, prompt in folders:
         counts = {combo: Counts() for combo in grid}
         for sample in load_samples(folder, native_mpp, split="validation"):
-            det = lowest.predict(sample.image[None], prompt, intensity_range(sample.image))[0]
+            det = lowest.predict_image(sample.image, prompt, intensity_range(sample.image))
             polygons = polygons_from_contours(det.contours.astype(np.float64)) if len(det) else None
             for score, nms in grid:
                 keep = np.nonzero(det.scores >= score)[0]
