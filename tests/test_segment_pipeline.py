@@ -152,3 +152,19 @@ def test_mixed_precision_finds_the_same_objects(data):
     counts = Counts()
     counts.add(labels["fp32"], labels["bf16"])
     assert counts.summary()["f1@0.5"] > 0.95
+
+
+def test_partly_tissue_tiles_are_split_and_objects_stay_exact(tmp_path):
+    """Tissue in one patch across the four top-level tiles' corner: only sub-tiles with tissue run."""
+    image = np.full((2048, 2048, 3), 235, np.uint8)
+    patch, centres, radii = disc_slide((400, 400), seams=100, radius_range=(5, 12), seed=3)
+    image[824:1224, 824:1224] = patch
+    slide = write_pyramid_tiff(tmp_path / "sparse.tif", image, mpp=0.5, compression="zlib")
+    result = segment_slide(slide, tmp_path / "sparse.ome.zarr", DarkObjectDetector(), SegmentOptions(["nuclei"]), Reporter(quiet=True))
+    # each 1024 tile is refined to the one 256 sub-tile at the shared corner where the tissue is
+    assert result.tiles_total == 4 and result.tiles_skipped == 0 and result.tiles_run == 4
+    assert result.pixels_processed == 4 * (256 + 64) ** 2
+    labels = _labels(tmp_path / "sparse.ome.zarr")
+    ids = labels[(centres[:, 0] + 824).astype(int), (centres[:, 1] + 824).astype(int)]
+    assert (ids > 0).all() and len(set(ids.tolist())) == len(centres) == result.objects["nuclei"]
+    np.testing.assert_allclose(ndimage.sum(np.ones_like(labels), labels, ids), np.pi * radii.astype(float) ** 2, rtol=0.08)

@@ -25,7 +25,7 @@ from .plan import Tile
 
 
 class SeamMerger:
-    """Stateful merger for tiles visited in row-major order."""
+    """Stateful merger for tiles visited row by row (top-level rows; within one, sub-tiles by y then x)."""
 
     def __init__(self, dedup_iou: float = 0.5):
         self.dedup_iou = dedup_iou
@@ -56,12 +56,12 @@ class SeamMerger:
                 inter = shapely.area(shapely.intersection(polygons[new_i], known[old_j]))
                 union = shapely.area(polygons[new_i]) + shapely.area(known[old_j]) - inter
                 iou = inter / np.maximum(union, 1e-9)
-                other_tile = np.array([self._seam_tiles[j] != (tile.row, tile.col) for j in old_j])
+                other_tile = np.array([self._seam_tiles[j] != (tile.x, tile.y) for j in old_j])
                 keep[seam_idx[np.unique(new_i[(iou > self.dedup_iou) & other_tile])]] = False
         for k, poly in zip(seam_idx, polygons):
             if keep[k]:
                 self._seam_polygons.append(poly)
-                self._seam_tiles.append((tile.row, tile.col))
+                self._seam_tiles.append((tile.x, tile.y))
                 self._seam_ymax.append(float(hi[k, 1]))
         return det.take(np.nonzero(keep)[0])
 

@@ -26,15 +26,27 @@ from ..slide.lazy import read_window
 from ..slide.resample import resample_region, source_span
 
 
+#: Smallest tile core that partly-tissue tiles are split into.
+MIN_TILE_SIZE = 256
+
+
 @dataclass(frozen=True)
 class Tile:
-    row: int
+    row: int  # row of the top-level tile grid (sub-tiles keep their parent's row)
     col: int
     x: int  # native x of the core's left edge
     y: int
     width: int  # core size (smaller at the right/bottom edge)
     height: int
     overlap: int
+    size: int  # nominal core size: the tile is read as size + 2 * overlap square
+
+    def quarters(self) -> list["Tile"]:
+        """The four sub-tiles (clipped to this core) that a partly-tissue tile is split into."""
+        half = self.size // 2
+        return [Tile(self.row, self.col, self.x + dx, self.y + dy, min(half, self.width - dx), min(half, self.height - dy),
+                     self.overlap, half)
+                for dy in (0, half) for dx in (0, half) if dx < self.width and dy < self.height]
 
     @property
     def read_box(self) -> tuple[int, int, int, int]:
@@ -81,7 +93,7 @@ class SlidePlan:
         w, h = self.native_size
         for row, y in enumerate(range(0, h, self.tile_size)):
             for col, x in enumerate(range(0, w, self.tile_size)):
-                yield Tile(row, col, x, y, min(self.tile_size, w - x), min(self.tile_size, h - y), self.overlap)
+                yield Tile(row, col, x, y, min(self.tile_size, w - x), min(self.tile_size, h - y), self.overlap, self.tile_size)
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -91,10 +103,10 @@ class SlidePlan:
     def read_tile(self, level: da.Array, tile: Tile, fill: int = 0) -> np.ndarray:
         """The tile with halo at native resolution from the lazy read-level array; ``fill`` beyond the slide.
 
-        Every tile has the full size ``tile_size + 2 * overlap`` so that tiles batch together.
+        Every tile has its nominal size ``size + 2 * overlap`` (also at the slide's edge) so that tiles batch together.
         """
         x, y, _, _ = tile.read_box
-        w = h = self.tile_size + 2 * self.overlap
+        w = h = tile.size + 2 * self.overlap
         if self.factor == 1.0:
             return read_window(level, x, y, w, h, fill)
         sx0, sx1 = source_span(x, w, self.factor)

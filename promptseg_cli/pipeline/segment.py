@@ -34,7 +34,8 @@ from .catalog import Catalog, ObjectBatch, Sink
 from .labels import LabelStream
 from .inference import cluster_results, local_results
 from .merge import SeamMerger
-from .plan import SlidePlan, Tile
+from ..model.network import STRIDE_MULTIPLE
+from .plan import MIN_TILE_SIZE, SlidePlan, Tile
 from .preview import write_preview
 from .resume import Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, run_directory, stop_requested
 
@@ -65,8 +66,10 @@ class SegmentResult:
     input: Path
     output: Path
     objects: dict[str, int]
-    tiles_total: int
-    tiles_run: int
+    tiles_total: int  # top-level tiles of the slide
+    tiles_run: int  # tiles the model ran on (a partly-tissue tile counts as its sub-tiles)
+    tiles_skipped: int  # top-level tiles without tissue
+    pixels_processed: int  # model pixels fed to the network, halos included
     seconds: float
     mpp: float | None
     warnings: list[str] = field(default_factory=list)
@@ -94,22 +97,40 @@ def output_is_current(output: Path, predictor: Predictor, options: SegmentOption
 
 
 def _tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> list[Tile]:
+    """Tiles to run: those with tissue; a tile only partly on tissue is split into quarters (down to
+    ``MIN_TILE_SIZE``) and only the quarters with tissue run. Order: top-level rows, then y, then x."""
     tiles = list(plan.tiles())
     if mask is None:
         return tiles
-    keep = []
     scale = plan.to_level0 / downsample
-    for t in tiles:
+
+    def region(t: Tile) -> np.ndarray:
         r0, r1 = int(t.y * scale), int(np.ceil((t.y + t.height) * scale)) + 1
         c0, c1 = int(t.x * scale), int(np.ceil((t.x + t.width) * scale)) + 1
-        if mask[r0:r1, c0:c1].any():
-            keep.append(t)
-    return keep
+        return mask[r0:r1, c0:c1]
+
+    def refine(t: Tile) -> list[Tile]:
+        cells = region(t)
+        if not cells.any():
+            return []
+        if cells.all() or t.size // 2 < MIN_TILE_SIZE or (t.size // 2) % STRIDE_MULTIPLE:
+            return [t]
+        return [leaf for quarter in t.quarters() for leaf in refine(quarter)]
+
+    leaves = [leaf for t in tiles for leaf in refine(t)]
+    return sorted(leaves, key=lambda t: (t.row, t.y, t.x))
 
 
 def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
-    for i in range(0, len(tiles), size):
-        yield tiles[i : i + size]
+    """Consecutive tiles of the same size, at most ``size`` per batch."""
+    batch: list[Tile] = []
+    for tile in tiles:
+        if batch and (len(batch) == size or tile.size != batch[0].size):
+            yield batch
+            batch = []
+        batch.append(tile)
+    if batch:
+        yield batch
 
 
 def segment_slide(path: Path, output: Path, predictor: Predictor, options: SegmentOptions, reporter: Reporter,
@@ -147,7 +168,7 @@ class SlideRun:
         self.tiles = _tissue_tiles(self.plan, mask, downsample)
         self.total = self.plan.grid_shape[0] * self.plan.grid_shape[1]
         reporter.debug(f"{path.name}: level {self.plan.level}, factor {self.plan.factor:.3f}, native {self.plan.native_size}, "
-                       f"{len(self.tiles)}/{self.total} tiles with tissue, intensity {self.intensity}")
+                       f"{len(self.tiles)} tiles to run, {self.total} in the grid, intensity {self.intensity}")
         width0, height0 = reader.level_dimensions[0]
         self.layout = OmeZarrLayout(width0, height0, self.mpp0, options.ngff)
         self.parameters = run_parameters(predictor, options)
@@ -191,8 +212,10 @@ class SlideRun:
         self._write_records(writer)
         if self.options.preview is not None:
             write_preview(self.work, prompts, self.options.preview)
-        result = SegmentResult(self.path, self.output, counts, self.total, len(self.tiles), time.time() - self.started,
-                               self.mpp0, self.warnings)
+        covered = {(t.row, t.col) for t in self.tiles}
+        processed = sum((t.size + 2 * t.overlap) ** 2 for t in self.tiles)
+        result = SegmentResult(self.path, self.output, counts, self.total, len(self.tiles), self.total - len(covered),
+                               processed, time.time() - self.started, self.mpp0, self.warnings)
         _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor, self.intensity,
                       tiles_seconds, self.reader)
         return result
@@ -214,28 +237,34 @@ class SlideRun:
             results = cluster_results(self.client, self.predictor, self.path, options.channels, plan, batches, start,
                                       options.prompts, self.intensity, fill)
         done = sum(len(b) for b in batches[:start])
-        with self.reporter.task(f"segmenting {self.path.name}", total=len(self.tiles), completed=done) as advance:
-            for index, per_tile in zip(range(start, len(batches)), results):
-                batch = batches[index]
-                for tile, detections in zip(batch, per_tile):
-                    for prompt, det in detections.items():
-                        owned = self.mergers[prompt].accept(tile, det)
-                        contours = owned.contours * plan.to_level0
-                        ids = self.streams[prompt].add(contours, owned.scores)
-                        self.catalog.add(prompt, ObjectBatch(ids, contours, owned.scores, owned.intensities))
-                following = batches[index + 1][0] if index + 1 < len(batches) else None
-                if following is None or following.row != batch[-1].row:
-                    final = None if following is None else (following.y - plan.overlap) * plan.to_level0
-                    for stream in self.streams.values():
-                        stream.flush(final)
-                    self.catalog.flush(final)
-                    self._checkpoint(index + 1)
-                found = sum(s.count for s in self.streams.values())
-                advance(len(batch), f"{found} objects")
-                if stop_requested.is_set():
-                    raise Interrupted(f"{self.path}: stopped; run the same command again to resume")
+        try:
+            with self.reporter.task(f"segmenting {self.path.name}", total=len(self.tiles), completed=done) as advance:
+                for index, per_tile in zip(range(start, len(batches)), results):
+                    self._take(batches, index, per_tile)
+                    advance(len(batches[index]), f"{sum(s.count for s in self.streams.values())} objects")
+                    if stop_requested.is_set():
+                        raise Interrupted(f"{self.path}: stopped; run the same command again to resume")
+        finally:
+            results.close()  # waits for reads in flight, so the slide is not closed under them
         if not batches:
             self._checkpoint(0)
+
+    def _take(self, batches: list[list[Tile]], index: int, per_tile) -> None:
+        """Merge one batch's detections; after the last batch of a tile row, write what is final and checkpoint."""
+        batch, plan = batches[index], self.plan
+        for tile, detections in zip(batch, per_tile):
+            for prompt, det in detections.items():
+                owned = self.mergers[prompt].accept(tile, det)
+                contours = owned.contours * plan.to_level0
+                ids = self.streams[prompt].add(contours, owned.scores)
+                self.catalog.add(prompt, ObjectBatch(ids, contours, owned.scores, owned.intensities))
+        following = batches[index + 1][0] if index + 1 < len(batches) else None
+        if following is None or following.row != batch[-1].row:
+            final = None if following is None else (following.y - plan.overlap) * plan.to_level0
+            for stream in self.streams.values():
+                stream.flush(final)
+            self.catalog.flush(final)
+            self._checkpoint(index + 1)
 
     def _write_records(self, writer: OmeZarrWriter) -> None:
         """Feed every finished object, part by part, to the properties, table and GeoJSON writers."""
@@ -270,7 +299,8 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
         "parameters": run_parameters(predictor, options),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items() if k != "prompts"},
         "read_level": plan.level, "resample_factor": round(plan.factor, 4), "intensity_range": list(intensity),
-        "tiles": {"total": result.tiles_total, "run": result.tiles_run, "skipped": result.tiles_total - result.tiles_run},
+        "tiles": {"total": result.tiles_total, "run": result.tiles_run, "skipped": result.tiles_skipped,
+                  "processed_mpx": round(result.pixels_processed / 1e6, 2)},
         "objects": result.objects,
         "seconds": {"total": round(result.seconds, 2), "tiles": round(inference_seconds, 2)},
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
