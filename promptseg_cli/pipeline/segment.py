@@ -96,28 +96,34 @@ def output_is_current(output: Path, predictor: Predictor, options: SegmentOption
     return report.get("parameters") == json.loads(json.dumps(run_parameters(predictor, options))) and extras_present
 
 
+#: A tile is split only when its sub-tiles with tissue cost at most this share of its own pixels (small tiles
+#: carry more halo and run less efficiently, so a split must clearly pay off).
+SPLIT_GAIN = 0.75
+
+
 def _tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> list[Tile]:
-    """Tiles to run: those with tissue; a tile only partly on tissue is split into quarters (down to
-    ``MIN_TILE_SIZE``) and only the quarters with tissue run. Order: top-level rows, then y, then x."""
+    """Tiles to run: those with tissue. A tile partly on tissue is replaced by its quarters with tissue (down to
+    ``MIN_TILE_SIZE``) when that processes clearly fewer pixels, halos included. Order: top-level rows, y, x."""
     tiles = list(plan.tiles())
     if mask is None:
         return tiles
     scale = plan.to_level0 / downsample
 
-    def region(t: Tile) -> np.ndarray:
+    def has_tissue(t: Tile) -> bool:
         r0, r1 = int(t.y * scale), int(np.ceil((t.y + t.height) * scale)) + 1
         c0, c1 = int(t.x * scale), int(np.ceil((t.x + t.width) * scale)) + 1
-        return mask[r0:r1, c0:c1]
+        return bool(mask[r0:r1, c0:c1].any())
 
-    def refine(t: Tile) -> list[Tile]:
-        cells = region(t)
-        if not cells.any():
-            return []
-        if cells.all() or t.size // 2 < MIN_TILE_SIZE or (t.size // 2) % STRIDE_MULTIPLE:
+    def cost(leaves: list[Tile]) -> int:
+        return sum((t.size + 2 * t.overlap) ** 2 for t in leaves)
+
+    def best(t: Tile) -> list[Tile]:
+        if t.size // 2 < MIN_TILE_SIZE or (t.size // 2) % STRIDE_MULTIPLE:
             return [t]
-        return [leaf for quarter in t.quarters() for leaf in refine(quarter)]
+        split = [leaf for quarter in t.quarters() if has_tissue(quarter) for leaf in best(quarter)]
+        return split if cost(split) <= SPLIT_GAIN * cost([t]) else [t]
 
-    leaves = [leaf for t in tiles for leaf in refine(t)]
+    leaves = [leaf for t in tiles if has_tissue(t) for leaf in best(t)]
     return sorted(leaves, key=lambda t: (t.row, t.y, t.x))
 
 
