@@ -17,12 +17,16 @@ from .metrics import Counts
 Segmenter = Callable[[np.ndarray, float | None], np.ndarray]
 
 
+def _at_model_pixel_size(image: np.ndarray, mpp: float | None, native_mpp: float) -> np.ndarray:
+    """The image resampled to the model's pixel size (unchanged when its own pixel size is unknown)."""
+    return resample_pair(image, np.zeros(image.shape[:2], np.int32), mpp / native_mpp if mpp else 1.0)[0]
+
+
 def cpn_segmenter(predictor: Predictor, prompt: str) -> Segmenter:
     """Segment a whole image with the CPN, resampled to the model's pixel size and mapped back."""
 
     def segment(image: np.ndarray, mpp: float | None) -> np.ndarray:
-        scale = mpp / predictor.model.native_mpp if mpp else 1.0
-        native, _ = resample_pair(image, np.zeros(image.shape[:2], np.int32), scale)
+        native = _at_model_pixel_size(image, mpp, predictor.model.native_mpp)
         det = predictor.predict_image(native, prompt, intensity_range(native))
         back = native.shape[1] / image.shape[1], native.shape[0] / image.shape[0]
         contours = det.contours / np.array(back, np.float32)
@@ -35,8 +39,7 @@ def baseline_segmenter(native_mpp: float) -> Segmenter:
     """Otsu + watershed at the model's pixel size, labels mapped back by nearest neighbour."""
 
     def segment(image: np.ndarray, mpp: float | None) -> np.ndarray:
-        scale = mpp / native_mpp if mpp else 1.0
-        native, _ = resample_pair(image, np.zeros(image.shape[:2], np.int32), scale)
+        native = _at_model_pixel_size(image, mpp, native_mpp)
         return resize_label(otsu_watershed(native), image.shape[:2])
 
     return segment

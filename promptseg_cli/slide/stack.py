@@ -30,7 +30,6 @@ class ImageStack:
     levels: list  # array-likes, largest first, all with ``axes``
     channel_names: list[str]
     mpp: float | None  # x/y pixel size in um
-    z_spacing: float | None = None
 
     def size(self, axis: str) -> int:
         return self.levels[0].shape[self.axes.index(axis)] if axis in self.axes else 1
@@ -56,7 +55,6 @@ def _open_tiff(path: Path) -> ImageStack:
         series = tif.series[0]
         axes = series.axes.replace("S", "C").replace("Q", "C").replace("I", "Z")
         names = re.findall(r'<Channel [^>]*?Name="([^"]*)"', tif.ome_metadata or "")
-        z = re.search(r'PhysicalSizeZ="([0-9.eE+-]+)"', tif.ome_metadata or "")
         mpp = tiff_mpp(tif)
         n_levels = len(series.levels)
     if not set(axes) <= set("TCZYX") or len(set(axes)) != len(axes):
@@ -64,8 +62,7 @@ def _open_tiff(path: Path) -> ImageStack:
     group = zarr.open(tifffile.imread(str(path), aszarr=True), mode="r")
     levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(n_levels)]
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
-    return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp,
-                      float(z.group(1)) if z else None)
+    return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp)
 
 
 def _open_ome_zarr(path: Path) -> ImageStack:
@@ -83,10 +80,9 @@ def _open_ome_zarr(path: Path) -> ImageStack:
     scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
     units = {a["name"].upper(): a.get("unit") for a in multiscale["axes"]}
     mpp = float(scale[axes.index("X")]) if units.get("X") in ("micrometer", "µm", "um") else None
-    z = float(scale[axes.index("Z")]) if "Z" in axes else None
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
     names = [c.get("label", str(i)) for i, c in enumerate(meta.get("omero", {}).get("channels", []))]
-    return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp, z)
+    return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp)
 
 
 def parse_channels(text: str, names: list[str], path: Path) -> dict[int, int]:

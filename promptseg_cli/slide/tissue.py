@@ -20,7 +20,8 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
     mask is closed and dilated a little so that tissue borders and sparse nuclei are not cut off.
     """
     rgb = overview.astype(np.float32)
-    if is_fluorescence(overview):
+    fluorescence = is_fluorescence(overview)
+    if fluorescence:
         signal = rgb.max(axis=2)
     else:
         darkness = 255 - rgb.min(axis=2)
@@ -29,7 +30,7 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
     signal = ndimage.gaussian_filter(signal, 1.0)
     if float(signal.max() - signal.min()) < 8:
         return np.zeros(signal.shape, bool) if signal.max() < 8 else np.ones(signal.shape, bool)
-    threshold = max(threshold_otsu(signal), 8.0) if is_fluorescence(overview) else min(threshold_otsu(signal), 40.0)
+    threshold = max(threshold_otsu(signal), 8.0) if fluorescence else min(threshold_otsu(signal), 40.0)
     mask = signal > threshold
     mask = ndimage.binary_closing(mask, iterations=2)
     return ndimage.binary_dilation(mask, iterations=2)
