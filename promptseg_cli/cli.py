@@ -217,6 +217,7 @@ def train(
     native_mpp: Annotated[float, typer.Option("--native-mpp", help="Model pixel size in microns; datasets with mpp are resampled to it. Example: --native-mpp 0.5")] = 0.5,
     seed: Annotated[int, typer.Option("--seed", help="Random seed. Example: --seed 0")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="Data loader processes. Example: --workers 1")] = 1,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this model file's weights (fine-tuning); 'default' for the shipped model. Example: --init default")] = None,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -236,8 +237,15 @@ def train(
     for spec in specs:
         if not (spec.path / "index.csv").is_file():
             _fail(reporter, f"{spec.path}: not a dataset folder (no index.csv)")
+    if init is not None and str(init) == "default":
+        from .model.weights import DEFAULT_MODEL
+
+        init = DEFAULT_MODEL
+    if init is not None and not init.is_file():
+        _fail(reporter, f"{init}: model file not found (--init)")
     cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
-                      crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)), workers=workers)
+                      crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)), workers=workers,
+                      init=init)
     path = run_training(cfg, reporter)
     reporter.log(f"model written to {path}")
 

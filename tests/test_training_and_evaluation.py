@@ -56,6 +56,24 @@ def test_train_few_steps_then_resume(tmp_path, tiny_dataset):
     assert model.metadata["training"]["data"][0]["dataset"] == "tiny"
 
 
+def test_fine_tuning_starts_from_the_given_model(tmp_path, tiny_dataset):
+    """--init loads the weights: with a negligible learning rate the convolutions stay the shipped model's."""
+    run = promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--batch-size", "2", "--crop", "64", "--workers", "0",
+                    "--steps", "1", "--lr", "1e-12", "--device", "cpu", "--init", "default", "-o", tmp_path / "ft")
+    assert run.returncode == 0, run.stderr
+    assert "fine-tuning from" in run.stderr
+    tuned, shipped = load_model(tmp_path / "ft" / "model.pt"), load_model()
+    conv = "stem.0.0.weight"
+    tuned_state, shipped_state = tuned.network.state_dict(), shipped.network.state_dict()
+    assert conv in shipped_state
+    for name, value in shipped_state.items():
+        if name.endswith("weight") and value.ndim == 4:
+            assert np.allclose(tuned_state[name].numpy(), value.numpy(), atol=1e-6), name
+    assert tuned.metadata["training"]["init"]["version"] == shipped.version
+    missing = promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--init", tmp_path / "nope.pt", "-o", tmp_path / "x")
+    assert missing.returncode == 2 and "model file not found" in missing.stderr
+
+
 def test_train_rejects_a_folder_that_is_not_a_dataset(tmp_path):
     run = promptseg("train", "--data", f"{tmp_path}:nuclei", "-o", tmp_path / "run")
     assert run.returncode == 2 and "not a dataset folder" in run.stderr

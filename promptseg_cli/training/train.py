@@ -62,6 +62,7 @@ class TrainConfig:
     device: str = "cpu"
     workers: int = 1
     checkpoint_every: int = 100
+    init: Path | None = None
     model: CPNConfig = field(default_factory=CPNConfig)
 
 
@@ -99,6 +100,14 @@ def data_summary(sources: list[Source], simulate_weight: float) -> list[dict]:
     return summary
 
 
+def _init_summary(init: Path | None) -> dict | None:
+    """Version and training record of the model a fine-tuning run started from."""
+    if init is None:
+        return None
+    model = load_model(init)
+    return {"version": model.version, "training": model.metadata.get("training")}
+
+
 def train(cfg: TrainConfig, reporter: Reporter) -> Path:
     """Train (or resume) into ``cfg.output``; returns the exported model file."""
     cfg.output.mkdir(parents=True, exist_ok=True)
@@ -112,6 +121,8 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         sources.append(Source(spec.path.name, samples, spec.prompt, spec.weight))
         reporter.log(f"{spec.path.name}: {len(samples)} training images for prompt '{spec.prompt}'")
 
+    if cfg.init is not None:
+        cfg.model = load_model(cfg.init).network.config
     network = PromptedCPN(cfg.model).to(device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(cfg))
@@ -125,6 +136,9 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         step = state["step"]
         _trim_log(cfg.output / "losses.jsonl", step)
         reporter.log(f"resumed from {checkpoint} at step {step}")
+    elif cfg.init is not None:
+        network.load_state_dict(load_model(cfg.init).network.state_dict())
+        reporter.log(f"fine-tuning from {cfg.init}")
 
     sampler = CropSampler(sources, cfg.simulate_weight, cfg.crop, cfg.model.order, seed=cfg.seed + step)
     loader = DataLoader(sampler, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.workers,
@@ -133,7 +147,8 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         "version": f"{__version__}+{cfg.output.name}",
         "native_mpp": cfg.native_mpp,
         "training": {"steps": cfg.steps, "batch_size": cfg.batch_size, "crop": cfg.crop, "lr": cfg.lr,
-                     "seed": cfg.seed, "data": data_summary(sources, cfg.simulate_weight)},
+                     "seed": cfg.seed, "data": data_summary(sources, cfg.simulate_weight),
+                     "init": _init_summary(cfg.init)},
     }
     exported = cfg.output / "model.pt"
     log = open(cfg.output / "losses.jsonl", "a")
