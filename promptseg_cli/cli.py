@@ -115,6 +115,7 @@ def segment(
     overlap: Annotated[int, typer.Option("--overlap", help="Halo around each tile in model pixels (multiple of 16); must exceed the largest object radius. Example: --overlap 64")] = 32,
     mpp: Annotated[Optional[float], typer.Option("--mpp", help="Level-0 pixel size in microns, overriding the file's. Example: --mpp 0.25")] = None,
     channels: Annotated[Optional[str], typer.Option("--channels", help="Channels of a multichannel image to use (names from OME metadata or indices); nucleus shows as blue, membrane/cytoplasm as green. Example: --channels nucleus=DAPI,membrane=2")] = None,
+    link_z: Annotated[bool, typer.Option("--link-z", help="Join 2-D objects of adjacent Z planes into 3-D objects (same label value) when their pixel IoU exceeds 0.5.")] = False,
     ngff: Annotated[str, typer.Option("--ngff", help="OME-NGFF version: 0.5 (zarr v3, sharded) or 0.4 (zarr v2). Example: --ngff 0.4")] = "0.5",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tiles per model call (default: 8 on a GPU, 1 on CPU). Example: --batch-size 16")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Run tile batches on a dask.distributed scheduler (workers need promptseg and the slides' paths). Example: --scheduler tcp://10.0.0.5:8786")] = None,
@@ -182,7 +183,7 @@ def segment(
     if batch_size is None:
         batch_size = 1 if predictor.device.type == "cpu" else 8
     options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite,
-                             table=table, channels=channels)
+                             table=table, channels=channels, link_z=link_z)
     from .pipeline.inference import connect
 
     try:
@@ -365,27 +366,41 @@ def info(
     slide: Annotated[Path, typer.Argument(help="Slide or image file. Example: slide.svs")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Print format, backend, dimensions, levels, pixel size, vendor and associated images of a slide.
+    """Print format, backend, dimensions, levels, pixel size, vendor and associated images of a slide; for a
+    multichannel image or stack also its axes, sizes, channel names and Z/T spacing.
 
     Example: promptseg info slide.svs
     """
     reporter = Reporter()
-    from .slide.readers import SlideError, open_slide
+    from .slide.readers import SlideError, is_stack, open_slide
+    from .slide.stack import open_stack
 
     try:
-        with open_slide(slide) as reader:
-            facts = {"file": str(slide), "format": slide.suffix.lstrip(".").lower(), "backend": reader.backend,
-                     "vendor": reader.vendor, "dimensions": list(reader.level_dimensions[0]),
-                     "levels": [{"dimensions": list(d), "downsample": round(ds, 4)}
-                                for d, ds in zip(reader.level_dimensions, reader.level_downsamples)],
-                     "mpp": reader.mpp, "associated_images": reader.associated_images}
+        if slide.exists() and is_stack(slide):
+            stack = open_stack(slide)
+            facts = {"file": str(slide), "format": "ome-zarr" if slide.is_dir() else slide.suffix.lstrip(".").lower(),
+                     "axes": stack.axes, "shape": list(stack.levels[0].shape), "dtype": str(stack.levels[0].dtype),
+                     "channels": stack.channel_names, "levels": [list(level.shape) for level in stack.levels],
+                     "mpp": stack.mpp, "z_spacing_um": stack.z_spacing, "t_interval_s": stack.t_interval}
+        else:
+            with open_slide(slide) as reader:
+                facts = {"file": str(slide), "format": slide.suffix.lstrip(".").lower(), "backend": reader.backend,
+                         "vendor": reader.vendor, "dimensions": list(reader.level_dimensions[0]),
+                         "levels": [{"dimensions": list(d), "downsample": round(ds, 4)}
+                                    for d, ds in zip(reader.level_dimensions, reader.level_downsamples)],
+                         "mpp": reader.mpp, "associated_images": reader.associated_images}
     except SlideError as exc:
         _fail(reporter, str(exc))
+    except Exception as exc:  # tifffile/zarr raise their own types for damaged files
+        _fail(reporter, f"{slide}: cannot read ({exc.__class__.__name__}: {exc})")
     if as_json:
         typer.echo(json.dumps(facts))
         return
     for key, value in facts.items():
-        if key == "levels":
+        if key == "levels" and isinstance(value[0], list):
+            for i, shape in enumerate(value):
+                typer.echo(f"level {i:<13} {' x '.join(map(str, shape))}")
+        elif key == "levels":
             for i, level in enumerate(value):
                 typer.echo(f"level {i:<13} {level['dimensions'][0]} x {level['dimensions'][1]} (downsample {level['downsample']})")
         else:

@@ -55,7 +55,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     rerun = _start(resumed_dir, tmp_path / "b")
     _, stderr = rerun.communicate()
     assert rerun.returncode == 0, stderr
-    assert "resuming after" in stderr
+    assert "resuming from tile batch" in stderr
     labels, features, table = _result(resumed_dir, tmp_path / "b")
     ref_labels, ref_features, ref_table = _result(reference_dir, tmp_path / "a")
     np.testing.assert_array_equal(labels, ref_labels)
@@ -77,7 +77,7 @@ def test_sigterm_stops_cleanly_with_resumable_state(tmp_path):
     assert not (tmp_path / "example_slide.geojson.gz").exists()
     rerun = _start(out_dir, tmp_path)
     _, stderr = rerun.communicate()
-    assert rerun.returncode == 0 and "resuming after" in stderr
+    assert rerun.returncode == 0 and "resuming from tile batch" in stderr
     assert (out_dir / "example_slide.ome.zarr" / "report.json").is_file()
 
 

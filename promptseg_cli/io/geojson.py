@@ -4,6 +4,7 @@ Each object is a Feature with ``properties.objectType`` "detection" (or "cell" w
 nuclei and cells ran together), a ``classification`` with both ``name`` and ``color`` (QuPath rejects a
 classification without a colour) and ``measurements`` as a name -> number dict. Coordinates are level-0 pixels
 in QuPath's convention, which is also promptseg's: pixel ``(row, col)`` covers ``[col, col+1) x [row, row+1)``.
+Objects of a stack carry their plane the way QuPath writes it: ``geometry.plane = {"c": -1, "z": Z, "t": T}``.
 A path ending in ``.gz`` is gzip-compressed.
 """
 
@@ -66,8 +67,11 @@ class GeoJsonSink:
             props = {"objectType": "cell" if records.prompt == "cells" and records.nucleus_contours is not None else "detection",
                      "classification": {"name": name, "color": colour},
                      "measurements": self._measurements(records, i)}
+            geometry = _polygon(records.batch.contours[i])
+            if records.plane:
+                geometry["plane"] = {"c": -1, "z": records.plane.get("z", 0), "t": records.plane.get("t", 0)}
             feature = {"type": "Feature", "id": f"{records.prompt}-{int(records.batch.ids[i])}",
-                       "geometry": _polygon(records.batch.contours[i]), "properties": props}
+                       "geometry": geometry, "properties": props}
             if nucleus is not None:
                 feature["nucleusGeometry"] = _polygon(nucleus)
                 nucleus_area = shape_measurements(nucleus[None])["area"][0]

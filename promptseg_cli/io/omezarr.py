@@ -1,14 +1,15 @@
 """OME-Zarr (OME-NGFF 0.4 / 0.5) output: the slide's image pyramid plus label pyramids under ``labels/``.
 
-Layout (``c, y, x`` axes everywhere, labels with a singleton channel so they share the image's transforms)::
+Layout (``c, y, x`` axes for a slide; ``t, c, z, y, x`` keeping whichever of T and Z the input has for a stack;
+labels with a singleton channel so they share the image's transforms)::
 
-    slide.ome.zarr/            image group, multiscales "0".."n-1", physical scale in micrometres
+    slide.ome.zarr/            image group, multiscales "0".."n-1", physical scale in micrometres (and seconds)
       labels/                  {"labels": ["nuclei", ...]}
         nuclei/                image-label group with the same levels and transforms, uint32
 
 NGFF 0.5 is zarr v3 with sharding (one file per shard, not per chunk, so a gigapixel label image is not
-millions of files); NGFF 0.4 is zarr v2 with "/" chunk keys. Pyramids halve each level; label levels take every
-other pixel (nearest), never interpolate.
+millions of files); NGFF 0.4 is zarr v2 with "/" chunk keys. Pyramids halve Y and X at each level (Z and T are kept);
+label levels take every other pixel (nearest), never interpolate.
 """
 
 from __future__ import annotations
@@ -44,6 +45,30 @@ class OmeZarrLayout:
     height: int
     mpp: float | None
     ngff: str  # "0.4" or "0.5"
+    plane_axes: str = ""  # which of "T" and "Z" the arrays have (a stack's), in that order
+    t: int = 1  # time points
+    z: int = 1  # Z planes
+    t_interval: float | None = None  # seconds
+    z_spacing: float | None = None  # micrometres
+
+    @property
+    def axes(self) -> str:
+        """Array axes, NGFF order: ``"cyx"`` for a slide, ``"tczyx"`` (or a part of it) for a stack."""
+        return ("t" if "T" in self.plane_axes else "") + "c" + ("z" if "Z" in self.plane_axes else "") + "yx"
+
+    @property
+    def planes(self) -> list[tuple[int, int]]:
+        return [(t, z) for t in range(self.t) for z in range(self.z)]
+
+    def shape(self, channels: int, level: int) -> tuple[int, ...]:
+        h, w = level_shape(self.width, self.height, level)
+        sizes = {"t": self.t, "c": channels, "z": self.z, "y": h, "x": w}
+        return tuple(sizes[a] for a in self.axes)
+
+    def index(self, plane: tuple[int, int], channels, ys: slice, xs: slice) -> tuple:
+        """Array index of ``channels`` (an int or slice) in region ``ys, xs`` of plane ``(t, z)``."""
+        parts = {"t": plane[0], "c": channels, "z": plane[1], "y": ys, "x": xs}
+        return tuple(parts[a] for a in self.axes)
 
     @property
     def n_levels(self) -> int:
@@ -59,14 +84,20 @@ class OmeZarrLayout:
         return SHARD if self.ngff == "0.5" else CHUNK * 2
 
     def multiscales(self, name: str) -> list[dict]:
-        unit = "micrometer" if self.mpp else None
-        axes = [{"name": "c", "type": "channel"}]
-        axes += [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in ("y", "x")]
+        def axis(a: str, kind: str, unit: str | None) -> dict:
+            return {"name": a, "type": kind, **({"unit": unit} if unit else {})}
+
+        described = {"t": axis("t", "time", "second" if self.t_interval else None), "c": axis("c", "channel", None),
+                     "z": axis("z", "space", "micrometer" if self.z_spacing else None)}
+        described.update({a: axis(a, "space", "micrometer" if self.mpp else None) for a in "yx"})
         size = self.mpp or 1.0
+        fixed = {"t": self.t_interval or 1.0, "c": 1.0, "z": self.z_spacing or 1.0}
         datasets = [
-            {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [1.0, size * 2**i, size * 2**i]}]}
+            {"path": str(i), "coordinateTransformations": [
+                {"type": "scale", "scale": [fixed.get(a, size * 2**i) for a in self.axes]}]}
             for i in range(self.n_levels)
         ]
+        axes = [described[a] for a in self.axes]
         entry = {"name": name, "axes": axes, "datasets": datasets}
         if self.ngff == "0.4":
             entry["version"] = "0.4"
@@ -84,12 +115,13 @@ def ngff_attrs(group: zarr.Group) -> dict:
 
 
 def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout: OmeZarrLayout) -> zarr.Array:
-    chunks = (1, CHUNK, CHUNK)
+    """An array whose chunks (and shards) hold one channel of one plane: 2-D in Y and X."""
+    chunks = (1,) * (len(shape) - 2) + (CHUNK, CHUNK)
     if layout.zarr_format == 3:
-        shards = (1, min(SHARD, _ceil_to(shape[1], CHUNK)), min(SHARD, _ceil_to(shape[2], CHUNK)))
+        shards = (1,) * (len(shape) - 2) + (min(SHARD, _ceil_to(shape[-2], CHUNK)), min(SHARD, _ceil_to(shape[-1], CHUNK)))
         return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
                                   compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if np.dtype(dtype).itemsize == 1 else "shuffle"),
-                                  fill_value=0, dimension_names=("c", "y", "x"))
+                                  fill_value=0, dimension_names=tuple(layout.axes))
     from numcodecs import Blosc
 
     return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, compressors=Blosc(cname="zstd", clevel=3),
@@ -142,8 +174,7 @@ class OmeZarrWriter:
             }))
 
     def _level_array(self, group: zarr.Group, level: int, channels: int, dtype) -> zarr.Array:
-        h, w = level_shape(self.layout.width, self.layout.height, level)
-        return _create(group, str(level), (channels, h, w), dtype, self.layout)
+        return _create(group, str(level), self.layout.shape(channels, level), dtype, self.layout)
 
     def blocks(self, level: int = 0, rows: tuple[int, int] | None = None):
         """Write-unit-aligned ``(y0, y1, x0, x1)`` blocks of ``level`` (optionally only rows in ``[r0, r1)``)."""
@@ -159,13 +190,16 @@ class OmeZarrWriter:
         self.root.attrs["promptseg"] = {**self.root.attrs["promptseg"], **values}
 
     def build_pyramids(self) -> None:
-        """Fill levels 1.. from the level above: image by 2x2 mean, labels by nearest (every other pixel)."""
-        for level in range(1, self.layout.n_levels):
-            for y0, y1, x0, x1 in self.blocks(level):
-                src = self.image[level - 1][:, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1]
-                self.image[level][:, y0:y1, x0:x1] = _mean2(src, y1 - y0, x1 - x0)
-                for arrays in self.labels.values():
-                    arrays[level][:, y0:y1, x0:x1] = arrays[level - 1][:, 2 * y0 : 2 * y1 : 2, 2 * x0 : 2 * x1 : 2]
+        """Fill levels 1.. from the level above, plane by plane: image by 2x2 mean, labels by nearest."""
+        layout, every = self.layout, slice(None)
+        for level in range(1, layout.n_levels):
+            for plane in layout.planes:
+                for y0, y1, x0, x1 in self.blocks(level):
+                    src = self.image[level - 1][layout.index(plane, every, slice(2 * y0, 2 * y1), slice(2 * x0, 2 * x1))]
+                    self.image[level][layout.index(plane, every, slice(y0, y1), slice(x0, x1))] = _mean2(src, y1 - y0, x1 - x0)
+                    for arrays in self.labels.values():
+                        nearest = arrays[level - 1][layout.index(plane, 0, slice(2 * y0, 2 * y1, 2), slice(2 * x0, 2 * x1, 2))]
+                        arrays[level][layout.index(plane, 0, slice(y0, y1), slice(x0, x1))] = nearest
 
 
 def _mean2(block: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -192,8 +226,11 @@ class PropertiesSink:
             rows.clear()
             return
         m, b = records.measurements, records.batch
+        linked = records.links.get("object_3d")
         for i in range(len(records)):
-            row = {"label-value": int(b.ids[i]), "score": round(float(b.scores[i]), 4),
+            if linked is not None and linked[i] != b.ids[i]:
+                continue  # a 3-D object is described by its first plane's row (its label value is that id)
+            row = {"label-value": int(b.ids[i]), **records.plane, "score": round(float(b.scores[i]), 4),
                    "area (px)": round(float(m["area"][i]), 2),
                    "centroid x (px)": round(float(m["centroid_x"][i]), 2), "centroid y (px)": round(float(m["centroid_y"][i]), 2)}
             if self.mpp:

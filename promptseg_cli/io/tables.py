@@ -17,6 +17,7 @@ def columns(records: Records, mpp: float | None) -> dict[str, np.ndarray]:
     um = mpp or np.nan
     cols = {
         "id": b.ids.astype(np.int64),
+        **{axis: np.full(len(b.ids), index, np.int64) for axis, index in records.plane.items()},
         "centroid_x_px": m["centroid_x"], "centroid_y_px": m["centroid_y"],
         "centroid_x_um": m["centroid_x"] * um, "centroid_y_um": m["centroid_y"] * um,
         "area_px": m["area"], "area_um2": m["area"] * um * um,

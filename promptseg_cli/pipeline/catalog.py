@@ -51,6 +51,7 @@ class Records:
     measurements: dict[str, np.ndarray]
     links: dict[str, np.ndarray] = field(default_factory=dict)  # "cell_id" for nuclei, "nucleus_id" for cells
     nucleus_contours: list[np.ndarray | None] | None = None  # for cells with a linked nucleus
+    plane: dict[str, int] = field(default_factory=dict)  # {"t": .., "z": ..} for the axes a stack has
 
     def __len__(self) -> int:
         return len(self.batch.ids)
@@ -75,8 +76,9 @@ class Sink(Protocol):
 
 
 class Catalog:
-    def __init__(self, prompts: list[str]):
+    def __init__(self, prompts: list[str], plane: dict[str, int] | None = None):
         self.linking = "nuclei" in prompts and "cells" in prompts
+        self.plane = plane or {}
         self.pending: dict[str, list[ObjectBatch]] = {"nuclei": [], "cells": []}
         self._finished: list[Records] = []
 
@@ -131,6 +133,7 @@ class Catalog:
 
     def _emit(self, records: Records) -> None:
         if len(records):
+            records.plane = dict(self.plane)
             self._finished.append(records)
 
 

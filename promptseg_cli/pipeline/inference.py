@@ -70,8 +70,9 @@ def local_results(predictor: Predictor, slide, plan: SlidePlan, batches: list[li
 _worker_cache: dict = {}
 
 
-def _remote_batch(slide_path: str, channels: str | None, model_path: str | None, settings: tuple[float, float, str], plan: SlidePlan,
-                  batch: list[Tile], prompts: list[str], intensity: tuple[float, float], fill: int) -> TileResults:
+def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int], model_path: str | None,
+                  settings: tuple[float, float, str], plan: SlidePlan, batch: list[Tile], prompts: list[str],
+                  intensity: tuple[float, float], fill: int) -> TileResults:
     """Runs on a dask worker: the slide and the model are opened once per worker process."""
     from ..model.weights import load_model
 
@@ -81,23 +82,24 @@ def _remote_batch(slide_path: str, channels: str | None, model_path: str | None,
         _worker_cache[key] = Predictor(load_model(Path(model_path) if model_path else None), "cpu", score, nms, precision)
     if (slide_path, channels) not in _worker_cache:
         _worker_cache[slide_path, channels] = open_slide(slide_path, channels)
-    reader = _worker_cache[slide_path, channels]
+    reader = _worker_cache[slide_path, channels].plane_reader(*plane)
     pixels = read_batch(level_array(reader, plan.level), plan, batch, fill)
     return infer_batch(_worker_cache[key], pixels, prompts, intensity)
 
 
-def cluster_results(client, predictor: Predictor, slide_path: Path, channels: str | None, plan: SlidePlan,
-                    batches: list[list[Tile]], start: int,
+def cluster_results(client, predictor: Predictor, slide_path: Path, channels: str | None, plane: tuple[int, int],
+                    plan: SlidePlan, batches: list[list[Tile]], start: int,
                     prompts: list[str], intensity: tuple[float, float], fill: int) -> Iterator[TileResults]:
-    """Results of ``batches[start:]`` in order, computed by the workers of a ``distributed.Client``."""
+    """Results of ``batches[start:]`` of plane ``(t, z)`` in order, computed by the workers of a ``distributed.Client``."""
     model_path = str(predictor.model.path)
     settings = (predictor.score_threshold, predictor.nms_threshold, predictor.precision)
     in_flight = max(2, 2 * len(client.scheduler_info().get("workers", {})))
     futures = []
 
     def submit(index: int) -> None:
-        futures.append(client.submit(_remote_batch, str(slide_path.resolve()), channels, model_path, settings, plan, batches[index],
-                                     prompts, intensity, fill, key=f"promptseg-{slide_path.name}-{index}-{id(plan)}", pure=False))
+        futures.append(client.submit(_remote_batch, str(slide_path.resolve()), channels, plane, model_path, settings, plan,
+                                     batches[index], prompts, intensity, fill,
+                                     key=f"promptseg-{slide_path.name}-{plane[0]}-{plane[1]}-{index}-{id(plan)}", pure=False))
 
     for index in range(start, min(start + in_flight, len(batches))):
         submit(index)

@@ -2,7 +2,8 @@
 
 Objects are held only until every label block they touch has been written. A block row is final once no tile
 still to come can reach it (tiles only ever add objects inside their own extent), so memory holds about one
-band of objects, not the whole slide.
+band of objects, not the whole slide. A stack is written one ``(t, z)`` plane after the other; label ids count
+on across planes, so every 2-D object of the stack has its own id.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ class LabelStream:
     def __init__(self, writer: OmeZarrWriter, name: str):
         self.writer = writer
         self.array = writer.labels[name][0]
-        self.height = self.array.shape[1]
+        self.height = writer.layout.height
+        self.plane = (0, 0)
         self.next_id = 1
         self.written_y = 0
         self._contours: list[np.ndarray] = []
@@ -32,12 +34,19 @@ class LabelStream:
 
     def state(self) -> dict:
         """What a resumed run needs: ids handed out, rows written, objects not yet fully written."""
-        return {"next_id": self.next_id, "written_y": self.written_y,
+        return {"next_id": self.next_id, "written_y": self.written_y, "plane": self.plane,
                 "pending": (self._contours, self._scores, self._ids)}
 
     def restore(self, state: dict) -> None:
-        self.next_id, self.written_y = state["next_id"], state["written_y"]
+        self.next_id, self.written_y, self.plane = state["next_id"], state["written_y"], tuple(state["plane"])
         self._contours, self._scores, self._ids = (list(x) for x in state["pending"])
+
+    def start_plane(self, plane: tuple[int, int]) -> None:
+        """Write the following objects into plane ``(t, z)`` (the previous plane must be flushed)."""
+        if self._ids and sum(len(ids) for ids in self._ids):
+            raise RuntimeError("start_plane before the previous plane was flushed")
+        self.plane, self.written_y = plane, 0
+        self._contours, self._scores, self._ids = [], [], []
 
     def add(self, contours: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Add objects; returns the label ids given to them (consecutive, in arrival order)."""
@@ -64,7 +73,7 @@ class LabelStream:
             label = np.zeros((y1 - y0, x1 - x0), np.uint32)
             if hit.any():
                 paint(label, contours[hit], ids[hit], scores[hit], origin=(x0, y0))
-                self.array[0, y0:y1, x0:x1] = label
+                self.array[self.writer.layout.index(self.plane, 0, slice(y0, y1), slice(x0, x1))] = label
         self.written_y = stop
-        alive = hi[:, 1] >= stop
+        alive = (hi[:, 1] >= stop) & (final_y is not None)  # after the last row nothing is pending
         self._contours, self._scores, self._ids = [contours[alive]], [scores[alive]], [ids[alive]]

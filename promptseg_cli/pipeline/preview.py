@@ -10,7 +10,7 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from ..io.geojson import CLASS_NAMES
-from ..io.omezarr import ngff_attrs
+from ..io.omezarr import OmeZarrLayout, level_shape
 
 OVERVIEW_SIZE = 1536
 CROP_SIZE = 768
@@ -23,13 +23,22 @@ def _outline(image: np.ndarray, labels: dict[str, np.ndarray]) -> np.ndarray:
     return out
 
 
-def write_preview(store: Path, prompts: list[str], path: Path) -> tuple[int, int]:
-    """Write ``path`` (PNG) from a finished OME-Zarr; returns its ``(width, height)``."""
+def write_preview(store: Path, prompts: list[str], path: Path, layout: OmeZarrLayout) -> tuple[int, int]:
+    """Write ``path`` (PNG) from a finished OME-Zarr; returns its ``(width, height)``. A stack shows its first
+    time point's middle Z plane."""
     group = zarr.open_group(str(store), mode="r")
-    n_levels = len(ngff_attrs(group)["multiscales"][0]["datasets"])
-    level = next((i for i in range(n_levels) if max(group[str(i)].shape[1:]) <= OVERVIEW_SIZE), n_levels - 1)
-    overview = np.asarray(group[str(level)]).transpose(1, 2, 0)
-    labels = {p: np.asarray(group[f"labels/{p}/{level}"])[0] for p in prompts}
+    plane, every = (0, layout.z // 2), slice(None)
+    level = next((i for i in range(layout.n_levels) if max(level_shape(layout.width, layout.height, i)) <= OVERVIEW_SIZE),
+                 layout.n_levels - 1)
+
+    def image(lvl: int, ys: slice, xs: slice) -> np.ndarray:
+        return np.asarray(group[str(lvl)][layout.index(plane, every, ys, xs)]).transpose(1, 2, 0)
+
+    def label(prompt: str, lvl: int, ys: slice, xs: slice) -> np.ndarray:
+        return np.asarray(group[f"labels/{prompt}/{lvl}"][layout.index(plane, 0, ys, xs)])
+
+    overview = image(level, every, every)
+    labels = {p: label(p, level, every, every) for p in prompts}
     overview = _outline(overview, labels)
 
     # the crop: the level-0 window whose downsampled footprint holds the most object pixels
@@ -39,10 +48,10 @@ def write_preview(store: Path, prompts: list[str], path: Path) -> tuple[int, int
     h, w = foreground.shape
     sums = np.add.reduceat(np.add.reduceat(foreground, np.arange(0, h, cell), axis=0), np.arange(0, w, cell), axis=1)
     by, bx = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    full_h, full_w = group["0"].shape[1:]
+    full_h, full_w = layout.height, layout.width
     y0, x0 = min(by * cell * scale, max(full_h - CROP_SIZE, 0)), min(bx * cell * scale, max(full_w - CROP_SIZE, 0))
-    crop = np.asarray(group["0"][:, y0 : y0 + CROP_SIZE, x0 : x0 + CROP_SIZE]).transpose(1, 2, 0)
-    crop = _outline(crop, {p: np.asarray(group[f"labels/{p}/0"][0, y0 : y0 + CROP_SIZE, x0 : x0 + CROP_SIZE]) for p in prompts})
+    ys, xs = slice(y0, y0 + CROP_SIZE), slice(x0, x0 + CROP_SIZE)
+    crop = _outline(image(0, ys, xs), {p: label(p, 0, ys, xs) for p in prompts})
 
     height = max(overview.shape[0], crop.shape[0])
     canvas = np.full((height, overview.shape[1] + 16 + crop.shape[1], 3), 255, np.uint8)

@@ -1,9 +1,10 @@
 """``promptseg segment``: one slide in, one OME-Zarr with label pyramids out (plus optional GeoJSON, tables, preview).
 
-Data path: reader -> lazy dask array over the read level -> tiles with halo (resampled to the model's pixel
+Data path (for each (t, z) plane of a stack in turn): reader -> lazy dask array over the read level -> tiles with halo (resampled to the model's pixel
 size, background tiles skipped by the tissue mask) -> CPN per batch of tiles -> seam merging (``merge.py``)
 -> level-0 contours -> streamed label blocks (``labels.py``) and the object catalog (``catalog.py``: measurements,
-nucleus-cell links, GeoJSON and tables) -> image copy and pyramids -> report -> atomic rename.
+nucleus-cell links, GeoJSON and tables) -> optional linking across Z (``link_z.py``) -> image copy and pyramids
+-> report -> atomic rename.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..slide.tissue import tissue_mask
 from ..training.datasets import intensity_range
 from .catalog import Catalog, ObjectBatch, Sink
 from .labels import LabelStream
+from .link_z import link_z_planes
 from .inference import cluster_results, local_results
 from .merge import SeamMerger
 from ..model.network import STRIDE_MULTIPLE
@@ -59,6 +61,7 @@ class SegmentOptions:
     table: str | None = None
     preview: Path | None = None
     channels: str | None = None
+    link_z: bool = False
 
 
 @dataclass
@@ -66,7 +69,7 @@ class SegmentResult:
     input: Path
     output: Path
     objects: dict[str, int]
-    tiles_total: int  # top-level tiles of the slide
+    tiles_total: int  # top-level tiles of the slide (summed over the planes of a stack)
     tiles_run: int  # tiles the model ran on (a partly-tissue tile counts as its sub-tiles)
     tiles_skipped: int  # top-level tiles without tissue
     pixels_processed: int  # model pixels fed to the network, halos included
@@ -81,7 +84,7 @@ def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
             "overlap": options.overlap, "mpp_override": options.mpp, "ngff": options.ngff,
             "tissue_detection": options.tissue_detection, "score_threshold": getattr(predictor, "score_threshold", None),
             "precision": getattr(predictor, "precision", "fp32"), "channels": options.channels,
-            "table": options.table}
+            "table": options.table, "link_z": options.link_z}
 
 
 def output_is_current(output: Path, predictor: Predictor, options: SegmentOptions) -> bool:
@@ -155,7 +158,7 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
 
 
 class SlideRun:
-    """One slide from tiles to a finished partial directory."""
+    """One slide (or every plane of a stack, one after the other) from tiles to a finished partial directory."""
 
     def __init__(self, path: Path, output: Path, work: Path, reader: SlideReader, predictor: Predictor,
                  options: SegmentOptions, reporter: Reporter, client=None):
@@ -168,18 +171,20 @@ class SlideRun:
             self.warnings.append(f"{path}: no pixel size in the file; running at native resolution (set --mpp to fix)")
             reporter.warn(self.warnings[-1])
         self.plan = SlidePlan.create(reader, predictor.model.native_mpp, self.mpp0, options.tile_size, options.overlap)
-        overview, downsample = thumbnail(reader)
-        self.intensity = intensity_range(overview)
-        mask = tissue_mask(overview) if options.tissue_detection else None
-        self.tiles = _tissue_tiles(self.plan, mask, downsample)
-        self.total = self.plan.grid_shape[0] * self.plan.grid_shape[1]
-        reporter.debug(f"{path.name}: level {self.plan.level}, factor {self.plan.factor:.3f}, native {self.plan.native_size}, "
-                       f"{len(self.tiles)} tiles to run, {self.total} in the grid, intensity {self.intensity}")
         width0, height0 = reader.level_dimensions[0]
-        self.layout = OmeZarrLayout(width0, height0, self.mpp0, options.ngff)
+        planes = reader.planes
+        spacing = reader.plane_spacing
+        self.layout = OmeZarrLayout(width0, height0, self.mpp0, options.ngff, reader.plane_axes,
+                                    1 + max(t for t, _ in planes), 1 + max(z for _, z in planes),
+                                    spacing.get("T"), spacing.get("Z"))
+        if options.link_z and self.layout.z < 2:
+            self.warnings.append(f"{path}: --link-z needs Z planes; the image has none")
+            reporter.warn(self.warnings[-1])
         self.parameters = run_parameters(predictor, options)
         identity = {"input": str(path.resolve()), "size": path.stat().st_size, **self.parameters}
         self.checkpoints = Checkpoints(work, json.loads(json.dumps(identity)))
+        self.tiles_total = self.tiles_run = self.tiles_skipped = self.pixels_processed = 0
+        self.intensity: list[tuple[float, float]] = []
 
     def run(self) -> SegmentResult:
         state = self.checkpoints.load()
@@ -189,62 +194,92 @@ class SlideRun:
             writer = OmeZarrWriter(self.work, self.layout, prompts, {"input": str(self.path), **self.parameters})
         else:
             writer = OmeZarrWriter.reopen(self.work, self.layout, prompts)
-            self.reporter.log(f"{self.path}: resuming after {state['next_batch']} of {len(self.tiles)} tiles")
+            where = f" of plane {state['plane'] + 1}/{len(self.layout.planes)}" if len(self.layout.planes) > 1 else ""
+            self.reporter.log(f"{self.path}: resuming from tile batch {state['next_batch']}{where}")
         self.writer = writer
         self.streams = {p: LabelStream(writer, p) for p in prompts}
-        self.mergers = {p: SeamMerger() for p in prompts}
-        self.catalog = Catalog(prompts)
         self.parts = 0
         if state is not None:
             for p in prompts:
                 self.streams[p].restore(state["streams"][p])
-            self.mergers = state["mergers"]
-            self.catalog.pending = state["catalog"]
             self.parts = state["parts"]
         abandon = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="image") as background:
             image_copy = background.submit(_copy_image, self.reader, writer, abandon)  # overlaps with inference
             tiles_started = time.time()
             try:
-                self._run_tiles(state["next_batch"] if state else 0)
+                first = state["plane"] if state else 0
+                for index in range(first, len(self.layout.planes)):
+                    self._run_plane(index, state if index == first else None)
             except BaseException:
                 abandon.set()
                 raise
             tiles_seconds = time.time() - tiles_started
             image_copy.result()
-        writer.build_pyramids()
         counts = {p: s.count for p, s in self.streams.items()}
-        writer.record(objects=counts)
-        self._write_records(writer)
+        links = link_z_planes(writer, counts, self.checkpoints.parts) if self.options.link_z and self.layout.z > 1 else {}
+        writer.build_pyramids()
+        writer.record(objects=counts, **({"objects_3d": {p: int(len(np.unique(m[1:]))) for p, m in links.items()}}
+                                         if links else {}))
+        self._write_records(writer, links)
         if self.options.preview is not None:
-            write_preview(self.work, prompts, self.options.preview)
-        covered = {(t.row, t.col) for t in self.tiles}
-        processed = sum((t.size + 2 * t.overlap) ** 2 for t in self.tiles)
-        result = SegmentResult(self.path, self.output, counts, self.total, len(self.tiles), self.total - len(covered),
-                               processed, time.time() - self.started, self.mpp0, self.warnings)
+            write_preview(self.work, prompts, self.options.preview, self.layout)
+        result = SegmentResult(self.path, self.output, counts, self.tiles_total, self.tiles_run, self.tiles_skipped,
+                               self.pixels_processed, time.time() - self.started, self.mpp0, self.warnings)
         _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor, self.intensity,
-                      tiles_seconds, self.reader)
+                      tiles_seconds, self.reader, self.layout)
         return result
 
+    def _run_plane(self, index: int, state: dict | None) -> None:
+        """Segment plane ``index`` of the layout, from the saved ``state`` when resuming inside it."""
+        self.plane_index = index
+        t, z = self.layout.planes[index]
+        reader = self.reader.plane_reader(t, z)
+        overview, downsample = thumbnail(reader)
+        intensity = intensity_range(overview)
+        self.intensity.append(intensity)
+        mask = tissue_mask(overview) if self.options.tissue_detection else None
+        tiles = _tissue_tiles(self.plan, mask, downsample)
+        total = self.plan.grid_shape[0] * self.plan.grid_shape[1]
+        self.tiles_total += total
+        self.tiles_run += len(tiles)
+        self.tiles_skipped += total - len({(tile.row, tile.col) for tile in tiles})
+        self.pixels_processed += sum((tile.size + 2 * tile.overlap) ** 2 for tile in tiles)
+        self.reporter.debug(f"{self.path.name} plane {(t, z)}: level {self.plan.level}, factor {self.plan.factor:.3f}, "
+                            f"{len(tiles)} tiles to run, {total} in the grid, intensity {intensity}")
+        plane = {axis: value for axis, value in (("t", t), ("z", z)) if axis.upper() in self.layout.plane_axes}
+        self.catalog = Catalog(self.options.prompts, plane)
+        if state is None:
+            for stream in self.streams.values():
+                stream.start_plane((t, z))
+            self.mergers = {p: SeamMerger() for p in self.options.prompts}
+        else:
+            self.mergers = state["mergers"]
+            self.catalog.pending = state["catalog"]
+        self._run_tiles(reader, tiles, intensity, state["next_batch"] if state else 0)
+
     def _checkpoint(self, next_batch: int) -> None:
-        state = {"next_batch": next_batch, "streams": {p: s.state() for p, s in self.streams.items()},
+        state = {"plane": self.plane_index, "next_batch": next_batch,
+                 "streams": {p: s.state() for p, s in self.streams.items()},
                  "mergers": self.mergers, "catalog": self.catalog.pending, "parts": self.parts}
         self.checkpoints.save(state, self.catalog.take_finished())
         self.parts += 1
 
-    def _run_tiles(self, start: int) -> None:
+    def _run_tiles(self, reader: SlideReader, tiles: list[Tile], intensity: tuple[float, float], start: int) -> None:
         """Inference over tile batches (here or on the cluster); merging and a checkpoint after every tile row."""
         plan, options = self.plan, self.options
-        fill = int(round((self.intensity[0] + self.intensity[1]) / 2))
-        batches = list(_batches(self.tiles, options.batch_size))
+        fill = int(round((intensity[0] + intensity[1]) / 2))
+        batches = list(_batches(tiles, options.batch_size))
         if self.client is None:
-            results = local_results(self.predictor, self.reader, plan, batches, start, options.prompts, self.intensity, fill)
+            results = local_results(self.predictor, reader, plan, batches, start, options.prompts, intensity, fill)
         else:
-            results = cluster_results(self.client, self.predictor, self.path, options.channels, plan, batches, start,
-                                      options.prompts, self.intensity, fill)
+            results = cluster_results(self.client, self.predictor, self.path, options.channels,
+                                      self.layout.planes[self.plane_index], plan, batches, start, options.prompts,
+                                      intensity, fill)
         done = sum(len(b) for b in batches[:start])
+        name = self.path.name if len(self.layout.planes) == 1 else f"{self.path.name} plane {self.plane_index + 1}/{len(self.layout.planes)}"
         try:
-            with self.reporter.task(f"segmenting {self.path.name}", total=len(self.tiles), completed=done) as advance:
+            with self.reporter.task(f"segmenting {name}", total=len(tiles), completed=done) as advance:
                 for index, per_tile in zip(range(start, len(batches)), results):
                     self._take(batches, index, per_tile)
                     advance(len(batches[index]), f"{sum(s.count for s in self.streams.values())} objects")
@@ -272,8 +307,11 @@ class SlideRun:
             self.catalog.flush(final)
             self._checkpoint(index + 1)
 
-    def _write_records(self, writer: OmeZarrWriter) -> None:
-        """Feed every finished object, part by part, to the properties, table and GeoJSON writers."""
+    def _write_records(self, writer: OmeZarrWriter, links: dict[str, np.ndarray]) -> None:
+        """Feed every finished object, part by part, to the properties, table and GeoJSON writers.
+
+        With ``--link-z`` each record also gets ``object_3d``: the label value of the 3-D object it belongs to.
+        """
         sinks: list[Sink] = [PropertiesSink(writer, self.mpp0)]
         if self.options.table:
             sinks.append(TableSink(self.work / "tables", self.options.table, self.mpp0, self.options.prompts))
@@ -283,6 +321,8 @@ class SlideRun:
         try:
             for records_of_row in self.checkpoints.records(self.parts):
                 for records in records_of_row:
+                    if records.prompt in links:
+                        records.links["object_3d"] = links[records.prompt][records.batch.ids]
                     for sink in sinks:
                         sink.write(records)
             for sink in sinks:
@@ -294,7 +334,8 @@ class SlideRun:
 
 
 def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: SegmentOptions, predictor: Predictor,
-                  intensity: tuple[float, float], inference_seconds: float, reader: SlideReader) -> None:
+                  intensity: list[tuple[float, float]], inference_seconds: float, reader: SlideReader,
+                  layout: OmeZarrLayout) -> None:
     """``report.json`` inside the output: inputs, model, settings, tiles, counts, timing, memory, warnings."""
     report = {
         "promptseg": __version__,
@@ -304,7 +345,9 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
         "prompts": options.prompts,
         "parameters": run_parameters(predictor, options),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items() if k != "prompts"},
-        "read_level": plan.level, "resample_factor": round(plan.factor, 4), "intensity_range": list(intensity),
+        "axes": layout.axes, "planes": len(layout.planes),
+        "read_level": plan.level, "resample_factor": round(plan.factor, 4),
+        "intensity_range": list(intensity[0]) if len(intensity) == 1 else [list(r) for r in intensity],
         "tiles": {"total": result.tiles_total, "run": result.tiles_run, "skipped": result.tiles_skipped,
                   "processed_mpx": round(result.pixels_processed / 1e6, 2)},
         "objects": result.objects,
@@ -316,8 +359,12 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
 
 
 def _copy_image(reader: SlideReader, writer: OmeZarrWriter, abandon: threading.Event) -> None:
-    """Copy level 0 of the slide into the output image, one write unit at a time (until ``abandon`` is set)."""
-    for y0, y1, x0, x1 in writer.blocks(0):
-        if abandon.is_set():
-            return
-        writer.image[0][:, y0:y1, x0:x1] = reader.read(0, x0, y0, x1 - x0, y1 - y0, fill=255).transpose(2, 0, 1)
+    """Copy level 0 of every plane into the output image, one write unit at a time (until ``abandon`` is set)."""
+    layout = writer.layout
+    for plane in layout.planes:
+        plane_reader = reader.plane_reader(*plane)
+        for y0, y1, x0, x1 in writer.blocks(0):
+            if abandon.is_set():
+                return
+            pixels = plane_reader.read(0, x0, y0, x1 - x0, y1 - y0, fill=255).transpose(2, 0, 1)
+            writer.image[0][layout.index(plane, slice(None), slice(y0, y1), slice(x0, x1))] = pixels

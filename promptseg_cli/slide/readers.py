@@ -60,6 +60,25 @@ class SlideReader(ABC):
         return None
 
     @property
+    def planes(self) -> list[tuple[int, int]]:
+        """``(t, z)`` indices of the 2-D planes to segment; one for a slide."""
+        return [(0, 0)]
+
+    @property
+    def plane_axes(self) -> str:
+        """Which of ``T`` and ``Z`` the input has as axes (even of size 1); empty for a slide."""
+        return ""
+
+    @property
+    def plane_spacing(self) -> dict[str, float | None]:
+        """Physical step of the plane axes: ``{"T": seconds, "Z": microns}`` where the file states them."""
+        return {}
+
+    def plane_reader(self, t: int, z: int) -> "SlideReader":
+        """The reader of plane ``(t, z)``, sharing this reader's file handle."""
+        return self
+
+    @property
     def associated_images(self) -> list[str]:
         return []
 
@@ -327,6 +346,11 @@ def _needs_channel_mapping(path: Path) -> bool:
         return False
 
 
+def is_stack(path: Path) -> bool:
+    """OME-Zarr, or a TIFF with channels, Z, T or non-8-bit data: read through ``stack.py``."""
+    return is_ome_zarr(path) or _needs_channel_mapping(path)
+
+
 def open_slide(path: str | Path, channels: str | None = None) -> SlideReader:
     """Open ``path`` with the first backend that can read it, or raise :class:`SlideError`.
 
@@ -335,7 +359,7 @@ def open_slide(path: str | Path, channels: str | None = None) -> SlideReader:
     """
     path = Path(path)
     _check_file(path)
-    if channels or is_ome_zarr(path) or _needs_channel_mapping(path):
+    if channels or is_stack(path):
         from .stack import CompositeReader, open_stack
 
         try:

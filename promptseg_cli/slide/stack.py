@@ -1,7 +1,9 @@
 """Multichannel microscopy images (OME-TIFF, plain TIFF stacks, OME-Zarr) and channel mapping to the model's RGB.
 
 An :class:`ImageStack` exposes the axes (a subset of ``TCZYX``), channel names and physical sizes from the OME
-metadata, and lazily reads pyramid levels (tifffile's zarr store, or the zarr arrays of an NGFF image).
+metadata, and lazily reads pyramid levels (tifffile's zarr store, or the zarr arrays of an NGFF image). Stacks
+with Z planes or time points are segmented one 2-D plane at a time: :meth:`CompositeReader.plane_reader` gives
+the reader of one ``(t, z)`` plane.
 
 The model sees RGB: ``--channels nucleus=DAPI,membrane=2`` puts the nucleus channel in blue and the membrane (or
 cytoplasm) channel in green, each scaled to 0..255 by its 1st/99.8th percentile over the *whole image* (read
@@ -11,6 +13,7 @@ from the smallest pyramid level), never per tile. Without a mapping a single cha
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,8 @@ class ImageStack:
     levels: list  # array-likes, largest first, all with ``axes``
     channel_names: list[str]
     mpp: float | None  # x/y pixel size in um
+    z_spacing: float | None = None  # um between Z planes
+    t_interval: float | None = None  # seconds between time points
 
     def size(self, axis: str) -> int:
         return self.levels[0].shape[self.axes.index(axis)] if axis in self.axes else 1
@@ -56,13 +61,25 @@ def _open_tiff(path: Path) -> ImageStack:
         axes = series.axes.replace("S", "C").replace("Q", "C").replace("I", "Z")
         names = re.findall(r'<Channel [^>]*?Name="([^"]*)"', tif.ome_metadata or "")
         mpp = tiff_mpp(tif)
+        z_spacing = _ome_value(tif.ome_metadata, "PhysicalSizeZ", {"nm": 1e-3, "mm": 1e3, "µm": 1.0, "um": 1.0})
+        t_interval = _ome_value(tif.ome_metadata, "TimeIncrement", {"ms": 1e-3, "min": 60.0, "h": 3600.0, "s": 1.0})
         n_levels = len(series.levels)
     if not set(axes) <= set("TCZYX") or len(set(axes)) != len(axes):
         raise SlideError(f"{path}: unsupported axes {series.axes}")
     group = zarr.open(tifffile.imread(str(path), aszarr=True), mode="r")
     levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(n_levels)]
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
-    return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp)
+    return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp,
+                      z_spacing, t_interval)
+
+
+def _ome_value(ome: str | None, name: str, units: dict[str, float]) -> float | None:
+    """A positive ``Pixels`` attribute of OME-XML converted by its ``<name>Unit`` (µm or seconds by default)."""
+    match = re.search(rf'{name}="([0-9.eE+-]+)"', ome or "")
+    if not match or float(match.group(1)) <= 0:
+        return None
+    unit = re.search(rf'{name}Unit="([^"]+)"', ome or "")
+    return float(match.group(1)) * units.get(unit.group(1) if unit else "", 1.0)
 
 
 def _open_ome_zarr(path: Path) -> ImageStack:
@@ -79,10 +96,14 @@ def _open_ome_zarr(path: Path) -> ImageStack:
     levels = [group[d["path"]] for d in multiscale["datasets"]]
     scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
     units = {a["name"].upper(): a.get("unit") for a in multiscale["axes"]}
-    mpp = float(scale[axes.index("X")]) if units.get("X") in ("micrometer", "µm", "um") else None
+    microns = ("micrometer", "µm", "um")
+    mpp = float(scale[axes.index("X")]) if units.get("X") in microns else None
+    z_spacing = float(scale[axes.index("Z")]) if "Z" in axes and units.get("Z") in microns else None
+    t_interval = float(scale[axes.index("T")]) if "T" in axes and units.get("T") in ("second", "s") else None
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
     names = [c.get("label", str(i)) for i, c in enumerate(meta.get("omero", {}).get("channels", []))]
-    return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp)
+    return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp,
+                      z_spacing, t_interval)
 
 
 def parse_channels(text: str, names: list[str], path: Path) -> dict[int, int]:
@@ -104,17 +125,19 @@ def parse_channels(text: str, names: list[str], path: Path) -> dict[int, int]:
     return mapping
 
 
+#: At most this many planes of a stack are sampled for the whole-image intensity percentiles.
+RANGE_PLANES = 8
+
+
 class CompositeReader(SlideReader):
-    """A 2-D multichannel image presented as the model's RGB (see module docstring)."""
+    """One ``(t, z)`` plane of a multichannel image or stack presented as the model's RGB (see module docstring)."""
 
     backend = "tifffile-composite"
 
     def __init__(self, stack: ImageStack, channels: str | None):
         super().__init__(stack.path)
-        if stack.size("T") > 1 or stack.size("Z") > 1:
-            raise SlideError(f"{stack.path}: image has {stack.size('T')} time points and {stack.size('Z')} z planes; "
-                             "promptseg segments 2-D images only so far (one plane at a time is not implemented yet)")
         self.stack = stack
+        self.t = self.z = 0
         self.backend = "ome-zarr" if stack.path.is_dir() else "tifffile"
         n = stack.size("C")
         if channels:
@@ -126,16 +149,40 @@ class CompositeReader(SlideReader):
         else:
             raise SlideError(f"{stack.path}: {n} channels ({', '.join(stack.channel_names)}); say which to use, "
                              "e.g. --channels nucleus=DAPI,membrane=1")
-        smallest = len(stack.levels) - 1
-        self.ranges = {}
-        for channel in set(self.mapping.values()):
-            data = self._channel(smallest, channel, slice(None), slice(None)).astype(np.float32)
-            low, high = np.percentile(data[:: max(1, data.shape[0] // 1024), :: max(1, data.shape[1] // 1024)], [1, 99.8])
-            self.ranges[channel] = (float(low), float(max(high, low + 1e-6)))
+        self.ranges = {channel: self._range(channel) for channel in set(self.mapping.values())}
         self.scaled = not (n == 3 and np.dtype(stack.levels[0].dtype) == np.uint8 and not channels)
 
+    def _range(self, channel: int) -> tuple[float, float]:
+        """1st/99.8th percentile of a channel over the whole image: smallest level, up to ``RANGE_PLANES`` planes."""
+        smallest = len(self.stack.levels) - 1
+        planes = self.planes
+        chosen = [planes[i] for i in np.linspace(0, len(planes) - 1, min(RANGE_PLANES, len(planes))).round().astype(int)]
+        samples = []
+        for t, z in chosen:
+            data = self.stack.plane(smallest, channel, slice(None), slice(None), t, z).astype(np.float32)
+            samples.append(data[:: max(1, data.shape[0] // 1024), :: max(1, data.shape[1] // 1024)].ravel())
+        low, high = np.percentile(np.concatenate(samples), [1, 99.8])
+        return float(low), float(max(high, low + 1e-6))
+
+    @property
+    def planes(self) -> list[tuple[int, int]]:
+        return [(t, z) for t in range(self.stack.size("T")) for z in range(self.stack.size("Z"))]
+
+    @property
+    def plane_axes(self) -> str:
+        return "".join(a for a in "TZ" if a in self.stack.axes)
+
+    @property
+    def plane_spacing(self) -> dict[str, float | None]:
+        return {"T": self.stack.t_interval, "Z": self.stack.z_spacing}
+
+    def plane_reader(self, t: int, z: int) -> "CompositeReader":
+        reader = copy.copy(self)
+        reader.t, reader.z = t, z
+        return reader
+
     def _channel(self, level: int, c: int, y: slice, x: slice) -> np.ndarray:
-        return self.stack.plane(level, c, y, x)
+        return self.stack.plane(level, c, y, x, self.t, self.z)
 
     @property
     def level_dimensions(self) -> list[tuple[int, int]]:

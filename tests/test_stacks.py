@@ -1,0 +1,189 @@
+"""Z/T stacks: OME-TIFF TCZYX and ZYX stacks (one with a SubIFD pyramid), plane-by-plane segmentation with the real
+model, label images with the input's axes and scales, --link-z, stack outputs as inputs, and resume inside a stack."""
+
+import csv
+import gzip
+import json
+import pickle
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from ome_zarr_models.v05.image import Image as Image05
+
+from promptseg_cli.evaluation.metrics import Counts
+from promptseg_cli.model.predictor import Predictor
+from promptseg_cli.model.weights import load_model
+from promptseg_cli.pipeline.resume import Interrupted, partial_path, stop_requested
+from promptseg_cli.pipeline.segment import SegmentOptions, segment_slide
+from promptseg_cli.progress import Reporter
+from promptseg_cli.slide.readers import open_slide
+from promptseg_cli.training.simulate import simulate_tissue
+
+from test_cli import promptseg
+
+SIZE = 640  # two pyramid levels
+CHANNELS = "nucleus=DAPI,membrane=Membrane"
+
+
+def _tissue(seed: int):
+    """Simulated two-channel tissue, 2 x 2 pieces of 320 px: (Membrane, DAPI) 16-bit and the nuclei labels."""
+    rng = np.random.default_rng(seed)
+    pieces = [simulate_tissue(rng, SIZE // 2) for _ in range(4)]
+    rgb = np.concatenate([np.concatenate([pieces[0][0], pieces[1][0]], 1), np.concatenate([pieces[2][0], pieces[3][0]], 1)], 0)
+    shifted = [np.where(p[1] > 0, p[1] + 1000 * i, 0) for i, p in enumerate(pieces)]
+    nuclei = np.concatenate([np.concatenate(shifted[:2], 1), np.concatenate(shifted[2:], 1)], 0)
+    return np.stack([rgb[..., 1], rgb[..., 2]]).astype(np.uint16) * 40 + 300, nuclei
+
+
+@pytest.fixture(scope="module")
+def tczyx(tmp_path_factory):
+    """T=2, C=2, Z=3 OME-TIFF. t=0: planes A, A, B; t=1: C, C, C (identical planes must link under --link-z)."""
+    a, b, c = _tissue(1), _tissue(2), _tissue(3)
+    layout = [[a, a, b], [c, c, c]]
+    data = np.stack([np.stack([p[0] for p in row], axis=1) for row in layout])  # (T, C, Z, Y, X)
+    truth = [[p[1] for p in row] for row in layout]
+    path = tmp_path_factory.mktemp("stack") / "stack.ome.tif"
+    tifffile.imwrite(path, data, ome=True, metadata={
+        "axes": "TCZYX", "Channel": {"Name": ["Membrane", "DAPI"]}, "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5,
+        "PhysicalSizeZ": 2.0, "TimeIncrement": 30.0, "TimeIncrementUnit": "s"})
+    return path, truth
+
+
+def _segment(path, out, *extra):
+    run = promptseg("segment", path, "-o", out, "--channels", CHANNELS, *extra)
+    assert run.returncode == 0, run.stderr
+    return zarr.open_group(str(out), mode="r")
+
+
+def test_reader_exposes_planes_axes_and_physical_sizes(tczyx):
+    path, _ = tczyx
+    with open_slide(path, CHANNELS) as reader:
+        assert reader.stack.axes == "TCZYX" and reader.plane_axes == "TZ"
+        assert reader.planes == [(t, z) for t in range(2) for z in range(3)]
+        assert reader.plane_spacing == {"T": 30.0, "Z": 2.0} and reader.mpp == pytest.approx(0.5)
+        a0, a1, b = (reader.plane_reader(0, z).read(0, 0, 0, SIZE, SIZE) for z in range(3))
+        np.testing.assert_array_equal(a0, a1)
+        assert not np.array_equal(a0, b) and a0[..., 0].max() == 0 and a0[..., 2].max() > 200
+    info = promptseg("info", path, "--json")
+    assert info.returncode == 0, info.stderr
+    facts = json.loads(info.stdout)
+    assert facts["axes"] == "TCZYX" and facts["shape"] == [2, 2, 3, SIZE, SIZE] and facts["channels"] == ["Membrane", "DAPI"]
+    assert facts["z_spacing_um"] == 2.0 and facts["t_interval_s"] == 30.0 and facts["dtype"] == "uint16"
+
+
+def test_every_plane_is_segmented_into_labels_with_the_input_axes(tmp_path, tczyx):
+    path, truth = tczyx
+    geojson = tmp_path / "stack.geojson"
+    group = _segment(path, tmp_path / "stack.ome.zarr", "--table", "csv", "--geojson", geojson, "--preview", tmp_path / "p.png")
+    Image05.from_zarr(group)
+    multiscale = group["labels/nuclei"].attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in multiscale["axes"]] == ["t", "c", "z", "y", "x"]
+    assert [a.get("unit") for a in multiscale["axes"]] == ["second", None, "micrometer", "micrometer", "micrometer"]
+    assert [d["coordinateTransformations"][0]["scale"] for d in multiscale["datasets"]] == \
+        [[30.0, 1.0, 2.0, 0.5, 0.5], [30.0, 1.0, 2.0, 1.0, 1.0]]
+    labels = np.asarray(group["labels/nuclei/0"])
+    assert labels.shape == (2, 1, 3, SIZE, SIZE) and group["0"].shape == (2, 3, 3, SIZE, SIZE)
+    for t in range(2):
+        for z in range(3):
+            counts = Counts()
+            counts.add(truth[t][z], labels[t, 0, z])
+            assert counts.summary()["ap@0.5"] > 0.8, (t, z)
+    ids = [set(np.unique(labels[t, 0, z])) - {0} for t in range(2) for z in range(3)]
+    assert all(not (ids[i] & ids[j]) for i in range(6) for j in range(i))  # every 2-D object has its own id
+    np.testing.assert_array_equal(np.asarray(group["labels/nuclei/1"]), labels[..., ::2, ::2])
+    with open(tmp_path / "stack.ome.zarr" / "tables" / "nuclei.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == sum(len(i) for i in ids)
+    for row in rows[::25]:
+        t, z = int(row["t"]), int(row["z"])
+        assert int(row["id"]) in ids[3 * t + z]
+    features = json.loads(geojson.read_text())["features"]
+    planes = {(f["geometry"]["plane"]["t"], f["geometry"]["plane"]["z"]) for f in features}
+    assert planes == {(t, z) for t in range(2) for z in range(3)} and len(features) == len(rows)
+    report = json.loads((tmp_path / "stack.ome.zarr" / "report.json").read_text())
+    assert report["axes"] == "tczyx" and report["planes"] == 6
+
+
+def test_link_z_joins_identical_planes_and_never_links_across_time(tmp_path, tczyx):
+    path, _ = tczyx
+    out = tmp_path / "linked.ome.zarr"
+    group = _segment(path, out, "--link-z", "--table", "csv")
+    labels = np.asarray(group["labels/nuclei/0"])[:, 0]
+    np.testing.assert_array_equal(labels[0, 0], labels[0, 1])  # A, A: one 3-D object per nucleus
+    np.testing.assert_array_equal(labels[1, 0], labels[1, 2])  # C, C, C
+    first, other = set(np.unique(labels[0, 0])) - {0}, set(np.unique(labels[0, 2])) - {0}
+    assert len(first & other) < 0.1 * len(other)  # B is different tissue: hardly anything continues
+    assert not (first & set(np.unique(labels[1])))  # no links between time points
+    np.testing.assert_array_equal(np.asarray(group["labels/nuclei/1"])[:, 0], labels[..., ::2, ::2])
+    with open(out / "tables" / "nuclei.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    objects = {(int(r["t"]), int(r["z"]), int(r["object_3d"])) for r in rows}
+    for t, z, obj in list(objects)[::20]:
+        assert obj in np.unique(labels[t, z])
+    attrs = group.attrs["promptseg"]
+    assert attrs["objects_3d"]["nuclei"] == len({int(r["object_3d"]) for r in rows}) < attrs["objects"]["nuclei"]
+    properties = group["labels/nuclei"].attrs["ome"]["image-label"]["properties"]
+    assert len({p["label-value"] for p in properties}) == len(properties) == attrs["objects_3d"]["nuclei"]
+
+
+def test_a_zyx_stack_with_a_subifd_pyramid_and_a_stack_output_as_input(tmp_path):
+    """A grey ZYX OME-TIFF (pyramid in SubIFDs) is segmented per plane; promptseg's stack output reads back in."""
+    planes = [_tissue(seed) for seed in (4, 5)]
+    grey = np.stack([p[0][1] for p in planes])
+    path = tmp_path / "zyx.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(grey, subifds=1, tile=(128, 128), metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeZ": 1.5})
+        tif.write(grey[:, ::2, ::2], tile=(128, 128), subfiletype=1)
+    run = promptseg("segment", path, "-o", tmp_path / "zyx.ome.zarr")
+    assert run.returncode == 0, run.stderr
+    group = zarr.open_group(str(tmp_path / "zyx.ome.zarr"), mode="r")
+    labels = np.asarray(group["labels/nuclei/0"])
+    assert labels.shape == (1, 2, SIZE, SIZE)
+    assert [a["name"] for a in group.attrs["ome"]["multiscales"][0]["axes"]] == ["c", "z", "y", "x"]
+    for z, (_, truth) in enumerate(planes):
+        counts = Counts()
+        counts.add(truth, labels[0, z])
+        assert counts.summary()["ap@0.5"] > 0.8
+    again = promptseg("segment", tmp_path / "zyx.ome.zarr", "-o", tmp_path / "again.ome.zarr")
+    assert again.returncode == 0, again.stderr
+    relabelled = np.asarray(zarr.open_group(str(tmp_path / "again.ome.zarr"), mode="r")["labels/nuclei/0"])
+    for z in range(2):
+        counts = Counts()
+        counts.add(labels[0, z], relabelled[0, z])
+        assert counts.summary()["f1@0.5"] > 0.95
+
+
+class StoppingPredictor(Predictor):
+    """The real model; asks the run to stop (as SIGTERM does) after ``calls`` forward passes."""
+
+    def __init__(self, calls: int):
+        super().__init__(load_model())
+        self.calls = calls
+
+    def forward(self, tiles, prompt, intensity):
+        self.calls -= 1
+        if self.calls == 0:
+            stop_requested.set()
+        return super().forward(tiles, prompt, intensity)
+
+
+def test_a_stack_stopped_in_a_later_plane_resumes_to_the_uninterrupted_result(tmp_path, tczyx):
+    path, _ = tczyx
+    options = SegmentOptions(prompts=["nuclei"], tile_size=160, channels=CHANNELS, link_z=True)
+    reference = tmp_path / "reference.ome.zarr"
+    segment_slide(path, reference, Predictor(load_model()), options, Reporter(quiet=True))
+    resumed = tmp_path / "resumed.ome.zarr"
+    try:
+        with pytest.raises(Interrupted):
+            segment_slide(path, resumed, StoppingPredictor(calls=40), options, Reporter(quiet=True))
+    finally:
+        stop_requested.clear()
+    assert partial_path(resumed).is_dir() and not resumed.exists()
+    with open(partial_path(resumed) / "promptseg-state.pkl", "rb") as handle:
+        assert pickle.load(handle)["plane"] == 2  # 16 tiles per plane: stopped in the third plane
+    segment_slide(path, resumed, Predictor(load_model()), options, Reporter(quiet=True))
+    for name in ("labels/nuclei/0", "labels/nuclei/1", "0"):
+        np.testing.assert_array_equal(np.asarray(zarr.open_group(str(resumed), mode="r")[name]),
+                                      np.asarray(zarr.open_group(str(reference), mode="r")[name]))
