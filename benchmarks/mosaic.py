@@ -2,10 +2,12 @@
 
 A slide is a grid of 512 x 512 cells at 0.5 um/px. A cell holds a crop of a real annotated image from
 ``../shared/data`` (MoNuSeg and CPM-15 H&E resampled to 0.5 um/px, DSB2018 stained tissue) or glass background;
-``tissue`` is the fraction of tissue cells. Tiles are generated on the fly, level by level, so writing a
-40k x 40k slide needs little memory.
+``tissue`` is the fraction of tissue cells. Layouts: ``sections`` (default) places the tissue cells in contiguous
+sections, as tissue lies on a real slide (a smooth random field thresholded at the tissue fraction);
+``scattered`` picks every cell independently, a checkerboard-like worst case for background skipping. Tiles are
+generated on the fly, level by level, so writing a 40k x 40k slide needs little memory.
 
-Usage: python benchmarks/mosaic.py OUT.tif --size 20000 [--tissue 0.6] [--seed 0]
+Usage: python benchmarks/mosaic.py OUT.tif --size 20000 [--tissue 0.6] [--layout sections] [--seed 0]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from PIL import Image
+from scipy import ndimage
 
 from promptseg_cli.training.datasets import load_samples
 
@@ -42,13 +45,23 @@ def tissue_pool(size: int = CELL) -> list[np.ndarray]:
     return crops
 
 
+def tissue_cells(rng: np.random.Generator, cells: int, tissue: float, layout: str) -> np.ndarray:
+    """Boolean ``(cells, cells)`` grid of tissue cells, about ``tissue`` of them."""
+    if layout == "scattered" or tissue >= 1.0:
+        return rng.random((cells, cells)) < tissue
+    if layout != "sections":
+        raise ValueError(f"layout must be sections or scattered, got {layout}")
+    field = ndimage.gaussian_filter(rng.standard_normal((cells, cells)), sigma=max(1.0, cells / 10), mode="wrap")
+    return field > np.quantile(field, 1 - tissue)
+
+
 class Mosaic:
-    def __init__(self, size: int, tissue: float, seed: int):
+    def __init__(self, size: int, tissue: float, seed: int, layout: str = "sections"):
         rng = np.random.default_rng(seed)
         self.size = size
         self.cells = int(np.ceil(size / CELL))
         self.pool = tissue_pool()
-        self.choice = np.where(rng.random((self.cells, self.cells)) < tissue,
+        self.choice = np.where(tissue_cells(rng, self.cells, tissue, layout),
                                rng.integers(0, len(self.pool), (self.cells, self.cells)), -1)
         self.flip = rng.integers(0, 4, (self.cells, self.cells))
         self._levels: dict[int, list[np.ndarray]] = {}
@@ -83,8 +96,8 @@ class Mosaic:
         return float((self.choice >= 0).mean())
 
 
-def write_mosaic(path: Path, size: int, tissue: float, seed: int = 0, levels: int = 4) -> Mosaic:
-    mosaic = Mosaic(size, tissue, seed)
+def write_mosaic(path: Path, size: int, tissue: float, seed: int = 0, levels: int = 4, layout: str = "sections") -> Mosaic:
+    mosaic = Mosaic(size, tissue, seed, layout)
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
         for level in range(levels):
             side = int(np.ceil(size / 2**level))
@@ -99,9 +112,10 @@ def main() -> None:
     parser.add_argument("output", type=Path)
     parser.add_argument("--size", type=int, default=20000)
     parser.add_argument("--tissue", type=float, default=0.6)
+    parser.add_argument("--layout", choices=("sections", "scattered"), default="sections")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    mosaic = write_mosaic(args.output, args.size, args.tissue, args.seed)
+    mosaic = write_mosaic(args.output, args.size, args.tissue, args.seed, layout=args.layout)
     print(f"{args.output}: {args.size} x {args.size} px at {MPP} um/px, {mosaic.tissue_fraction():.0%} tissue cells")
 
 

@@ -5,7 +5,7 @@ a 20% tissue slide takes <= 0.3 x the time of a full-tissue slide of the same si
 Builds mosaics of real tissue (``mosaic.py``), runs ``promptseg segment`` on each in a fresh process (peak RSS and
 timings come from its ``report.json``), and times the network alone on tiles of the same slide.
 
-Usage: python benchmarks/scale.py [--sizes 8192 16384] [--tissue 0.6] [--sparse 0.2]
+Usage: python benchmarks/scale.py [--sizes 8192 16384] [--tissue 0.6] [--sparse 0.2] [--layout sections|scattered]
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
     parser.add_argument("--tissue", type=float, default=0.6)
     parser.add_argument("--sparse", type=float, default=0.2)
+    parser.add_argument("--layout", choices=("sections", "scattered"), default="sections",
+                        help="tissue in contiguous sections (as on slides) or in independently chosen 512-px cells")
     args = parser.parse_args()
     per_tile = model_only_seconds_per_tile()
     print(f"model only: {per_tile:.2f} s per {TILE}+2x{OVERLAP} tile ({TILE * TILE / per_tile / 1e6:.2f} Mpx/s of tile cores)")
@@ -64,11 +66,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size, tissue in [(s, args.tissue) for s in args.sizes] + [(args.sizes[0], 1.0), (args.sizes[0], args.sparse)]:
             slide = Path(tmp) / f"m{size}_{tissue}.tif"
-            mosaic = write_mosaic(slide, size, tissue, seed=size)
+            mosaic = write_mosaic(slide, size, tissue, seed=size, layout=args.layout)
             report = run(slide, Path(tmp) / f"m{size}_{tissue}.ome.zarr")
             tissue_px = size * size * mosaic.tissue_fraction()
             processed = report["tiles"]["processed_mpx"] * 1e6
-            row = {"size": size, "tissue": round(mosaic.tissue_fraction(), 3), "objects": report["objects"]["nuclei"],
+            row = {"size": size, "layout": args.layout, "tissue": round(mosaic.tissue_fraction(), 3), "objects": report["objects"]["nuclei"],
                    "tiles_run": report["tiles"]["run"], "seconds": round(report["seconds"]["total"], 1),
                    "tile_seconds": round(report["seconds"]["tiles"], 1), "peak_rss_mb": report["peak_memory_mb"],
                    "tissue_mpx_per_s": round(tissue_px / 1e6 / report["seconds"]["total"], 3),
@@ -76,6 +78,7 @@ def main() -> None:
                    "processed_per_tissue_px": round(processed / tissue_px, 3),
                    "seconds_per_tissue_mpx": round(report["seconds"]["total"] / (tissue_px / 1e6), 3)}
             rows.append(row)
+            slide.unlink()
             print(json.dumps(row), flush=True)
     base, big, full, sparse = rows[0], rows[len(args.sizes) - 1], rows[-2], rows[-1]
     print(f"RSS({big['size']}) / RSS({base['size']}): {big['peak_rss_mb'] / base['peak_rss_mb']:.2f}")

@@ -39,7 +39,24 @@ class Tile:
     width: int  # core size (smaller at the right/bottom edge)
     height: int
     overlap: int
-    size: int  # nominal core size: the tile is read as size + 2 * overlap square
+    size: int  # nominal core size (of the grid tile or quarter this tile comes from)
+
+    @property
+    def read_shape(self) -> tuple[int, int]:
+        """``(height, width)`` read and fed to the network: the core rounded up to the stride, plus the halo."""
+        def padded(n: int) -> int:
+            return -(-n // STRIDE_MULTIPLE) * STRIDE_MULTIPLE + 2 * self.overlap
+
+        return padded(self.height), padded(self.width)
+
+    @property
+    def read_pixels(self) -> int:
+        h, w = self.read_shape
+        return h * w
+
+    def cropped(self, x0: int, y0: int, x1: int, y1: int) -> "Tile":
+        """This tile with its core reduced to ``[x0, x1) x [y0, y1)`` (stride-aligned, inside the core)."""
+        return Tile(self.row, self.col, x0, y0, x1 - x0, y1 - y0, self.overlap, self.size)
 
     def quarters(self) -> list["Tile"]:
         """The four sub-tiles (clipped to this core) that a partly-tissue tile is split into."""
@@ -101,12 +118,10 @@ class SlidePlan:
         return math.ceil(h / self.tile_size), math.ceil(w / self.tile_size)
 
     def read_tile(self, level: da.Array, tile: Tile, fill: int = 0) -> np.ndarray:
-        """The tile with halo at native resolution from the lazy read-level array; ``fill`` beyond the slide.
-
-        Every tile has its nominal size ``size + 2 * overlap`` (also at the slide's edge) so that tiles batch together.
-        """
+        """The tile with halo (``tile.read_shape``) at native resolution from the lazy read-level array; ``fill``
+        beyond the slide."""
         x, y, _, _ = tile.read_box
-        w = h = tile.size + 2 * self.overlap
+        h, w = tile.read_shape
         if self.factor == 1.0:
             return read_window(level, x, y, w, h, fill)
         sx0, sx1 = source_span(x, w, self.factor)

@@ -103,38 +103,55 @@ def output_is_current(output: Path, predictor: Predictor, options: SegmentOption
 #: carry more halo and run less efficiently, so a split must clearly pay off).
 SPLIT_GAIN = 0.75
 
+#: Native pixels kept around the tissue mask's extent when a tile is cropped to it.
+TISSUE_MARGIN = STRIDE_MULTIPLE
+
 
 def _tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> list[Tile]:
-    """Tiles to run: those with tissue. A tile partly on tissue is replaced by its quarters with tissue (down to
-    ``MIN_TILE_SIZE``) when that processes clearly fewer pixels, halos included. Order: top-level rows, y, x."""
+    """Tiles to run: those with tissue, each cropped to the (stride-aligned) extent of the tissue in its core. A
+    tile partly on tissue is replaced by its quarters with tissue (down to ``MIN_TILE_SIZE``) when that processes
+    clearly fewer pixels, halos included. Order: top-level rows, y, x.
+
+    Cropping never loses an object at a tissue edge: its anchor lies on tissue, so inside the cropped core, and
+    its outline reaches at most the halo beyond it, as in any tile.
+    """
     tiles = list(plan.tiles())
     if mask is None:
         return tiles
-    scale = plan.to_level0 / downsample
+    scale = plan.to_level0 / downsample  # mask pixels per native pixel
+    step = STRIDE_MULTIPLE
 
-    def has_tissue(t: Tile) -> bool:
+    def on_tissue(t: Tile) -> Tile | None:
         r0, r1 = int(t.y * scale), int(np.ceil((t.y + t.height) * scale)) + 1
         c0, c1 = int(t.x * scale), int(np.ceil((t.x + t.width) * scale)) + 1
-        return bool(mask[r0:r1, c0:c1].any())
+        window = mask[r0:r1, c0:c1]
+        rows, cols = np.nonzero(window.any(axis=1))[0], np.nonzero(window.any(axis=0))[0]
+        if not len(rows):
+            return None
+        x0 = max(t.x, int((c0 + cols[0]) / scale - TISSUE_MARGIN) // step * step)
+        y0 = max(t.y, int((r0 + rows[0]) / scale - TISSUE_MARGIN) // step * step)
+        x1 = min(t.x + t.width, -(-int(np.ceil((c0 + cols[-1] + 1) / scale + TISSUE_MARGIN)) // step) * step)
+        y1 = min(t.y + t.height, -(-int(np.ceil((r0 + rows[-1] + 1) / scale + TISSUE_MARGIN)) // step) * step)
+        return t.cropped(x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
     def cost(leaves: list[Tile]) -> int:
-        return sum((t.size + 2 * t.overlap) ** 2 for t in leaves)
+        return sum(t.read_pixels for t in leaves)
 
-    def best(t: Tile) -> list[Tile]:
+    def best(t: Tile, cropped: Tile) -> list[Tile]:
         if t.size // 2 < MIN_TILE_SIZE or (t.size // 2) % STRIDE_MULTIPLE:
-            return [t]
-        split = [leaf for quarter in t.quarters() if has_tissue(quarter) for leaf in best(quarter)]
-        return split if cost(split) <= SPLIT_GAIN * cost([t]) else [t]
+            return [cropped]
+        split = [leaf for q in t.quarters() if (c := on_tissue(q)) is not None for leaf in best(q, c)]
+        return split if cost(split) <= SPLIT_GAIN * cost([cropped]) else [cropped]
 
-    leaves = [leaf for t in tiles if has_tissue(t) for leaf in best(t)]
+    leaves = [leaf for t in tiles if (c := on_tissue(t)) is not None for leaf in best(t, c)]
     return sorted(leaves, key=lambda t: (t.row, t.y, t.x))
 
 
 def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
-    """Consecutive tiles of the same size, at most ``size`` per batch."""
+    """Consecutive tiles of the same read shape, at most ``size`` per batch."""
     batch: list[Tile] = []
     for tile in tiles:
-        if batch and (len(batch) == size or tile.size != batch[0].size):
+        if batch and (len(batch) == size or tile.read_shape != batch[0].read_shape):
             yield batch
             batch = []
         batch.append(tile)
@@ -244,7 +261,7 @@ class SlideRun:
         self.tiles_total += total
         self.tiles_run += len(tiles)
         self.tiles_skipped += total - len({(tile.row, tile.col) for tile in tiles})
-        self.pixels_processed += sum((tile.size + 2 * tile.overlap) ** 2 for tile in tiles)
+        self.pixels_processed += sum(tile.read_pixels for tile in tiles)
         self.reporter.debug(f"{self.path.name} plane {(t, z)}: level {self.plan.level}, factor {self.plan.factor:.3f}, "
                             f"{len(tiles)} tiles to run, {total} in the grid, intensity {intensity}")
         plane = {axis: value for axis, value in (("t", t), ("z", z)) if axis.upper() in self.layout.plane_axes}
