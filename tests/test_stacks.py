@@ -73,6 +73,19 @@ def test_reader_exposes_planes_axes_and_physical_sizes(tczyx):
     assert facts["z_spacing_um"] == 2.0 and facts["t_interval_s"] == 30.0 and facts["dtype"] == "uint16"
 
 
+def test_an_imagej_hyperstack_gives_its_axes_and_spacing(tmp_path):
+    """Plain (non-OME) TIFF stacks from ImageJ/Fiji keep their units in the ImageJ metadata."""
+    data = np.stack([np.stack([_tissue(seed)[0] for seed in (6, 7)])] * 2)[:, :, :, :128, :128]  # T, Z, C, Y, X
+    path = tmp_path / "fiji.tif"
+    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"axes": "TZCYX", "spacing": 1.5, "unit": "micron", "finterval": 10})
+    with open_slide(path, "nucleus=1") as reader:
+        assert reader.stack.axes == "TZCYX" and reader.plane_axes == "TZ" and len(reader.planes) == 4
+        assert reader.mpp == pytest.approx(0.5) and reader.plane_spacing == {"T": 10.0, "Z": 1.5}
+        first, second = reader.plane_reader(0, 0).read(0, 0, 0, 128, 128), reader.plane_reader(0, 1).read(0, 0, 0, 128, 128)
+        assert first[..., 2].max() > 200 and not np.array_equal(first, second)
+
+
 def test_every_plane_is_segmented_into_labels_with_the_input_axes(tmp_path, tczyx):
     path, truth = tczyx
     geojson = tmp_path / "stack.geojson"
