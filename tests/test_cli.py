@@ -35,6 +35,26 @@ def test_segment_svs_with_the_default_model(tmp_path, slides):
     assert any(node.metadata.get("name") == "nuclei" for node in nodes)
 
 
+def test_pixel_size_runs_the_model_at_a_finer_resolution(tmp_path, slides):
+    from promptseg_cli.evaluation.metrics import Counts
+
+    outputs = {}
+    for name, extra in (("native", []), ("fine", ["--pixel-size", "0.33"])):
+        out = tmp_path / f"{name}.ome.zarr"
+        run = promptseg("segment", slides / "CMU-1-Small-Region.svs", "-o", out, *extra)
+        assert run.returncode == 0, run.stderr
+        outputs[name] = (json.loads((out / "report.json").read_text()), np.asarray(zarr.open_group(str(out), mode="r")["labels/nuclei/0"])[0])
+    (native, native_labels), (fine, fine_labels) = outputs["native"], outputs["fine"]
+    assert native["model"]["run_mpp"] == 0.5 and fine["model"]["run_mpp"] == 0.33
+    assert fine["parameters"]["pixel_size"] == 0.33 and fine_labels.shape == native_labels.shape
+    assert fine["tiles"]["processed_mpx"] > 1.8 * native["tiles"]["processed_mpx"]  # (0.5 / 0.33)^2 = 2.3 more pixels
+    counts = Counts()
+    counts.add(native_labels, fine_labels)
+    assert counts.summary()["f1@0.5"] > 0.7  # the same nuclei, outlined at another resolution
+    bad = promptseg("segment", slides / "CMU-1-Small-Region.svs", "-o", tmp_path / "x.ome.zarr", "--pixel-size", "0")
+    assert bad.returncode == 2 and "--pixel-size must be positive" in bad.stderr
+
+
 def test_segment_ndpi_pyramid_reads_a_lower_level(tmp_path, slides):
     out = tmp_path / "dapi.ome.zarr"
     run = promptseg("segment", slides / "DAPI-40x-fluorescence.ndpi", "-p", "nucleus", "-o", out, "--ngff", "0.4", "-v")

@@ -17,7 +17,7 @@ def _labels(path, name="nuclei", level=0):
     return np.asarray(zarr.open_group(str(path), mode="r")[f"labels/{name}/{level}"])[0]
 
 
-@pytest.mark.parametrize("tile_size, mpp", [(256, 0.5), (512, 0.5), (256, 0.25)])
+@pytest.mark.parametrize("tile_size, mpp", [(256, 0.5), (512, 0.5), (256, 0.25), (256, 0.496)])
 def test_objects_across_seams_appear_exactly_once_and_whole(tmp_path, tile_size, mpp):
     scale = 0.5 / mpp  # level-0 pixels per model pixel
     image, centres, radii = disc_slide((int(800 * scale), int(1000 * scale)), seams=int(tile_size * scale),
@@ -35,6 +35,9 @@ def test_objects_across_seams_appear_exactly_once_and_whole(tmp_path, tile_size,
     found_areas = ndimage.sum(np.ones_like(labels), labels, ids_at_centres)
     np.testing.assert_allclose(found_areas, true_areas, rtol=0.12 if mpp == 0.25 else 0.08)
     assert len(np.unique(labels)) - 1 == len(centres)  # no fragments, no extra objects
+    # in place: a pixel size within 1% of the model's runs unresampled and must not stretch the coordinates
+    found_centres = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, ids_at_centres))
+    assert np.abs(found_centres - centres).max() < 1.0
 
 
 def test_output_structure_validates_and_pyramid_is_nearest(tmp_path):

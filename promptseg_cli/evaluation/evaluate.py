@@ -22,11 +22,12 @@ def _at_model_pixel_size(image: np.ndarray, mpp: float | None, native_mpp: float
     return resample_pair(image, np.zeros(image.shape[:2], np.int32), mpp / native_mpp if mpp else 1.0)[0]
 
 
-def cpn_segmenter(predictor: Predictor, prompt: str) -> Segmenter:
-    """Segment a whole image with the CPN, resampled to the model's pixel size and mapped back."""
+def cpn_segmenter(predictor: Predictor, prompt: str, pixel_size: float | None = None) -> Segmenter:
+    """Segment a whole image with the CPN, resampled to ``pixel_size`` (default: the model's) and mapped back."""
+    run_mpp = pixel_size or predictor.model.native_mpp
 
     def segment(image: np.ndarray, mpp: float | None) -> np.ndarray:
-        native = _at_model_pixel_size(image, mpp, predictor.model.native_mpp)
+        native = _at_model_pixel_size(image, mpp, run_mpp)
         det = predictor.predict_image(native, prompt, intensity_range(native))
         back = native.shape[1] / image.shape[1], native.shape[0] / image.shape[0]
         contours = det.contours / np.array(back, np.float32)

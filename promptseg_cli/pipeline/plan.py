@@ -100,8 +100,8 @@ class SlidePlan:
         usable = [i for i, d in enumerate(downsamples) if d <= to_level0 * 1.01]
         level = max(usable, key=lambda i: downsamples[i]) if usable else 0
         factor = to_level0 / downsamples[level]
-        if abs(factor - 1.0) < 0.01:
-            factor = 1.0
+        if abs(factor - 1.0) < 0.01:  # within 1%: run on the level's own pixels, no resampling
+            factor, to_level0 = 1.0, downsamples[level]
         native = (max(1, math.floor(width0 / to_level0)), max(1, math.floor(height0 / to_level0)))
         return cls(level, factor, to_level0, native, mpp0, tile_size, overlap)
 

@@ -62,6 +62,7 @@ class SegmentOptions:
     preview: Path | None = None
     channels: str | None = None
     link_z: bool = False
+    pixel_size: float | None = None  # microns per model pixel; None: the model's native pixel size
 
 
 @dataclass
@@ -84,7 +85,7 @@ def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
             "overlap": options.overlap, "mpp_override": options.mpp, "ngff": options.ngff,
             "tissue_detection": options.tissue_detection, "score_threshold": getattr(predictor, "score_threshold", None),
             "precision": getattr(predictor, "precision", "fp32"), "channels": options.channels,
-            "table": options.table, "link_z": options.link_z}
+            "table": options.table, "link_z": options.link_z, "pixel_size": options.pixel_size}
 
 
 def output_is_current(output: Path, predictor: Predictor, options: SegmentOptions) -> bool:
@@ -187,7 +188,8 @@ class SlideRun:
         if self.mpp0 is None:
             self.warnings.append(f"{path}: no pixel size in the file; running at native resolution (set --mpp to fix)")
             reporter.warn(self.warnings[-1])
-        self.plan = SlidePlan.create(reader, predictor.model.native_mpp, self.mpp0, options.tile_size, options.overlap)
+        self.plan = SlidePlan.create(reader, options.pixel_size or predictor.model.native_mpp, self.mpp0,
+                                     options.tile_size, options.overlap)
         width0, height0 = reader.level_dimensions[0]
         planes = reader.planes
         spacing = reader.plane_spacing
@@ -358,7 +360,8 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
         "promptseg": __version__,
         "input": str(result.input), "output": str(result.output), "backend": reader.backend,
         "dimensions": list(reader.level_dimensions[0]), "mpp": result.mpp,
-        "model": {"version": predictor.model.version, "native_mpp": predictor.model.native_mpp},
+        "model": {"version": predictor.model.version, "native_mpp": predictor.model.native_mpp,
+                  "run_mpp": options.pixel_size or predictor.model.native_mpp},
         "prompts": options.prompts,
         "parameters": run_parameters(predictor, options),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items() if k != "prompts"},
