@@ -15,6 +15,7 @@ label levels take every other pixel (nearest), never interpolate.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,14 +190,23 @@ class OmeZarrWriter:
         """Add run facts (object counts, ...) to the promptseg section of the root attributes."""
         self.root.attrs["promptseg"] = {**self.root.attrs["promptseg"], **values}
 
-    def build_pyramids(self) -> None:
-        """Fill levels 1.. from the level above, plane by plane: image by 2x2 mean, labels by nearest."""
+    def build_image_pyramid(self, stop: threading.Event | None = None) -> None:
+        """Fill image levels 1.. from the level above by 2x2 mean, plane by plane (until ``stop`` is set)."""
         layout, every = self.layout, slice(None)
         for level in range(1, layout.n_levels):
             for plane in layout.planes:
                 for y0, y1, x0, x1 in self.blocks(level):
+                    if stop is not None and stop.is_set():
+                        return
                     src = self.image[level - 1][layout.index(plane, every, slice(2 * y0, 2 * y1), slice(2 * x0, 2 * x1))]
                     self.image[level][layout.index(plane, every, slice(y0, y1), slice(x0, x1))] = _mean2(src, y1 - y0, x1 - x0)
+
+    def build_label_pyramids(self) -> None:
+        """Fill label levels 1.. from the level above by nearest neighbour (every other pixel), plane by plane."""
+        layout = self.layout
+        for level in range(1, layout.n_levels):
+            for plane in layout.planes:
+                for y0, y1, x0, x1 in self.blocks(level):
                     for arrays in self.labels.values():
                         nearest = arrays[level - 1][layout.index(plane, 0, slice(2 * y0, 2 * y1, 2), slice(2 * x0, 2 * x1, 2))]
                         arrays[level][layout.index(plane, 0, slice(y0, y1), slice(x0, x1))] = nearest

@@ -237,7 +237,7 @@ class SlideRun:
             image_copy.result()
         counts = {p: s.count for p, s in self.streams.items()}
         links = link_z_planes(writer, counts, self.checkpoints.parts) if self.options.link_z and self.layout.z > 1 else {}
-        writer.build_pyramids()
+        writer.build_label_pyramids()
         writer.record(objects=counts, **({"objects_3d": {p: int(len(np.unique(m[1:]))) for p, m in links.items()}}
                                          if links else {}))
         self._write_records(writer, links)
@@ -379,7 +379,8 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
 
 
 def _copy_image(reader: SlideReader, writer: OmeZarrWriter, abandon: threading.Event) -> None:
-    """Copy level 0 of every plane into the output image, one write unit at a time (until ``abandon`` is set)."""
+    """Copy level 0 of every plane into the output image, one write unit at a time (until ``abandon`` is set),
+    then build the image pyramid; this runs in the background while the tiles are segmented."""
     layout = writer.layout
     for plane in layout.planes:
         plane_reader = reader.plane_reader(*plane)
@@ -388,3 +389,4 @@ def _copy_image(reader: SlideReader, writer: OmeZarrWriter, abandon: threading.E
                 return
             pixels = plane_reader.read(0, x0, y0, x1 - x0, y1 - y0, fill=255).transpose(2, 0, 1)
             writer.image[0][layout.index(plane, slice(None), slice(y0, y1), slice(x0, x1))] = pixels
+    writer.build_image_pyramid(abandon)
