@@ -169,12 +169,14 @@ class CompositeReader(SlideReader):
     def _range(self, channel: int) -> tuple[float, float]:
         """1st/99.8th percentile of a channel over the whole image: smallest level, up to ``RANGE_PLANES`` planes."""
         smallest = len(self.stack.levels) - 1
+        width, height = self.level_dimensions[smallest]
+        step = max(1, -(-max(width, height) // 1024))  # read every step-th pixel: at most ~1024 x 1024 per plane
         planes = self.planes
         chosen = [planes[i] for i in np.linspace(0, len(planes) - 1, min(RANGE_PLANES, len(planes))).round().astype(int)]
         samples = []
         for t, z in chosen:
-            data = self.stack.plane(smallest, channel, slice(None), slice(None), t, z).astype(np.float32)
-            samples.append(data[:: max(1, data.shape[0] // 1024), :: max(1, data.shape[1] // 1024)].ravel())
+            data = self.stack.plane(smallest, channel, slice(None, None, step), slice(None, None, step), t, z)
+            samples.append(data.astype(np.float32).ravel())
         low, high = np.percentile(np.concatenate(samples), [1, 99.8])
         return float(low), float(max(high, low + 1e-6))
 
