@@ -372,10 +372,23 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
                   "processed_mpx": round(result.pixels_processed / 1e6, 2)},
         "objects": result.objects,
         "seconds": {"total": round(result.seconds, 2), "tiles": round(inference_seconds, 2)},
-        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_memory_mb": round(peak_rss_mb(), 1),
         "warnings": result.warnings,
     }
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB: ``VmHWM`` on Linux (``ru_maxrss`` elsewhere; on Linux that
+    value also counts the parent's memory before ``exec``, so a child of a big process would over-report)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _copy_image(reader: SlideReader, writer: OmeZarrWriter, abandon: threading.Event) -> None:
