@@ -26,7 +26,7 @@ import torch
 from promptseg_cli.model.predictor import Predictor
 from promptseg_cli.model.weights import load_model
 from promptseg_cli.pipeline.plan import SlidePlan, Tile
-from promptseg_cli.slide.lazy import level_array, thumbnail
+from promptseg_cli.slide.lazy import thumbnail
 from promptseg_cli.slide.readers import open_slide
 from promptseg_cli.training.datasets import intensity_range
 
@@ -44,9 +44,8 @@ def model_only_seconds_per_tile(slide: Path, mosaic, samples: int = 4) -> float:
             if (mosaic.choice[r * cells : (r + 1) * cells, c * cells : (c + 1) * cells] >= 0).all()][:samples]
     with open_slide(slide) as reader:
         plan = SlidePlan.create(reader, predictor.model.native_mpp, reader.mpp, TILE, OVERLAP)
-        level = level_array(reader, plan.level)
         intensity = intensity_range(thumbnail(reader)[0])
-        tiles = [plan.read_tile(level, Tile(r, c, c * TILE, r * TILE, TILE, TILE, OVERLAP, TILE), 128) for r, c in full]
+        tiles = [plan.read_tile(reader, Tile(r, c, c * TILE, r * TILE, TILE, TILE, OVERLAP, TILE), 128) for r, c in full]
     with torch.inference_mode():
         predictor.predict(tiles[0][None], "nuclei", intensity)
         started = time.perf_counter()

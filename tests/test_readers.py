@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from promptseg_cli.slide.lazy import level_array, read_window, thumbnail
+from promptseg_cli.slide.lazy import level_array, thumbnail
 from promptseg_cli.slide.readers import SlideError, open_slide
 from promptseg_cli.slide.resample import resample_region, source_span
 
@@ -82,11 +82,12 @@ def test_truncated_slide_fails_cleanly(tmp_path, slides):
     assert str(path) in str(err.value)
 
 
-def test_lazy_level_array_reads_windows(slides):
+def test_lazy_level_array_and_windows_beyond_the_edge(slides):
     with open_slide(slides / "DAPI-40x-fluorescence.ndpi") as r:
         arr = level_array(r, 2)
         assert arr.shape == (1216, 992, 3)
-        window = read_window(arr, -10, 1200, 40, 30, fill=7)
+        np.testing.assert_array_equal(arr[1200:, :30].compute(), r.read(2, 0, 1200, 30, 16))
+        window = r.read(2, -10, 1200, 40, 30, fill=7)
         np.testing.assert_array_equal(window[:16, 10:], r.read(2, 0, 1200, 30, 16))
         assert (window[:, :10] == 7).all() and (window[16:] == 7).all()
         small, downsample = thumbnail(r, max_size=512)

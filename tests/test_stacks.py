@@ -168,6 +168,32 @@ def test_a_zyx_stack_with_a_subifd_pyramid_and_a_stack_output_as_input(tmp_path)
         assert counts.summary()["f1@0.5"] > 0.95
 
 
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_an_ome_zarr_stack_from_another_writer(tmp_path, ngff):
+    """A CZYX image written by ome-zarr-py (NGFF 0.4 and 0.5) with physical scales; channels given by index."""
+    from ome_zarr.format import FormatV04, FormatV05
+    from ome_zarr.writer import write_image
+
+    planes = [_tissue(seed) for seed in (8, 9)]
+    data = np.stack([p[0] for p in planes], axis=1)[..., :320, :320]  # (C, Z, Y, X)
+    path = tmp_path / f"other{ngff}.ome.zarr"
+    fmt = FormatV04() if ngff == "0.4" else FormatV05()
+    group = zarr.open_group(str(path), mode="w", zarr_format=2 if ngff == "0.4" else 3)
+    write_image(data, group, axes="czyx", fmt=fmt, scale={"z": 3.0, "y": 0.5, "x": 0.5},
+                axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"})
+    run = promptseg("segment", path, "-o", tmp_path / "out.ome.zarr", "--channels", "nucleus=1,membrane=0")
+    assert run.returncode == 0, run.stderr
+    out = zarr.open_group(str(tmp_path / "out.ome.zarr"), mode="r")
+    labels = np.asarray(out["labels/nuclei/0"])
+    assert labels.shape == (1, 2, 320, 320)
+    assert out["labels/nuclei"].attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == \
+        [1.0, 3.0, 0.5, 0.5]
+    for z, (_, truth) in enumerate(planes):
+        counts = Counts()
+        counts.add(truth[:320, :320], labels[0, z])
+        assert counts.summary()["ap@0.5"] > 0.75
+
+
 class StoppingPredictor(Predictor):
     """The real model; asks the run to stop (as SIGTERM does) after ``calls`` forward passes."""
 

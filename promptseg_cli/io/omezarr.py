@@ -198,8 +198,12 @@ class OmeZarrWriter:
                 for y0, y1, x0, x1 in self.blocks(level):
                     if stop is not None and stop.is_set():
                         return
-                    src = self.image[level - 1][layout.index(plane, every, slice(2 * y0, 2 * y1), slice(2 * x0, 2 * x1))]
-                    self.image[level][layout.index(plane, every, slice(y0, y1), slice(x0, x1))] = _mean2(src, y1 - y0, x1 - x0)
+                    block = np.empty((3, y1 - y0, x1 - x0), np.uint8)
+                    for s0 in range(y0, y1, CHUNK):  # strips bound the temporaries to a few tens of MB
+                        s1 = min(s0 + CHUNK, y1)
+                        src = self.image[level - 1][layout.index(plane, every, slice(2 * s0, 2 * s1), slice(2 * x0, 2 * x1))]
+                        block[:, s0 - y0 : s1 - y0] = _mean2(src, s1 - s0, x1 - x0)
+                    self.image[level][layout.index(plane, every, slice(y0, y1), slice(x0, x1))] = block
 
     def build_label_pyramids(self) -> None:
         """Fill label levels 1.. from the level above by nearest neighbour (every other pixel), plane by plane."""

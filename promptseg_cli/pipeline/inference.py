@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model.predictor import Detections, Predictor
-from ..slide.lazy import level_array
-from ..slide.readers import open_slide
+from ..slide.readers import SlideReader, open_slide
 from .measure import mean_intensities
 from .plan import SlidePlan, Tile
 
@@ -39,26 +38,25 @@ def finish_batch(predictor: Predictor, outputs: dict, pixels: np.ndarray) -> Til
     return out
 
 
-def read_batch(level, plan: SlidePlan, batch: list[Tile], fill: int) -> np.ndarray:
-    return np.stack([plan.read_tile(level, t, fill) for t in batch])
+def read_batch(reader: SlideReader, plan: SlidePlan, batch: list[Tile], fill: int) -> np.ndarray:
+    return np.stack([plan.read_tile(reader, t, fill) for t in batch])
 
 
-def local_results(predictor: Predictor, slide, plan: SlidePlan, batches: list[list[Tile]], start: int,
+def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, batches: list[list[Tile]], start: int,
                   prompts: list[str], intensity: tuple[float, float], fill: int) -> Iterator[TileResults]:
     """Results of ``batches[start:]`` in order, computed in this process.
 
     Three stages overlap: reads run two batches ahead in background threads, the network runs here, and the
     post-processing of a batch (contours, NMS, intensities) runs in a background thread during the next forward.
     """
-    level = level_array(slide, plan.level)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="post") as post:
-        pending: list[Future] = [pool.submit(read_batch, level, plan, b, fill) for b in batches[start : start + 2]]
+        pending: list[Future] = [pool.submit(read_batch, slide, plan, b, fill) for b in batches[start : start + 2]]
         finishing: Future | None = None
         for index in range(start, len(batches)):
             pixels = pending.pop(0).result()
             if index + 2 < len(batches):
-                pending.append(pool.submit(read_batch, level, plan, batches[index + 2], fill))
+                pending.append(pool.submit(read_batch, slide, plan, batches[index + 2], fill))
             outputs = {p: predictor.forward(pixels, p, intensity) for p in prompts}
             if finishing is not None:
                 yield finishing.result()
@@ -83,7 +81,7 @@ def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int],
     if (slide_path, channels) not in _worker_cache:
         _worker_cache[slide_path, channels] = open_slide(slide_path, channels)
     reader = _worker_cache[slide_path, channels].plane_reader(*plane)
-    pixels = read_batch(level_array(reader, plan.level), plan, batch, fill)
+    pixels = read_batch(reader, plan, batch, fill)
     return infer_batch(_worker_cache[key], pixels, prompts, intensity)
 
 

@@ -17,12 +17,10 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import dask.array as da
 import numpy as np
 
 from ..model.network import STRIDE_MULTIPLE
 from ..slide.readers import SlideReader
-from ..slide.lazy import read_window
 from ..slide.resample import resample_region, source_span
 
 
@@ -117,14 +115,14 @@ class SlidePlan:
         w, h = self.native_size
         return math.ceil(h / self.tile_size), math.ceil(w / self.tile_size)
 
-    def read_tile(self, level: da.Array, tile: Tile, fill: int = 0) -> np.ndarray:
-        """The tile with halo (``tile.read_shape``) at native resolution from the lazy read-level array; ``fill``
-        beyond the slide."""
+    def read_tile(self, reader: SlideReader, tile: Tile, fill: int = 0) -> np.ndarray:
+        """The tile with halo (``tile.read_shape``) at native resolution, read from the read level's exact window;
+        ``fill`` beyond the slide."""
         x, y, _, _ = tile.read_box
         h, w = tile.read_shape
         if self.factor == 1.0:
-            return read_window(level, x, y, w, h, fill)
+            return reader.read(self.level, x, y, w, h, fill)
         sx0, sx1 = source_span(x, w, self.factor)
         sy0, sy1 = source_span(y, h, self.factor)
-        region = read_window(level, sx0, sy0, sx1 - sx0, sy1 - sy0, fill)
+        region = reader.read(self.level, sx0, sy0, sx1 - sx0, sy1 - sy0, fill)
         return resample_region(region, (sx0, sy0), (x, y), (w, h), self.factor)

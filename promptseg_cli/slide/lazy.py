@@ -1,4 +1,8 @@
-"""Lazy dask arrays over slide levels and whole-image statistics computed by streaming them."""
+"""Lazy dask arrays over slide levels and whole-image statistics computed by streaming them.
+
+Tiles are not read through these arrays: a tile with its halo straddles up to four chunks, and dask would decode
+all of them (about six times the pixels), so tiles read their exact window with :meth:`SlideReader.read`.
+"""
 
 from __future__ import annotations
 
@@ -55,13 +59,3 @@ def thumbnail(reader: SlideReader, max_size: int = 2048) -> tuple[np.ndarray, fl
         small = np.asarray(array.compute(), dtype=np.float32)
     downsample = reader.level_downsamples[level] * factor
     return np.clip(small, 0, 255).astype(np.uint8), downsample
-
-
-def read_window(array: da.Array, x: int, y: int, width: int, height: int, fill: int = 0) -> np.ndarray:
-    """Compute the ``(height, width, 3)`` window of a lazy level array; parts outside it are ``fill``."""
-    h, w = array.shape[:2]
-    out = np.full((height, width, 3), fill, np.uint8)
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, w), min(y + height, h)
-    if x1 > x0 and y1 > y0:
-        out[y0 - y : y1 - y, x0 - x : x1 - x] = array[y0:y1, x0:x1].compute(scheduler="synchronous")
-    return out
