@@ -1,8 +1,9 @@
 """``promptseg segment``: one slide in, one OME-Zarr with label pyramids out (plus optional GeoJSON, tables, preview).
 
-Data path (for each (t, z) plane of a stack in turn): reader -> lazy dask array over the read level -> tiles with halo (resampled to the model's pixel
-size, background tiles skipped by the tissue mask) -> CPN per batch of tiles -> seam merging (``merge.py``)
--> level-0 contours -> streamed label blocks (``labels.py``) and the object catalog (``catalog.py``: measurements,
+Data path (for each (t, z) plane of a stack in turn): reader -> overview (streamed through a lazy dask array) for
+the tissue mask and intensity range -> tiles with halo read as exact windows of the read level (resampled to the
+model's pixel size; background skipped, partly-tissue tiles cropped) -> CPN per batch of tiles -> seam merging
+(``merge.py``) -> level-0 contours -> streamed label blocks (``labels.py``) and the object catalog (``catalog.py``: measurements,
 nucleus-cell links, GeoJSON and tables) -> optional linking across Z (``link_z.py``) -> image copy and pyramids
 -> report -> atomic rename.
 """
