@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import zarr
 
 from conftest import REPO
@@ -89,3 +90,26 @@ def test_a_second_process_on_the_same_output_is_refused(tmp_path):
     _, stderr = second.communicate()
     assert second.returncode == 2 and "another promptseg process is writing this output" in stderr
     assert first.wait() == 0
+
+
+def test_a_run_without_geojson_is_not_resumed_into_one_with_geojson(tmp_path):
+    """Intensities are only measured when a table or GeoJSON is asked for, so such a run starts afresh."""
+    from test_stacks import StoppingPredictor
+
+    from promptseg_cli.model.predictor import Predictor
+    from promptseg_cli.model.weights import load_model
+    from promptseg_cli.pipeline.resume import Interrupted, partial_path, stop_requested
+    from promptseg_cli.pipeline.segment import SegmentOptions, segment_slide
+    from promptseg_cli.progress import Reporter
+
+    out, geojson = tmp_path / "slide.ome.zarr", tmp_path / "slide.geojson"
+    try:
+        with pytest.raises(Interrupted):
+            segment_slide(SLIDE, out, StoppingPredictor(calls=20), SegmentOptions(["nuclei"], tile_size=256), Reporter(quiet=True))
+    finally:
+        stop_requested.clear()
+    assert (partial_path(out) / "promptseg-state.pkl").exists()
+    segment_slide(SLIDE, out, Predictor(load_model()), SegmentOptions(["nuclei"], tile_size=256, geojson=geojson),
+                  Reporter(quiet=True))
+    features = json.loads(geojson.read_text())["features"]
+    assert len(features) > 100 and all(f["properties"]["measurements"]["Mean red"] > 0 for f in features)

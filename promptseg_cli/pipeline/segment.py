@@ -201,7 +201,8 @@ class SlideRun:
             self.warnings.append(f"{path}: --link-z needs Z planes; the image has none")
             reporter.warn(self.warnings[-1])
         self.parameters = run_parameters(predictor, options)
-        identity = {"input": str(path.resolve()), "size": path.stat().st_size, **self.parameters}
+        self.measure = options.table is not None or options.geojson is not None  # intensities are for those
+        identity = {"input": str(path.resolve()), "size": path.stat().st_size, **self.parameters, "measure": self.measure}
         self.checkpoints = Checkpoints(work, json.loads(json.dumps(identity)))
         self.tiles_total = self.tiles_run = self.tiles_skipped = self.pixels_processed = 0
         self.intensity: list[tuple[float, float]] = []
@@ -291,11 +292,12 @@ class SlideRun:
         fill = int(round((intensity[0] + intensity[1]) / 2))
         batches = list(_batches(tiles, options.batch_size))
         if self.client is None:
-            results = local_results(self.predictor, reader, plan, batches, start, options.prompts, intensity, fill)
+            results = local_results(self.predictor, reader, plan, batches, start, options.prompts, intensity, fill,
+                                    self.measure)
         else:
             results = cluster_results(self.client, self.predictor, self.path, options.channels,
                                       self.layout.planes[self.plane_index], plan, batches, start, options.prompts,
-                                      intensity, fill)
+                                      intensity, fill, self.measure)
         done = sum(len(b) for b in batches[:start])
         name = self.path.name if len(self.layout.planes) == 1 else f"{self.path.name} plane {self.plane_index + 1}/{len(self.layout.planes)}"
         try:
