@@ -110,8 +110,13 @@ class SlideReader(ABC):
         self.close()
 
 
+#: Microns per unit of the ``unit`` that ImageJ/Fiji writes into its metadata.
+IMAGEJ_UNITS = {"micron": 1.0, "um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "nm": 1e-3, "mm": 1e3}
+
+
 def tiff_mpp(tif) -> float | None:
-    """Microns per pixel of a ``tifffile.TiffFile``: OME ``PhysicalSizeX``, else resolution tags."""
+    """Microns per pixel of a ``tifffile.TiffFile``: OME ``PhysicalSizeX``, else resolution tags (whose unit is in
+    the ImageJ metadata for ImageJ/Fiji files, in ``ResolutionUnit`` otherwise)."""
     import re
 
     if tif.ome_metadata:
@@ -121,10 +126,17 @@ def tiff_mpp(tif) -> float | None:
             factor = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}.get(unit.group(1) if unit else "µm", 1.0)
             return float(match.group(1)) * factor
     tags = tif.pages[0].tags
-    if "XResolution" in tags and "ResolutionUnit" in tags:
-        num, den = tags["XResolution"].value
+    if "XResolution" not in tags:
+        return None
+    num, den = tags["XResolution"].value
+    if num <= 0 or den <= 0:
+        return None
+    imagej_unit = (tif.imagej_metadata or {}).get("unit")
+    if imagej_unit in IMAGEJ_UNITS:
+        return IMAGEJ_UNITS[imagej_unit] * den / num
+    if "ResolutionUnit" in tags:
         per_unit = {2: 25400.0, 3: 10000.0}.get(int(tags["ResolutionUnit"].value))
-        if per_unit and num > 0 and den > 0 and num / den > 1:
+        if per_unit and num / den > 1:
             return per_unit * den / num
     return None
 

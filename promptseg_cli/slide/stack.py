@@ -64,10 +64,9 @@ def _open_tiff(path: Path) -> ImageStack:
         z_spacing = _ome_value(tif.ome_metadata, "PhysicalSizeZ", {"nm": 1e-3, "mm": 1e3, "µm": 1.0, "um": 1.0})
         t_interval = _ome_value(tif.ome_metadata, "TimeIncrement", {"ms": 1e-3, "min": 60.0, "h": 3600.0, "s": 1.0})
         imagej = tif.imagej_metadata or {}
-        if imagej and not tif.ome_metadata:  # ImageJ hyperstacks: units in the ImageJ metadata, not the tags
+        if imagej and not tif.ome_metadata:  # ImageJ hyperstacks: Z and T steps in the ImageJ metadata
             z_spacing = float(imagej["spacing"]) if imagej.get("spacing") else None
             t_interval = float(imagej["finterval"]) if imagej.get("finterval") else None
-            mpp = _imagej_mpp(tif.pages[0], imagej.get("unit"))
         n_levels = len(series.levels)
     if not set(axes) <= set("TCZYX") or len(set(axes)) != len(axes):
         raise SlideError(f"{path}: unsupported axes {series.axes}")
@@ -76,15 +75,6 @@ def _open_tiff(path: Path) -> ImageStack:
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
     return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp,
                       z_spacing, t_interval)
-
-
-def _imagej_mpp(page, unit: str | None) -> float | None:
-    """Pixel size of an ImageJ TIFF: 1 / XResolution in the metadata's unit (micron or nm)."""
-    scale = {"micron": 1.0, "um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "nm": 1e-3, "mm": 1e3}.get(unit or "")
-    if scale is None or "XResolution" not in page.tags:
-        return None
-    num, den = page.tags["XResolution"].value
-    return scale * den / num if num > 0 and den > 0 else None
 
 
 def _ome_value(ome: str | None, name: str, units: dict[str, float]) -> float | None:
