@@ -32,6 +32,7 @@ app = typer.Typer(
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and tracebacks on errors.")]
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Model file (default: the weights shipped with promptseg).")]
+PixelSizeOpt = Annotated[Optional[float], typer.Option("--pixel-size", help="Run the model at this pixel size in microns instead of its native one (finer is slower; see MODEL_CARD.md). Example: --pixel-size 0.33")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps. Example: --device cuda")]
 
 
@@ -95,6 +96,11 @@ def _resolve_prompts(prompts: list[str], reporter: Reporter) -> list[str]:
     return resolved
 
 
+def _check_pixel_size(pixel_size: float | None, reporter: Reporter) -> None:
+    if pixel_size is not None and pixel_size <= 0:
+        _fail(reporter, f"--pixel-size must be positive, got {pixel_size}")
+
+
 def output_name(path: Path) -> str:
     """``slide.svs`` -> ``slide.ome.zarr`` (also strips ``.ome`` of ``.ome.tif``)."""
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
@@ -114,7 +120,7 @@ def segment(
     tile_size: Annotated[int, typer.Option("--tile-size", help="Tile core size in model pixels (multiple of 16). Example: --tile-size 2048")] = 1024,
     overlap: Annotated[int, typer.Option("--overlap", help="Halo around each tile in model pixels (multiple of 16); must exceed the largest object radius. Example: --overlap 64")] = 32,
     mpp: Annotated[Optional[float], typer.Option("--mpp", help="Level-0 pixel size in microns, overriding the file's. Example: --mpp 0.25")] = None,
-    pixel_size: Annotated[Optional[float], typer.Option("--pixel-size", help="Run the model at this pixel size in microns instead of its native one (finer is slower; see MODEL_CARD.md). Example: --pixel-size 0.33")] = None,
+    pixel_size: PixelSizeOpt = None,
     channels: Annotated[Optional[str], typer.Option("--channels", help="Channels of a multichannel image to use (names from OME metadata or indices); nucleus shows as blue, membrane/cytoplasm as green. Example: --channels nucleus=DAPI,membrane=2")] = None,
     link_z: Annotated[bool, typer.Option("--link-z", help="Join 2-D objects of adjacent Z planes into 3-D objects (same label value) when their pixel IoU exceeds 0.5.")] = False,
     ngff: Annotated[str, typer.Option("--ngff", help="OME-NGFF version: 0.5 (zarr v3, sharded) or 0.4 (zarr v2). Example: --ngff 0.4")] = "0.5",
@@ -149,8 +155,7 @@ def segment(
         _fail(reporter, f"--ngff must be 0.4 or 0.5, got {ngff}")
     if table is not None and table not in ("parquet", "csv"):
         _fail(reporter, f"--table must be parquet or csv, got {table}")
-    if pixel_size is not None and pixel_size <= 0:
-        _fail(reporter, f"--pixel-size must be positive, got {pixel_size}")
+    _check_pixel_size(pixel_size, reporter)
     prompts = _resolve_prompts(prompt, reporter)
     try:
         items = list(inputs or []) + (read_input_list(input_list) if input_list else [])
@@ -261,7 +266,7 @@ def evaluate(
     save_predictions: Annotated[Optional[Path], typer.Option("--save-predictions", help="Write <id>.tif uint32 label maps here. Example: --save-predictions preds/")] = None,
     split: Annotated[str, typer.Option("--split", help="all, validation (promptseg's fixed held-out images) or train. Example: --split validation")] = "all",
     method: Annotated[str, typer.Option("--method", help="cpn (the model) or otsu-watershed (classical baseline). Example: --method otsu-watershed")] = "cpn",
-    pixel_size: Annotated[Optional[float], typer.Option("--pixel-size", help="Run the model at this pixel size in microns instead of its native one (finer is slower; see MODEL_CARD.md). Example: --pixel-size 0.33")] = None,
+    pixel_size: PixelSizeOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
@@ -285,8 +290,7 @@ def evaluate(
     held_out = validation_ids(dataset)
     ids = None if split == "all" else held_out if split == "validation" else {r["id"] for r in read_index(dataset)} - held_out
     predictor = _load_predictor(model, device, reporter)
-    if pixel_size is not None and pixel_size <= 0:
-        _fail(reporter, f"--pixel-size must be positive, got {pixel_size}")
+    _check_pixel_size(pixel_size, reporter)
     segmenter = cpn_segmenter(predictor, canonical, pixel_size) if method == "cpn" else \
         baseline_segmenter(pixel_size or predictor.model.native_mpp)
     total = len(ids) if ids is not None else len(read_index(dataset))

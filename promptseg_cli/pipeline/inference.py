@@ -24,12 +24,12 @@ TileResults = list[dict[str, Detections]]
 
 
 def infer_batch(predictor: Predictor, pixels: np.ndarray, prompts: list[str], intensity: tuple[float, float],
-                measure: bool = True) -> TileResults:
+                measure: bool) -> TileResults:
     """Detections of each prompt for each tile of ``pixels``, with per-object mean intensities when ``measure``."""
     return finish_batch(predictor, {p: predictor.forward(pixels, p, intensity) for p in prompts}, pixels, measure)
 
 
-def finish_batch(predictor: Predictor, outputs: dict, pixels: np.ndarray, measure: bool = True) -> TileResults:
+def finish_batch(predictor: Predictor, outputs: dict, pixels: np.ndarray, measure: bool) -> TileResults:
     """The post-processing half of :func:`infer_batch`, from the network outputs of each prompt. Without
     ``measure`` (no table or GeoJSON asked for) the intensities are NaN: they cost about a tenth of the run."""
     out: TileResults = [{} for _ in range(len(pixels))]
@@ -46,7 +46,7 @@ def read_batch(reader: SlideReader, plan: SlidePlan, batch: list[Tile], fill: in
 
 
 def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, batches: list[list[Tile]], start: int,
-                  prompts: list[str], intensity: tuple[float, float], fill: int, measure: bool = True) -> Iterator[TileResults]:
+                  prompts: list[str], intensity: tuple[float, float], fill: int, measure: bool) -> Iterator[TileResults]:
     """Results of ``batches[start:]`` in order, computed in this process.
 
     Three stages overlap: reads run two batches ahead in background threads, the network runs here, and the
@@ -73,7 +73,7 @@ _worker_cache: dict = {}
 
 def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int], model_path: str | None,
                   settings: tuple[float, float, str], plan: SlidePlan, batch: list[Tile], prompts: list[str],
-                  intensity: tuple[float, float], fill: int, measure: bool = True) -> TileResults:
+                  intensity: tuple[float, float], fill: int, measure: bool) -> TileResults:
     """Runs on a dask worker: the slide and the model are opened once per worker process."""
     from ..model.weights import load_model
 
@@ -91,7 +91,7 @@ def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int],
 def cluster_results(client, predictor: Predictor, slide_path: Path, channels: str | None, plane: tuple[int, int],
                     plan: SlidePlan, batches: list[list[Tile]], start: int,
                     prompts: list[str], intensity: tuple[float, float], fill: int,
-                    measure: bool = True) -> Iterator[TileResults]:
+                    measure: bool) -> Iterator[TileResults]:
     """Results of ``batches[start:]`` of plane ``(t, z)`` in order, computed by the workers of a ``distributed.Client``."""
     model_path = str(predictor.model.path)
     settings = (predictor.score_threshold, predictor.nms_threshold, predictor.precision)
