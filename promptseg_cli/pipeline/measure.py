@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import shapely
 from skimage.color import rgb2hed
-from skimage.draw import polygon as fill_polygon
 
 from ..model.nms import polygons_from_contours
+from .rasterize import polygon_pixels
 
 
 MEASUREMENTS = ("centroid_x", "centroid_y", "area", "perimeter", "major_axis", "minor_axis", "eccentricity", "solidity",
@@ -53,12 +53,11 @@ INTENSITY_CHANNELS = ("red", "green", "blue", "haematoxylin", "eosin")
 
 
 def mean_intensities(tile: np.ndarray, contours: np.ndarray) -> np.ndarray:
-    """Mean of each :data:`INTENSITY_CHANNELS` inside each contour (tile pixel coordinates); ``(N, 5)``."""
-    out = np.zeros((len(contours), len(INTENSITY_CHANNELS)), np.float32)
-    for k, xy in enumerate(contours):
-        rr, cc = fill_polygon(xy[:, 1] - 0.5, xy[:, 0] - 0.5, tile.shape[:2])
-        if len(rr):
-            pixels = tile[rr, cc]
-            out[k, :3] = pixels.mean(axis=0)
-            out[k, 3:] = rgb2hed(pixels[None])[0, :, :2].mean(axis=0)
-    return out
+    """Mean of each :data:`INTENSITY_CHANNELS` inside each contour (tile pixel coordinates); ``(N, 5)``, zeros for
+    a contour that covers no pixel centre."""
+    index, rows, cols = polygon_pixels(contours, tile.shape[:2])
+    pixels = tile[rows, cols]
+    values = np.concatenate([pixels, rgb2hed(pixels[None])[0, :, :2]], axis=1) if len(pixels) else np.zeros((0, 5))
+    count = np.maximum(np.bincount(index, minlength=len(contours)), 1)
+    sums = [np.bincount(index, weights=values[:, c], minlength=len(contours)) for c in range(values.shape[1])]
+    return (np.stack(sums, axis=1) / count[:, None]).astype(np.float32)

@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -300,13 +300,21 @@ class SlideRun:
                                       intensity, fill, self.measure)
         done = sum(len(b) for b in batches[:start])
         name = self.path.name if len(self.layout.planes) == 1 else f"{self.path.name} plane {self.plane_index + 1}/{len(self.layout.planes)}"
+        taking: Future | None = None
         try:
-            with self.reporter.task(f"segmenting {name}", total=len(tiles), completed=done) as advance:
+            with self.reporter.task(f"segmenting {name}", total=len(tiles), completed=done) as advance, \
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge") as merging:
                 for index, per_tile in zip(range(start, len(batches)), results):
-                    self._take(batches, index, per_tile)
-                    advance(len(batches[index]), f"{sum(s.count for s in self.streams.values())} objects")
+                    if taking is not None:
+                        taking.result()  # one batch in merging at a time: memory stays bounded
+                        advance(len(batches[index - 1]), f"{sum(s.count for s in self.streams.values())} objects")
                     if stop_requested.is_set():
                         raise Interrupted(f"{self.path}: stopped; run the same command again to resume")
+                    # merging and writing overlap with the model's next batch
+                    taking = merging.submit(self._take, batches, index, per_tile)
+                if taking is not None:
+                    taking.result()
+                    advance(len(batches[-1]), f"{sum(s.count for s in self.streams.values())} objects")
         finally:
             results.close()  # waits for reads in flight, so the slide is not closed under them
         if not batches:
@@ -395,14 +403,13 @@ def peak_rss_mb() -> float:
 
 
 def _copy_image(reader: SlideReader, writer: OmeZarrWriter, abandon: threading.Event) -> None:
-    """Copy level 0 of every plane into the output image, one write unit at a time (until ``abandon`` is set),
-    then build the image pyramid; this runs in the background while the tiles are segmented."""
-    layout = writer.layout
-    for plane in layout.planes:
-        plane_reader = reader.plane_reader(*plane)
-        for y0, y1, x0, x1 in writer.blocks(0):
-            if abandon.is_set():
-                return
-            pixels = plane_reader.read(0, x0, y0, x1 - x0, y1 - y0, fill=255).transpose(2, 0, 1)
-            writer.image[0][layout.index(plane, slice(None), slice(y0, y1), slice(x0, x1))] = pixels
-    writer.build_image_pyramid(abandon)
+    """Copy level 0 of every plane into the output image with its pyramid (until ``abandon`` is set); this runs
+    in the background while the tiles are segmented."""
+    planes: dict[tuple[int, int], SlideReader] = {}
+
+    def read(plane: tuple[int, int], x: int, y: int, width: int, height: int) -> np.ndarray:
+        if plane not in planes:
+            planes[plane] = reader.plane_reader(*plane)
+        return planes[plane].read(0, x, y, width, height, fill=255)
+
+    writer.write_image(read, abandon)

@@ -145,6 +145,8 @@ def _rgba_on_white(rgba: np.ndarray) -> np.ndarray:
     """Composite RGBA (transparent = no data) on white, as slide viewers show it."""
     if rgba.shape[-1] == 3:
         return rgba
+    if rgba[..., 3].min() == 255:  # opaque (inside the scanned area): nothing to composite
+        return rgba[..., :3]
     alpha = rgba[..., 3:4].astype(np.uint16)
     return ((rgba[..., :3] * alpha + 255 * (255 - alpha)) // 255).astype(np.uint8)
 
@@ -303,6 +305,11 @@ class PillowReader(SlideReader):
         return self._array[y : y + height, x : x + width]
 
 
+#: OpenSlide formats that tiffslide reads completely and faster (same pixels, a third to a quarter of the CPU
+#: time: libjpeg-turbo straight to RGB, no ARGB round trip); other formats (NDPI, MIRAX, ...) go to OpenSlide first.
+TIFFSLIDE_FIRST = ("aperio", "generic-tiff")
+
+
 def _openslide_format(path: Path) -> str | None:
     try:
         import openslide
@@ -337,7 +344,10 @@ def _candidates(path: Path) -> list[type[SlideReader]]:
         return [PillowReader]
     if path.name.lower().endswith((".ome.tif", ".ome.tiff")):
         return [TiffSlideReader, TifffileReader]
-    if _openslide_format(path) is not None:
+    vendor = _openslide_format(path)
+    if vendor in TIFFSLIDE_FIRST:
+        return [TiffSlideReader, OpenSlideReader]
+    if vendor is not None:
         return [OpenSlideReader, TiffSlideReader]
     if suffix in TIFF_SUFFIXES:
         return [TifffileReader, TiffSlideReader]

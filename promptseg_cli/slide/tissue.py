@@ -19,15 +19,15 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
     saturation). Fluorescence: pixels brighter than the dark background (Otsu on the brightest channel). The
     mask is closed and dilated a little so that tissue borders and sparse nuclei are not cut off.
     """
-    rgb = overview.astype(np.float32)
+    red, green, blue = (overview[..., c] for c in range(3))  # channel-wise uint8 ops: no float copy of the overview
+    brightest = np.maximum(np.maximum(red, green), blue)
     fluorescence = is_fluorescence(overview)
     if fluorescence:
-        signal = rgb.max(axis=2)
+        signal = brightest
     else:
-        darkness = 255 - rgb.min(axis=2)
-        saturation = rgb.max(axis=2) - rgb.min(axis=2)
-        signal = np.maximum(darkness, saturation)
-    signal = ndimage.gaussian_filter(signal, 1.0)
+        darkest = np.minimum(np.minimum(red, green), blue)
+        signal = np.maximum(255 - darkest, brightest - darkest)  # darkness or saturation
+    signal = ndimage.gaussian_filter(signal.astype(np.float32), 1.0)
     if float(signal.max() - signal.min()) < 8:
         return np.zeros(signal.shape, bool) if signal.max() < 8 else np.ones(signal.shape, bool)
     threshold = max(threshold_otsu(signal), 8.0) if fluorescence else min(threshold_otsu(signal), 40.0)
