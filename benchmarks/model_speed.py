@@ -1,7 +1,8 @@
 """Model-only inference speed on 1024 x 1024 tiles of real tissue (issue target: >= 1.5 Mpx/s on 2 CPU cores).
 
-Usage: python benchmarks/model_speed.py [--device cpu] [--tiles 8] [--batch 1]
-Prints megapixels per second for the network forward pass and for forward + contour decoding + NMS.
+Usage: python benchmarks/model_speed.py [--device cpu] [--tiles 8] [--batch 1] [--size 1024]
+Prints megapixels per second for the network forward pass and for forward + contour decoding + NMS. ``--size``
+sets the tile edge (a pipeline tile of core C and halo 32 is C + 64 pixels).
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tiles", type=int, default=8)
+    parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     predictor = Predictor(load_model(device=device), device)
-    tiles = tissue_tiles(args.tiles)
+    tiles = tissue_tiles(args.tiles, args.size)
     intensity = (float(np.percentile(tiles, 1)), float(np.percentile(tiles, 99.8)))
     net = predictor.network
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().to(device)
@@ -59,7 +61,7 @@ def main() -> None:
     full = time.perf_counter() - start
     mpx = len(tiles) * tiles.shape[1] * tiles.shape[2] / 1e6
     params = sum(p.numel() for p in net.parameters())
-    print(f"device={device} threads={args.threads} tiles={len(tiles)}x1024x1024 batch={args.batch} parameters={params}")
+    print(f"device={device} threads={args.threads} tiles={len(tiles)}x{args.size}x{args.size} batch={args.batch} parameters={params}")
     print(f"network forward:                {mpx / forward:.2f} Mpx/s")
     print(f"forward + contours + NMS:       {mpx / full:.2f} Mpx/s ({objects} objects)")
 

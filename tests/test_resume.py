@@ -86,8 +86,12 @@ def test_a_second_process_on_the_same_output_is_refused(tmp_path):
     out_dir = tmp_path / "out"
     first = _start(out_dir, tmp_path)
     _wait_for_checkpoint(out_dir / ".example_slide.ome.zarr.partial", 1, first)
-    second = _start(out_dir, tmp_path)
-    _, stderr = second.communicate()
+    first.send_signal(signal.SIGSTOP)  # paused mid-run, holding its lock, however fast it would finish
+    try:
+        second = _start(out_dir, tmp_path)
+        _, stderr = second.communicate()
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2 and "another promptseg process is writing this output" in stderr
     assert first.wait() == 0
 

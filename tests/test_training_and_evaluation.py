@@ -136,3 +136,20 @@ def test_the_prompt_alone_switches_between_nuclei_and_whole_cells(tmp_path):
              for p in ("nuclei", "cells") for t in ("nuclei", "cells")}
     assert score["nuclei", "nuclei"] > 0.7 and score["cells", "cells"] > 0.7
     assert score["nuclei", "cells"] < 0.1 and score["cells", "nuclei"] < 0.1
+
+
+def test_inference_network_folds_batchnorm_without_changing_outputs():
+    import torch
+
+    from promptseg_cli.model.network import fused_for_inference
+
+    network = load_model().network.eval()
+    fused = fused_for_inference(network)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())  # the original is left as it was
+    image = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    prompts = torch.tensor([0, 1])
+    with torch.inference_mode():
+        a, b = network(image, prompts), fused(image, prompts)
+    for name in ("logits", "offsets", "coeffs", "refine"):
+        torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-4, atol=1e-4)

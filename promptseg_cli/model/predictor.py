@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from .contours import propose
-from .network import STRIDE_MULTIPLE, CPNOutput, normalise_image
+from .network import STRIDE_MULTIPLE, CPNOutput, fused_for_inference, normalise_image
 from .nms import polygon_nms, polygons_from_contours
 from .prompts import prompt_index
 from .weights import LoadedModel
@@ -71,7 +71,7 @@ class Predictor:
         self.precision = precision
         self.model = model
         self.device = torch.device(device)
-        self.network = model.network.to(self.device).eval()
+        self.network = fused_for_inference(model.network).to(self.device)
         self.score_threshold = model.score_threshold if score_threshold is None else score_threshold
         self.nms_threshold = model.nms_threshold if nms_threshold is None else nms_threshold
 

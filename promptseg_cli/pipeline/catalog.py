@@ -1,4 +1,4 @@
-"""The object catalog: measures accepted objects, links nuclei to cells, and hands out finished records.
+"""The object catalog: links nuclei to cells and hands out finished records (measured when a writer asks).
 
 With one prompt, objects are finished as soon as a tile is merged. With both ``nuclei`` and ``cells``, each
 nucleus is linked to the cell that contains its centroid; a cell is finished once no tile still to come can add
@@ -48,18 +48,26 @@ class Records:
 
     prompt: str
     batch: ObjectBatch
-    measurements: dict[str, np.ndarray]
     links: dict[str, np.ndarray] = field(default_factory=dict)  # "cell_id" for nuclei, "nucleus_id" for cells
     nucleus_contours: list[np.ndarray | None] | None = None  # for cells with a linked nucleus
     plane: dict[str, int] = field(default_factory=dict)  # {"t": .., "z": ..} for the axes a stack has
+    shapes: dict[str, np.ndarray] | None = None  # shape measurements, when already computed
 
     def __len__(self) -> int:
         return len(self.batch.ids)
 
+    @property
+    def measurements(self) -> dict[str, np.ndarray]:
+        """Shape measurements (``measure.py``), computed when first asked for: they are for the writers, and
+        without a table or GeoJSON only the first ``PropertiesSink.LIMIT`` objects of a label image need them."""
+        if self.shapes is None:
+            self.shapes = shape_measurements(self.batch.contours)
+        return self.shapes
+
     @classmethod
     def empty(cls, prompt: str, prompts: list[str]) -> "Records":
         link = link_column(prompt, prompts)
-        return cls(prompt, ObjectBatch.empty(), shape_measurements(np.zeros((0, 1, 2))), {link: np.zeros(0)} if link else {})
+        return cls(prompt, ObjectBatch.empty(), {link: np.zeros(0)} if link else {})
 
 
 def link_column(prompt: str, prompts: list[str]) -> str | None:
@@ -93,7 +101,7 @@ class Catalog:
         if self.linking and prompt in self.pending:
             self.pending[prompt].append(batch)
         else:
-            self._emit(Records(prompt, batch, shape_measurements(batch.contours)))
+            self._emit(Records(prompt, batch))
 
     def flush(self, final_y: float | None = None) -> None:
         """Finish what no later tile can change (everything when ``final_y`` is None)."""
@@ -120,14 +128,15 @@ class Catalog:
         if ready.any():
             idx = np.nonzero(ready)[0]
             linked = nucleus_of_cell[idx]
-            self._emit(Records("cells", cells.take(idx), shape_measurements(cells.contours[idx]),
+            self._emit(Records("cells", cells.take(idx),
                                {"nucleus_id": np.where(linked >= 0, nuclei.ids[np.maximum(linked, 0)], 0)},
                                [nuclei.contours[j] if j >= 0 else None for j in linked]))
         if done_nuclei.any():
             idx = np.nonzero(done_nuclei)[0]
             owner = cell_of_nucleus[idx]
-            self._emit(Records("nuclei", nuclei.take(idx), {k: v[idx] for k, v in n_shape.items()},
-                               {"cell_id": np.where(owner >= 0, cells.ids[np.maximum(owner, 0)], 0)}))
+            self._emit(Records("nuclei", nuclei.take(idx),
+                               {"cell_id": np.where(owner >= 0, cells.ids[np.maximum(owner, 0)], 0)},
+                               shapes={k: v[idx] for k, v in n_shape.items()}))
         self.pending["cells"] = [cells.take(np.nonzero(~ready)[0])]
         self.pending["nuclei"] = [nuclei.take(np.nonzero(~done_nuclei)[0])]
 
