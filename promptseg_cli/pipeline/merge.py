@@ -11,7 +11,8 @@ Rule, in two steps:
 2. **IoU check at seams.** Near a seam, a neighbouring tile can still see a slightly different anchor for the
    same object (pixels close to the tile edge see zero padding). Objects that reach outside their tile's core
    are compared with already accepted seam objects of other tiles; one overlapping an accepted object by IoU
-   above ``dedup_iou`` is dropped.
+   above ``dedup_iou`` is dropped. The pipeline uses the model's NMS threshold, so no two objects overlap more
+   across a seam than the model lets them overlap inside a tile.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from .plan import Tile
 class SeamMerger:
     """Stateful merger for tiles visited row by row (top-level rows; within one, sub-tiles by y then x)."""
 
-    def __init__(self, dedup_iou: float = 0.5):
+    #: IoU above which a seam object duplicates an accepted one, for detectors without an NMS threshold.
+    DEDUP_IOU = 0.5
+
+    def __init__(self, dedup_iou: float = DEDUP_IOU):
         self.dedup_iou = dedup_iou
         self._seam_polygons: list = []
         self._seam_tiles: list[tuple[int, int]] = []

@@ -80,6 +80,17 @@ class SegmentResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class PlaneStats:
+    """What one plane's run fed to the model (summed into the result and the report)."""
+
+    total: int
+    run: int
+    skipped: int
+    pixels: int
+    intensity: tuple[float, float]
+
+
 def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
     """What determines an output's content; an existing output with the same values is up to date."""
     return {"model": predictor.model.version, "prompts": list(options.prompts), "tile_size": options.tile_size,
@@ -101,10 +112,6 @@ def output_is_current(output: Path, predictor: Predictor, options: SegmentOption
     return report.get("parameters") == json.loads(json.dumps(run_parameters(predictor, options))) and extras_present
 
 
-#: A tile is split only when its sub-tiles with tissue cost at most this share of its own pixels (small tiles
-#: carry more halo and run less efficiently, so a split must clearly pay off).
-SPLIT_GAIN = 0.75
-
 #: Native pixels kept around the tissue mask's extent when a tile is cropped to it.
 TISSUE_MARGIN = STRIDE_MULTIPLE
 
@@ -112,7 +119,8 @@ TISSUE_MARGIN = STRIDE_MULTIPLE
 def _tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> list[Tile]:
     """Tiles to run: those with tissue, each cropped to the (stride-aligned) extent of the tissue in its core. A
     tile partly on tissue is replaced by its quarters with tissue (down to ``MIN_TILE_SIZE``) when that processes
-    clearly fewer pixels, halos included. Order: top-level rows, y, x.
+    fewer pixels, halos included (the network is no slower per pixel on small tiles: ``benchmarks/model_speed.py
+    --size``). Order: top-level rows, y, x.
 
     Cropping never loses an object at a tissue edge: its anchor lies on tissue, so inside the cropped core, and
     its outline reaches at most the halo beyond it, as in any tile.
@@ -143,7 +151,7 @@ def _tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -
         if t.size // 2 < MIN_TILE_SIZE or (t.size // 2) % STRIDE_MULTIPLE:
             return [cropped]
         split = [leaf for q in t.quarters() if (c := on_tissue(q)) is not None for leaf in best(q, c)]
-        return split if cost(split) <= SPLIT_GAIN * cost([cropped]) else [cropped]
+        return split if cost(split) < cost([cropped]) else [cropped]
 
     leaves = [leaf for t in tiles if (c := on_tissue(t)) is not None for leaf in best(t, c)]
     return sorted(leaves, key=lambda t: (t.row, t.y, t.x))
@@ -204,8 +212,7 @@ class SlideRun:
         self.measure = options.table is not None or options.geojson is not None  # intensities are for those
         identity = {"input": str(path.resolve()), "size": path.stat().st_size, **self.parameters, "measure": self.measure}
         self.checkpoints = Checkpoints(work, json.loads(json.dumps(identity)))
-        self.tiles_total = self.tiles_run = self.tiles_skipped = self.pixels_processed = 0
-        self.intensity: list[tuple[float, float]] = []
+        self.planes_done: list[PlaneStats] = []  # one entry per plane started (kept in checkpoints when finished)
 
     def run(self) -> SegmentResult:
         state = self.checkpoints.load()
@@ -224,6 +231,7 @@ class SlideRun:
             for p in prompts:
                 self.streams[p].restore(state["streams"][p])
             self.parts = state["parts"]
+            self.planes_done = state["planes_done"]
         abandon = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="image") as background:
             image_copy = background.submit(_copy_image, self.reader, writer, abandon)  # overlaps with inference
@@ -245,10 +253,12 @@ class SlideRun:
         self._write_records(writer, links)
         if self.options.preview is not None:
             write_preview(self.work, prompts, self.options.preview, self.layout)
-        result = SegmentResult(self.path, self.output, counts, self.tiles_total, self.tiles_run, self.tiles_skipped,
-                               self.pixels_processed, time.time() - self.started, self.mpp0, self.warnings)
-        _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor, self.intensity,
-                      tiles_seconds, self.reader, self.layout)
+        stats = self.planes_done
+        result = SegmentResult(self.path, self.output, counts, sum(p.total for p in stats), sum(p.run for p in stats),
+                               sum(p.skipped for p in stats), sum(p.pixels for p in stats), time.time() - self.started,
+                               self.mpp0, self.warnings)
+        _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor,
+                      [p.intensity for p in stats], tiles_seconds, self.reader, self.layout)
         return result
 
     def _run_plane(self, index: int, state: dict | None) -> None:
@@ -258,14 +268,12 @@ class SlideRun:
         reader = self.reader.plane_reader(t, z)
         overview, downsample = thumbnail(reader)
         intensity = intensity_range(overview)
-        self.intensity.append(intensity)
         mask = tissue_mask(overview) if self.options.tissue_detection else None
         tiles = _tissue_tiles(self.plan, mask, downsample)
         total = self.plan.grid_shape[0] * self.plan.grid_shape[1]
-        self.tiles_total += total
-        self.tiles_run += len(tiles)
-        self.tiles_skipped += total - len({(tile.row, tile.col) for tile in tiles})
-        self.pixels_processed += sum(tile.read_pixels for tile in tiles)
+        del self.planes_done[index:]  # a resumed plane is counted once
+        self.planes_done.append(PlaneStats(total, len(tiles), total - len({(tile.row, tile.col) for tile in tiles}),
+                                           sum(tile.read_pixels for tile in tiles), intensity))
         self.reporter.debug(f"{self.path.name} plane {(t, z)}: level {self.plan.level}, factor {self.plan.factor:.3f}, "
                             f"{len(tiles)} tiles to run, {total} in the grid, intensity {intensity}")
         plane = {axis: value for axis, value in (("t", t), ("z", z)) if axis.upper() in self.layout.plane_axes}
@@ -273,14 +281,16 @@ class SlideRun:
         if state is None:
             for stream in self.streams.values():
                 stream.start_plane((t, z))
-            self.mergers = {p: SeamMerger() for p in self.options.prompts}
+            # seam duplicates are judged like the model's own NMS judges overlaps within a tile
+            dedup = getattr(self.predictor, "nms_threshold", SeamMerger.DEDUP_IOU)
+            self.mergers = {p: SeamMerger(dedup) for p in self.options.prompts}
         else:
             self.mergers = state["mergers"]
             self.catalog.pending = state["catalog"]
         self._run_tiles(reader, tiles, intensity, state["next_batch"] if state else 0)
 
     def _checkpoint(self, next_batch: int) -> None:
-        state = {"plane": self.plane_index, "next_batch": next_batch,
+        state = {"plane": self.plane_index, "next_batch": next_batch, "planes_done": self.planes_done[: self.plane_index],
                  "streams": {p: s.state() for p, s in self.streams.items()},
                  "mergers": self.mergers, "catalog": self.catalog.pending, "parts": self.parts}
         self.checkpoints.save(state, self.catalog.take_finished())
