@@ -116,7 +116,7 @@ def output_is_current(output: Path, predictor: Predictor, options: SegmentOption
 TISSUE_MARGIN = STRIDE_MULTIPLE
 
 
-def _tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> list[Tile]:
+def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> list[Tile]:
     """Tiles to run: those with tissue, each cropped to the (stride-aligned) extent of the tissue in its core. A
     tile partly on tissue is replaced by its quarters with tissue (down to ``MIN_TILE_SIZE``) when that processes
     fewer pixels, halos included (the network is no slower per pixel on small tiles: ``benchmarks/model_speed.py
@@ -212,7 +212,7 @@ class SlideRun:
         self.measure = options.table is not None or options.geojson is not None  # intensities are for those
         identity = {"input": str(path.resolve()), "size": path.stat().st_size, **self.parameters, "measure": self.measure}
         self.checkpoints = Checkpoints(work, json.loads(json.dumps(identity)))
-        self.planes_done: list[PlaneStats] = []  # one entry per plane started (kept in checkpoints when finished)
+        self.plane_stats: list[PlaneStats] = []  # one per plane started; checkpoints keep the finished planes
 
     def run(self) -> SegmentResult:
         state = self.checkpoints.load()
@@ -231,7 +231,7 @@ class SlideRun:
             for p in prompts:
                 self.streams[p].restore(state["streams"][p])
             self.parts = state["parts"]
-            self.planes_done = state["planes_done"]
+            self.plane_stats = state["plane_stats"]
         abandon = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="image") as background:
             image_copy = background.submit(_copy_image, self.reader, writer, abandon)  # overlaps with inference
@@ -253,7 +253,7 @@ class SlideRun:
         self._write_records(writer, links)
         if self.options.preview is not None:
             write_preview(self.work, prompts, self.options.preview, self.layout)
-        stats = self.planes_done
+        stats = self.plane_stats
         result = SegmentResult(self.path, self.output, counts, sum(p.total for p in stats), sum(p.run for p in stats),
                                sum(p.skipped for p in stats), sum(p.pixels for p in stats), time.time() - self.started,
                                self.mpp0, self.warnings)
@@ -269,10 +269,10 @@ class SlideRun:
         overview, downsample = thumbnail(reader)
         intensity = intensity_range(overview)
         mask = tissue_mask(overview) if self.options.tissue_detection else None
-        tiles = _tissue_tiles(self.plan, mask, downsample)
+        tiles = tissue_tiles(self.plan, mask, downsample)
         total = self.plan.grid_shape[0] * self.plan.grid_shape[1]
-        del self.planes_done[index:]  # a resumed plane is counted once
-        self.planes_done.append(PlaneStats(total, len(tiles), total - len({(tile.row, tile.col) for tile in tiles}),
+        del self.plane_stats[index:]  # a resumed plane is counted once
+        self.plane_stats.append(PlaneStats(total, len(tiles), total - len({(tile.row, tile.col) for tile in tiles}),
                                            sum(tile.read_pixels for tile in tiles), intensity))
         self.reporter.debug(f"{self.path.name} plane {(t, z)}: level {self.plan.level}, factor {self.plan.factor:.3f}, "
                             f"{len(tiles)} tiles to run, {total} in the grid, intensity {intensity}")
@@ -290,7 +290,7 @@ class SlideRun:
         self._run_tiles(reader, tiles, intensity, state["next_batch"] if state else 0)
 
     def _checkpoint(self, next_batch: int) -> None:
-        state = {"plane": self.plane_index, "next_batch": next_batch, "planes_done": self.planes_done[: self.plane_index],
+        state = {"plane": self.plane_index, "next_batch": next_batch, "plane_stats": self.plane_stats[: self.plane_index],
                  "streams": {p: s.state() for p, s in self.streams.items()},
                  "mergers": self.mergers, "catalog": self.catalog.pending, "parts": self.parts}
         self.checkpoints.save(state, self.catalog.take_finished())
