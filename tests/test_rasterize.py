@@ -54,6 +54,9 @@ def test_paint_writes_into_a_view_and_keeps_what_is_outside_the_objects():
     assert (canvas == 5).sum() == 16 and (canvas[12:16, 12:16] == 5).all() and (canvas == 3).sum() == 900 - 16
     empty = polygon_pixels(np.zeros((0, 32, 2), np.float32), (10, 10))
     assert all(len(a) == 0 for a in empty)
+    broken = np.concatenate([square, np.full((1, 4, 2), np.nan, np.float32), square + 1e30])
+    index, _, _ = polygon_pixels(broken, (10, 10))
+    assert set(index.tolist()) == {0}  # NaN covers nothing; a polygon far outside the image costs nothing
 
 
 def test_mean_intensities_are_the_means_of_the_covered_pixels():

@@ -15,12 +15,16 @@ def polygon_pixels(contours: np.ndarray, shape: tuple[int, int],
     """Pixels of an image of ``shape`` whose centre lies inside each of ``contours`` ``(N, P, 2)``.
 
     Contours are ``(x, y)`` in the pixel-corner convention; ``origin`` is the ``(x, y)`` of pixel ``[0, 0]``'s
-    corner. Returns ``(index, rows, cols)``: the contour index of each pixel (ascending) and its position.
+    corner. Returns ``(index, rows, cols)``: the contour index of each pixel (ascending) and its position. Work
+    and memory are proportional to the pixels covered inside the image, not to the polygons' extent.
     """
     height, width = shape
     if len(contours) == 0 or height == 0 or width == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, empty
+    broken = ~np.isfinite(contours).all(axis=(1, 2))
+    if broken.any():  # a contour with NaN or infinite points covers nothing
+        contours = np.where(broken[:, None, None], 0, contours)
     # Pixel centres at integer coordinates; edge i runs from vertex i - 1 (j) to vertex i.
     xi = (contours[..., 0] - origin[0] - 0.5).astype(np.float64)
     yi = (contours[..., 1] - origin[1] - 0.5).astype(np.float64)
