@@ -1,8 +1,10 @@
 """Polygon rasterisation: which pixels each contour covers, and painting contours into a label image.
 
-All polygons of a call are filled at once by a vectorised scanline fill. The rule is scikit-image's
-``draw.polygon`` (even-odd point-in-polygon test of each pixel centre, an edge counted on rows ``min(y) <= r <
-max(y)``, a pixel on a left edge inside and on a right edge outside), at a small fraction of its per-object cost.
+All polygons of a call are filled at once by a vectorised scanline fill, at a small fraction of the per-object
+cost of scikit-image's ``draw.polygon``. The pixels are the same as that function's (even-odd test of each pixel
+centre) except for centres exactly on an edge, which scikit-image counts in: here an edge counts on rows
+``min(y) <= r < max(y)`` and a centre on a left edge is in, on a right edge out, so two polygons that share an
+edge never share a pixel.
 """
 
 from __future__ import annotations
