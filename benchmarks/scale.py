@@ -30,12 +30,10 @@ import torch
 
 from promptseg_cli.model.predictor import Predictor
 from promptseg_cli.model.weights import load_model
+from promptseg_cli.model.network import mid_intensity
 from promptseg_cli.pipeline.plan import SlidePlan
-from promptseg_cli.pipeline.segment import tissue_tiles
-from promptseg_cli.slide.lazy import thumbnail
+from promptseg_cli.pipeline.segment import plane_tiles
 from promptseg_cli.slide.readers import open_slide
-from promptseg_cli.slide.tissue import tissue_mask
-from promptseg_cli.training.datasets import intensity_range
 
 from mosaic import write_mosaic
 
@@ -49,11 +47,9 @@ def model_only_seconds_per_pixel(slide: Path, samples: int = 40, passes: int = 1
     predictor = Predictor(load_model())
     with open_slide(slide) as reader:
         plan = SlidePlan.create(reader, predictor.model.native_mpp, reader.mpp, TILE, OVERLAP)
-        overview, downsample = thumbnail(reader)
-        intensity = intensity_range(overview)
-        tiles = tissue_tiles(plan, tissue_mask(overview), downsample)
+        tiles, intensity = plane_tiles(reader, plan)
         tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, min(samples, len(tiles))).round().astype(int)]
-        pixels = [plan.read_tile(reader, t, 128) for t in tiles]
+        pixels = [plan.read_tile(reader, t, mid_intensity(intensity)) for t in tiles]
     best = float("inf")
     with torch.inference_mode():
         predictor.predict(pixels[0][None], "nuclei", intensity)

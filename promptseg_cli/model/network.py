@@ -152,6 +152,12 @@ def fused_for_inference(network: PromptedCPN) -> PromptedCPN:
     return fused
 
 
+def mid_intensity(intensity: tuple[float, float]) -> int:
+    """The ``uint8`` value that normalises to 0 for whole-image ``intensity`` percentiles: what tiles read beyond a
+    slide's edge and what training crops see beyond an image's edge."""
+    return int(round((intensity[0] + intensity[1]) / 2))
+
+
 def normalise_image(image, low: float, high: float):
     """Map intensities (numpy or torch, 0..255 range) to the network's input range using *whole-image*
     percentiles ``low``/``high``, never statistics of the tile itself."""

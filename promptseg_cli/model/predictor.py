@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from .contours import propose
-from .network import STRIDE_MULTIPLE, CPNOutput, fused_for_inference, normalise_image
+from .network import STRIDE_MULTIPLE, CPNOutput, fused_for_inference, mid_intensity, normalise_image
 from .nms import polygon_nms, polygons_from_contours
 from .prompts import prompt_index
 from .weights import LoadedModel
@@ -81,8 +81,7 @@ class Predictor:
         The image is surrounded by ``margin`` pixels of the mid intensity (what tiles read beyond a slide's edge
         and what training crops see beyond an image's edge) before it goes through the network.
         """
-        fill = int(round((intensity[0] + intensity[1]) / 2))
-        padded = np.pad(image, ((margin, margin), (margin, margin), (0, 0)), constant_values=fill)
+        padded = np.pad(image, ((margin, margin), (margin, margin), (0, 0)), constant_values=mid_intensity(intensity))
         return self.predict(padded[None], prompt, intensity)[0].shifted(-margin, -margin)
 
     def predict(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> list[Detections]:

@@ -37,7 +37,7 @@ from .labels import LabelStream
 from .link_z import link_z_planes
 from .inference import cluster_results, local_results
 from .merge import SeamMerger
-from ..model.network import STRIDE_MULTIPLE
+from ..model.network import STRIDE_MULTIPLE, mid_intensity
 from .plan import MIN_TILE_SIZE, SlidePlan, Tile
 from .preview import write_preview
 from .resume import Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, run_directory, stop_requested
@@ -157,6 +157,15 @@ def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) ->
     return sorted(leaves, key=lambda t: (t.row, t.y, t.x))
 
 
+def plane_tiles(reader: SlideReader, plan: SlidePlan,
+                tissue_detection: bool = True) -> tuple[list[Tile], tuple[float, float]]:
+    """The tiles to run on one plane (see :func:`tissue_tiles`) and its whole-image intensity range, both from
+    one streamed overview."""
+    overview, downsample = thumbnail(reader)
+    mask = tissue_mask(overview) if tissue_detection else None
+    return tissue_tiles(plan, mask, downsample), intensity_range(overview)
+
+
 def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
     """Consecutive tiles of the same read shape, at most ``size`` per batch."""
     batch: list[Tile] = []
@@ -266,10 +275,7 @@ class SlideRun:
         self.plane_index = index
         t, z = self.layout.planes[index]
         reader = self.reader.plane_reader(t, z)
-        overview, downsample = thumbnail(reader)
-        intensity = intensity_range(overview)
-        mask = tissue_mask(overview) if self.options.tissue_detection else None
-        tiles = tissue_tiles(self.plan, mask, downsample)
+        tiles, intensity = plane_tiles(reader, self.plan, self.options.tissue_detection)
         total = self.plan.grid_shape[0] * self.plan.grid_shape[1]
         del self.plane_stats[index:]  # a resumed plane is counted once
         self.plane_stats.append(PlaneStats(total, len(tiles), total - len({(tile.row, tile.col) for tile in tiles}),
@@ -299,7 +305,7 @@ class SlideRun:
     def _run_tiles(self, reader: SlideReader, tiles: list[Tile], intensity: tuple[float, float], start: int) -> None:
         """Inference over tile batches (here or on the cluster); merging and a checkpoint after every tile row."""
         plan, options = self.plan, self.options
-        fill = int(round((intensity[0] + intensity[1]) / 2))
+        fill = mid_intensity(intensity)
         batches = list(_batches(tiles, options.batch_size))
         if self.client is None:
             results = local_results(self.predictor, reader, plan, batches, start, options.prompts, intensity, fill,
