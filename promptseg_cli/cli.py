@@ -227,6 +227,7 @@ def train(
     seed: Annotated[int, typer.Option("--seed", help="Random seed. Example: --seed 0")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="Data loader processes. Example: --workers 1")] = 1,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from this model file's weights (fine-tuning); 'default' for the shipped model. Example: --init default")] = None,
+    stain_jitter: Annotated[float, typer.Option("--stain-jitter", help="Probability that a crop of stained tissue (H&E) gets haematoxylin/eosin amounts varied by colour deconvolution; 0 turns it off. Example: --stain-jitter 0.5")] = 0.5,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -254,7 +255,7 @@ def train(
         _fail(reporter, f"{init}: model file not found (--init)")
     cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
                       crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)), workers=workers,
-                      init=init)
+                      init=init, stain_jitter=stain_jitter)
     path = run_training(cfg, reporter)
     reporter.log(f"model written to {path}")
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from skimage.color import hed_from_rgb, rgb_from_hed
+
+#: Kinds of image stained with haematoxylin and eosin (or alike) that get stain jitter.
+STAINED_KINDS = frozenset({"he", "color"})
 
 
 def random_crop(rng: np.random.Generator, image: np.ndarray, label: np.ndarray, size: int,
@@ -49,3 +53,19 @@ def colour_jitter(rng: np.random.Generator, image: np.ndarray, allow_grey: bool 
     if rng.random() < 0.3:
         img = img + rng.normal(0, rng.uniform(1, 6), img.shape)
     return np.clip(img, 0, 255).astype(np.float32)
+
+
+def adjust_stains(image: np.ndarray, factors: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Multiply the haematoxylin, eosin and DAB optical densities by ``factors`` and add ``shifts``.
+
+    Colour deconvolution (Ruifrok & Johnston, scikit-image's stain matrix) is exact in optical-density space,
+    so no colour clips beyond what the new stain amounts give. ``image`` is float in 0..255.
+    """
+    density = -np.log((np.clip(image, 0, 255) + 1.0) / 256.0)
+    stains = (density @ hed_from_rgb) * factors + shifts
+    return np.clip(256.0 * np.exp(-(stains @ rgb_from_hed)) - 1.0, 0, 255).astype(np.float32)
+
+
+def stain_jitter(rng: np.random.Generator, image: np.ndarray, scale: float = 0.25, shift: float = 0.02) -> np.ndarray:
+    """Vary each stain's amount by ``1 ± scale`` and ``± shift`` optical density, as labs and scanners do."""
+    return adjust_stains(image, rng.uniform(1 - scale, 1 + scale, 3), rng.uniform(-shift, shift, 3))

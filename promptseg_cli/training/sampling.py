@@ -10,7 +10,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..model.network import normalise_image
 from ..model.prompts import prompt_index
-from .augment import colour_jitter, random_crop, random_orientation
+from .augment import STAINED_KINDS, colour_jitter, random_crop, random_orientation, stain_jitter
 from .datasets import Sample, intensity_range
 from .simulate import simulate_tissue
 from .targets import make_targets
@@ -34,10 +34,15 @@ class Source:
 
 
 class CropSampler(IterableDataset):
-    """Endless stream of augmented crops with CPN targets."""
+    """Endless stream of augmented crops with CPN targets.
 
-    def __init__(self, sources: list[Source], simulate_weight: float, crop: int, order: int, seed: int):
+    ``stain_jitter``: probability that a crop of stained tissue (``STAINED_KINDS``) gets :func:`stain_jitter`.
+    """
+
+    def __init__(self, sources: list[Source], simulate_weight: float, crop: int, order: int, seed: int,
+                 stain_jitter: float = 0.0):
         self.sources = sources
+        self.stain_jitter = stain_jitter
         self.simulate_weight = simulate_weight
         self.crop = crop
         self.order = order
@@ -65,6 +70,8 @@ class CropSampler(IterableDataset):
             source = self.sources[choice]
             sample = source.samples[int(rng.choice(len(source.samples), p=self.image_weights[choice]))]
             image, label, valid = random_crop(rng, sample.image, sample.label, self.crop)
+            if sample.kind in STAINED_KINDS and rng.random() < self.stain_jitter:
+                image = stain_jitter(rng, image)
             image = colour_jitter(rng, image)
             prompt = source.prompt
             low, high = sample.intensity

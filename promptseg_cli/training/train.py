@@ -63,6 +63,7 @@ class TrainConfig:
     workers: int = 1
     checkpoint_every: int = 100
     init: Path | None = None
+    stain_jitter: float = 0.5
     model: CPNConfig = field(default_factory=CPNConfig)
 
 
@@ -140,14 +141,16 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         network.load_state_dict(load_model(cfg.init).network.state_dict())
         reporter.log(f"fine-tuning from {cfg.init}")
 
-    sampler = CropSampler(sources, cfg.simulate_weight, cfg.crop, cfg.model.order, seed=cfg.seed + step)
+    sampler = CropSampler(sources, cfg.simulate_weight, cfg.crop, cfg.model.order, seed=cfg.seed + step,
+                          stain_jitter=cfg.stain_jitter)
     loader = DataLoader(sampler, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.workers,
                         persistent_workers=cfg.workers > 0)
     metadata = {
         "version": f"{__version__}+{cfg.output.name}",
         "native_mpp": cfg.native_mpp,
         "training": {"steps": cfg.steps, "batch_size": cfg.batch_size, "crop": cfg.crop, "lr": cfg.lr,
-                     "seed": cfg.seed, "data": data_summary(sources, cfg.simulate_weight),
+                     "seed": cfg.seed, "stain_jitter": cfg.stain_jitter,
+                     "data": data_summary(sources, cfg.simulate_weight),
                      "init": _init_summary(cfg.init)},
     }
     exported = cfg.output / "model.pt"
