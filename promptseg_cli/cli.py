@@ -128,6 +128,8 @@ def segment(
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Run tile batches on a dask.distributed scheduler (workers need promptseg and the slides' paths). Example: --scheduler tcp://10.0.0.5:8786")] = None,
     cluster: Annotated[Optional[str], typer.Option("--cluster", help="Start dask workers as cluster jobs: slurm (needs dask-jobqueue). Example: --cluster slurm")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker jobs to start with --cluster. Example: --workers 8")] = 4,
+    worker_cores: Annotated[Optional[int], typer.Option("--worker-cores", help="CPUs per worker job with --cluster (default: jobqueue.slurm.cores from dask-jobqueue's configuration, else 2). Example: --worker-cores 8")] = None,
+    worker_memory: Annotated[Optional[str], typer.Option("--worker-memory", help="Memory per worker job with --cluster (default: jobqueue.slurm.memory, else 8GB). Example: --worker-memory 16GB")] = None,
     precision: Annotated[str, typer.Option("--precision", help="Network arithmetic: fp32, or mixed precision fp16/bf16 (for GPUs). Example: --precision fp16")] = "fp32",
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: what the scheduler allocated, else the CPU affinity). Example: --threads 4")] = None,
     no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
@@ -195,7 +197,7 @@ def segment(
     from .pipeline.inference import connect
 
     try:
-        client = connect(scheduler, cluster, workers)
+        client = connect(scheduler, cluster, workers, worker_cores, worker_memory)
     except (ValueError, OSError) as exc:
         _fail(reporter, f"{scheduler or cluster}: cannot reach the dask cluster ({exc})")
     _stop_on_signals(reporter)

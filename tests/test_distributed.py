@@ -37,3 +37,27 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
                           "-o", str(tmp_path / "x.ome.zarr"), "--scheduler", "tcp://127.0.0.1:9"], capture_output=True, text=True)
     assert run.returncode == 2 and "cannot reach the dask cluster" in run.stderr
     assert not (tmp_path / "x.ome.zarr").exists()
+
+
+def test_model_threads_on_a_worker_share_its_cpus_among_its_task_threads():
+    from promptseg_cli.batch import allocated_cpus
+    from promptseg_cli.pipeline.inference import _worker_threads
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        assert client.submit(_worker_threads, pure=False).result() == max(1, allocated_cpus() // 2)
+
+
+def test_slurm_worker_jobs_take_their_size_from_the_options_or_jobqueue_config():
+    pytest.importorskip("dask_jobqueue")
+    import dask
+
+    from promptseg_cli.pipeline.inference import slurm_cluster
+
+    with slurm_cluster(cores=6, memory="24GB") as cluster:
+        script = cluster.job_script()
+    assert "--cpus-per-task=6" in script and "--mem=23G" in script and "--nthreads 6" in script
+    with dask.config.set({"jobqueue.slurm.cores": 3, "jobqueue.slurm.memory": "10GB",
+                          "jobqueue.slurm.queue": "gpu"}), slurm_cluster() as cluster:
+        script = cluster.job_script()
+    assert "--cpus-per-task=3" in script and "-p gpu" in script and "--mem=10G" in script

@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..model.predictor import Detections, Predictor
 from ..slide.readers import SlideReader, open_slide
@@ -71,6 +72,20 @@ def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, bat
 _worker_cache: dict = {}
 
 
+def _worker_threads() -> int:
+    """Torch threads for the model on a dask worker: the CPUs allocated to its process (a SLURM job's
+    ``--cpus-per-task``, else the CPU affinity) shared among the worker's task threads."""
+    from distributed import get_worker
+
+    from ..batch import allocated_cpus
+
+    try:
+        tasks = get_worker().state.nthreads
+    except (ValueError, AttributeError):
+        tasks = 1
+    return max(1, allocated_cpus() // max(1, tasks))
+
+
 def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int], model_path: str | None,
                   settings: tuple[float, float, str], plan: SlidePlan, batch: list[Tile], prompts: list[str],
                   intensity: tuple[float, float], fill: int, measure: bool) -> TileResults:
@@ -79,6 +94,7 @@ def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int],
 
     key = (model_path, settings)
     if key not in _worker_cache:
+        torch.set_num_threads(_worker_threads())
         score, nms, precision = settings
         _worker_cache[key] = Predictor(load_model(Path(model_path) if model_path else None), "cpu", score, nms, precision)
     if (slide_path, channels) not in _worker_cache:
@@ -114,7 +130,29 @@ def cluster_results(client, predictor: Predictor, slide_path: Path, channels: st
         yield result
 
 
-def connect(scheduler: str | None, cluster: str | None, workers: int):
+#: Worker job size for ``--cluster slurm`` when neither the command line nor dask-jobqueue's configuration
+#: (``jobqueue.slurm.cores`` / ``memory`` in ``~/.config/dask/jobqueue.yaml``) says.
+DEFAULT_WORKER_CORES, DEFAULT_WORKER_MEMORY = 2, "8GB"
+
+
+def slurm_cluster(cores: int | None = None, memory: str | None = None):
+    """A dask-jobqueue ``SLURMCluster`` whose jobs each run one worker process with ``cores`` CPUs and
+    ``memory``; everything else (queue, account, walltime, extra directives) comes from dask-jobqueue's
+    configuration, as do cores and memory when not given."""
+    import dask
+
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ValueError("--cluster slurm needs dask-jobqueue: pip install 'promptseg_cli[cluster]'") from None
+    cores = cores or dask.config.get("jobqueue.slurm.cores", None) or DEFAULT_WORKER_CORES
+    memory = memory or dask.config.get("jobqueue.slurm.memory", None) or DEFAULT_WORKER_MEMORY
+    # the worker runs one task per core, each with its share of the job's cores for the model (_worker_threads)
+    return SLURMCluster(cores=cores, processes=1, memory=memory)
+
+
+def connect(scheduler: str | None, cluster: str | None, workers: int, worker_cores: int | None = None,
+            worker_memory: str | None = None):
     """A ``distributed.Client`` for ``--scheduler ADDRESS`` or ``--cluster slurm``, or None to run locally."""
     if scheduler is None and cluster is None:
         return None
@@ -124,10 +162,6 @@ def connect(scheduler: str | None, cluster: str | None, workers: int):
         return Client(scheduler, timeout="10s")
     if cluster != "slurm":
         raise ValueError(f"--cluster {cluster}: only 'slurm' is supported (or give --scheduler ADDRESS)")
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError:
-        raise ValueError("--cluster slurm needs dask-jobqueue: pip install 'promptseg_cli[cluster]'") from None
-    slurm = SLURMCluster(cores=1, processes=1, memory="4GB")
+    slurm = slurm_cluster(worker_cores, worker_memory)
     slurm.scale(workers)
     return Client(slurm)
