@@ -1,4 +1,5 @@
 import numpy as np
+import tifffile
 import pytest
 from PIL import Image
 
@@ -156,3 +157,16 @@ def test_direct_tile_reads_match_whole_level_decoding(tmp_path, slides, make):
                 assert np.array_equal(reader.read(level, x, y, w, h), whole[y : y + h, x : x + w]), (level, x, y, w, h)
         level0 = np.asarray(openslide.OpenSlide(str(path)).read_region((0, 0), 0, reader.level_dimensions[0]))[..., :3]
         assert np.array_equal(reader.read(0, 0, 0, *reader.level_dimensions[0]), level0)
+
+
+def test_a_tile_the_file_does_not_store_reads_as_white(tmp_path):
+    tile = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    path = tmp_path / "sparse.tif"
+    tifffile.imwrite(path, iter([tile, None, tile, tile]), shape=(512, 512, 3), dtype=np.uint8, tile=(256, 256),
+                     photometric="rgb", compression="zlib", resolution=(1e4 / 0.5,) * 2, resolutionunit="CENTIMETER")
+    with open_slide(path) as reader:
+        assert reader.backend == "tiffslide" and 0 in reader._tiled.pages
+        region = reader.read(0, 200, 0, 100, 300)
+    assert (region[:256, 56:] == 255).all()  # the missing tile (top right)
+    assert np.array_equal(region[:256, :56], tile[:, 200:])
+    assert np.array_equal(region[256:], np.concatenate([tile[:44, 200:], tile[:44, :44]], axis=1))  # bottom row

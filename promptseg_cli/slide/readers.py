@@ -254,7 +254,8 @@ class _TiledLevels:
             tile, (_, _, top, left, _), _ = page.decode(data, index, jpegtables=page.jpegtables)
             y0, y1 = max(y, top), min(y + height, top + tile_h)
             x0, x1 = max(x, left), min(x + width, left + tile_w)
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = tile[0, y0 - top : y1 - top, x0 - left : x1 - left]
+            # a tile the file does not store (byte count 0) is no data: white, as OpenSlide's transparency on white
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = 255 if tile is None else tile[0, y0 - top : y1 - top, x0 - left : x1 - left]
         return out
 
     def close(self) -> None:
