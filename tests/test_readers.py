@@ -170,3 +170,19 @@ def test_a_tile_the_file_does_not_store_reads_as_white(tmp_path):
     assert (region[:256, 56:] == 255).all()  # the missing tile (top right)
     assert np.array_equal(region[:256, :56], tile[:, 200:])
     assert np.array_equal(region[256:], np.concatenate([tile[:44, 200:], tile[:44, :44]], axis=1))  # bottom row
+
+
+def test_tiffslide_levels_with_fractional_downsample_are_read_at_the_asked_pixel(tmp_path):
+    """tiffslide takes level-0 locations: on a level whose downsample is not a whole number (an odd-sized image's
+    1.9995) the location must still land on the level pixel asked for, far from the origin too. Grey levels are
+    not read tile by tile, so this goes through tiffslide's API."""
+    image = np.random.default_rng(2).integers(0, 255, (4001, 4001), dtype=np.uint8)
+    path = tmp_path / "grey.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for level in (image, image[::2, ::2]):
+            tif.write(level, photometric="minisblack", tile=(256, 256), compression="zlib",
+                      subfiletype=0 if level is image else 1, resolution=(1e4 / 0.25,) * 2, resolutionunit="CENTIMETER")
+    with open_slide(path) as reader:
+        assert reader.backend == "tiffslide" and not reader._tiled.pages and reader.level_downsamples[1] != 2.0
+        for x, y in [(0, 0), (1999, 7), (1234, 1999), (1500, 1501)]:
+            assert (reader.read(1, x, y, 1, 1)[0, 0] == image[2 * y, 2 * x]).all(), (x, y)

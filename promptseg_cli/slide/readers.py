@@ -15,6 +15,7 @@ Every reader reports levels, dimensions, pixel size and returns RGB ``uint8`` re
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -198,9 +199,17 @@ class _OpenSlideAPIReader(SlideReader):
     def _region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         """RGB region at ``location`` (level-0 pixels) of ``level``."""
 
+    def _level0(self, value: float) -> int:
+        """The level-0 location for level coordinate x downsample ``value`` (both APIs take level-0 locations).
+
+        OpenSlide paints a level at the fractional position location / downsample, so the nearest location is the
+        closest it gets where the downsample is not a whole number (odd-sized images: 31623 -> 15812 is 1.99994).
+        """
+        return int(round(value))
+
     def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        ds = self.level_downsamples[level]  # both APIs take the location in level-0 pixels
-        return self._region((int(round(x * ds)), int(round(y * ds))), level, (width, height))
+        ds = self.level_downsamples[level]
+        return self._region((self._level0(x * ds), self._level0(y * ds)), level, (width, height))
 
     def close(self) -> None:
         self._slide.close()
@@ -284,6 +293,11 @@ class TiffSlideReader(_OpenSlideAPIReader):
         if level in self._tiled.pages:
             return self._tiled.read(level, x, y, width, height)
         return super()._read(level, x, y, width, height)
+
+    def _level0(self, value: float) -> int:
+        """tiffslide rounds location / downsample down to a level pixel, so rounding up lands on the one asked
+        for (to nearest could land one short on levels whose downsample is not a whole number)."""
+        return math.ceil(value)
 
     def _region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         return _to_rgb(np.asarray(self._slide.read_region(location, level, size, as_array=True)))
