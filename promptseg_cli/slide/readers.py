@@ -281,8 +281,9 @@ class TiffSlideReader(_OpenSlideAPIReader):
         import tifffile
 
         super().__init__(path, tiffslide.TiffSlide(str(path)))
-        self._tiled = _TiledLevels(tifffile.TiffFile(str(path)), self.level_dimensions)
-        self._tiff_mpp = tiff_mpp(self._tiled._tif)
+        tif = tifffile.TiffFile(str(path))
+        self._tiff_mpp = tiff_mpp(tif)
+        self._tiled = _TiledLevels(tif, self.level_dimensions)
 
     @property
     def mpp(self) -> float | None:
