@@ -40,7 +40,7 @@ class CropSampler(IterableDataset):
     """
 
     def __init__(self, sources: list[Source], simulate_weight: float, crop: int, order: int, seed: int,
-                 stain_jitter: float = 0.0):
+                 stain_jitter: float):
         self.sources = sources
         self.stain_jitter = stain_jitter
         self.simulate_weight = simulate_weight
