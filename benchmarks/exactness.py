@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--tiles", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--tissue", type=float, default=1.0)
+    parser.add_argument("--overlap", type=int, default=SegmentOptions.overlap, help="tile halo in model pixels")
     args = parser.parse_args()
     predictor = Predictor(load_model())
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,9 +94,9 @@ def main() -> None:
         for tile in args.tiles:
             out = Path(tmp) / f"tiled{tile}.ome.zarr"
             started = time.time()
-            segment_slide(slide, out, predictor, SegmentOptions(["nuclei"], tile_size=tile), Reporter(quiet=True))
+            segment_slide(slide, out, predictor, SegmentOptions(["nuclei"], tile_size=tile, overlap=args.overlap), Reporter(quiet=True))
             tiled = on_tissue(np.asarray(zarr.open_group(str(out), mode="r")["labels/nuclei/0"])[0], tissue)
-            figures = compare(whole, tiled, tile, 32)
+            figures = compare(whole, tiled, tile, args.overlap)
             print(f"tile {tile:5d}: {figures} ({time.time() - started:.1f} s)")
 
 
