@@ -32,7 +32,7 @@ from promptseg_cli.model.predictor import Predictor
 from promptseg_cli.model.weights import load_model
 from promptseg_cli.model.network import mid_intensity
 from promptseg_cli.pipeline.plan import SlidePlan
-from promptseg_cli.pipeline.segment import plane_tiles
+from promptseg_cli.pipeline.tiling import plane_tiles
 from promptseg_cli.slide.readers import open_slide
 
 from mosaic import write_mosaic
@@ -47,7 +47,7 @@ def model_only_seconds_per_pixel(slide: Path, samples: int = 40, passes: int = 1
     predictor = Predictor(load_model())
     with open_slide(slide) as reader:
         plan = SlidePlan.create(reader, predictor.model.native_mpp, reader.mpp, TILE, OVERLAP)
-        tiles, intensity = plane_tiles(reader, plan)
+        tiles, _, intensity = plane_tiles(reader, plan)
         tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, min(samples, len(tiles))).round().astype(int)]
         pixels = [plan.read_tile(reader, t, mid_intensity(intensity)) for t in tiles]
     best = float("inf")

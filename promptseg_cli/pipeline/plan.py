@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,16 +36,23 @@ class Tile:
     y: int
     width: int  # core size (smaller at the right/bottom edge)
     height: int
-    overlap: int
+    overlap: int  # halo: how far beyond the core the tile is read, and an owned object may reach
     size: int  # nominal core size (of the grid tile or quarter this tile comes from)
+    glass: tuple[bool, bool, bool, bool] = (False, False, False, False)  # left, top, right, bottom face only glass
+
+    @property
+    def halo(self) -> tuple[int, int, int, int]:
+        """Pixels read beyond the core on the left, top, right and bottom: ``overlap``, none on glass sides."""
+        return tuple(0 if g else self.overlap for g in self.glass)
 
     @property
     def read_shape(self) -> tuple[int, int]:
         """``(height, width)`` read and fed to the network: the core rounded up to the stride, plus the halo."""
         def padded(n: int) -> int:
-            return -(-n // STRIDE_MULTIPLE) * STRIDE_MULTIPLE + 2 * self.overlap
+            return -(-n // STRIDE_MULTIPLE) * STRIDE_MULTIPLE
 
-        return padded(self.height), padded(self.width)
+        left, top, right, bottom = self.halo
+        return padded(self.height) + top + bottom, padded(self.width) + left + right
 
     @property
     def read_pixels(self) -> int:
@@ -54,7 +61,11 @@ class Tile:
 
     def cropped(self, x0: int, y0: int, x1: int, y1: int) -> "Tile":
         """This tile with its core reduced to ``[x0, x1) x [y0, y1)`` (stride-aligned, inside the core)."""
-        return Tile(self.row, self.col, x0, y0, x1 - x0, y1 - y0, self.overlap, self.size)
+        return replace(self, x=x0, y=y0, width=x1 - x0, height=y1 - y0)
+
+    def facing_glass(self, glass: tuple[bool, bool, bool, bool]) -> "Tile":
+        """This tile read without halo on the sides (left, top, right, bottom) that face only glass."""
+        return replace(self, glass=glass)
 
     def quarters(self) -> list["Tile"]:
         """The four sub-tiles (clipped to this core) that a partly-tissue tile is split into."""
@@ -66,8 +77,8 @@ class Tile:
     @property
     def read_box(self) -> tuple[int, int, int, int]:
         """Native ``(x, y, width, height)`` of the core plus halo."""
-        o = self.overlap
-        return self.x - o, self.y - o, self.width + 2 * o, self.height + 2 * o
+        left, top, right, bottom = self.halo
+        return self.x - left, self.y - top, self.width + left + right, self.height + top + bottom
 
     def in_core(self, points: np.ndarray) -> np.ndarray:
         """Which native ``(x, y)`` points lie in this tile's core (half-open)."""
@@ -103,17 +114,14 @@ class SlidePlan:
         native = (max(1, math.floor(width0 / to_level0)), max(1, math.floor(height0 / to_level0)))
         return cls(level, factor, to_level0, native, mpp0, tile_size, overlap)
 
-    def tiles(self) -> Iterator[Tile]:
-        """Tiles in row-major order."""
+    def tiles(self, origin: tuple[int, int] = (0, 0)) -> Iterator[Tile]:
+        """Tiles in row-major order, on the grid whose lines pass through native ``origin`` ``(x, y)`` (each in
+        ``[0, tile_size)``, stride-aligned): the first row and column are narrower when the origin is not 0."""
         w, h = self.native_size
-        for row, y in enumerate(range(0, h, self.tile_size)):
-            for col, x in enumerate(range(0, w, self.tile_size)):
-                yield Tile(row, col, x, y, min(self.tile_size, w - x), min(self.tile_size, h - y), self.overlap, self.tile_size)
-
-    @property
-    def grid_shape(self) -> tuple[int, int]:
-        w, h = self.native_size
-        return math.ceil(h / self.tile_size), math.ceil(w / self.tile_size)
+        xs, ys = _spans(w, self.tile_size, origin[0]), _spans(h, self.tile_size, origin[1])
+        for row, (y, y1) in enumerate(ys):
+            for col, (x, x1) in enumerate(xs):
+                yield Tile(row, col, x, y, x1 - x, y1 - y, self.overlap, self.tile_size)
 
     def read_tile(self, reader: SlideReader, tile: Tile, fill: int = 0) -> np.ndarray:
         """The tile with halo (``tile.read_shape``) at native resolution, read from the read level's exact window;
@@ -126,3 +134,9 @@ class SlidePlan:
         sy0, sy1 = source_span(y, h, self.factor)
         region = reader.read(self.level, sx0, sy0, sx1 - sx0, sy1 - sy0, fill)
         return resample_region(region, (sx0, sy0), (x, y), (w, h), self.factor)
+
+
+def _spans(length: int, size: int, offset: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` spans of ``size`` covering ``[0, length)`` with a boundary at ``offset`` (mod ``size``)."""
+    starts = [0, *range(offset % size or size, length, size)]
+    return list(zip(starts, starts[1:] + [length]))

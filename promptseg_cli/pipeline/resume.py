@@ -23,7 +23,7 @@ from pathlib import Path
 
 STATE_FILE = "promptseg-state.pkl"
 PARTS_DIR = "promptseg-records"
-STATE_VERSION = 3
+STATE_VERSION = 4  # bumped whenever the saved state or the tile layout it counts batches of changes
 
 #: Set by the command line's SIGTERM/SIGINT handler; the tile loop stops at the next batch.
 stop_requested = threading.Event()

@@ -28,18 +28,16 @@ from ..io.omezarr import OmeZarrLayout, OmeZarrWriter, PropertiesSink
 from ..io.tables import TableSink
 from ..model.predictor import Predictor
 from ..progress import Reporter
-from ..slide.lazy import thumbnail
 from ..slide.readers import SlideReader, open_slide
-from ..slide.tissue import tissue_mask
-from ..training.datasets import intensity_range
 from .catalog import Catalog, ObjectBatch, Sink
 from .labels import LabelStream
 from .link_z import link_z_planes
 from .inference import cluster_results, local_results
 from .merge import SeamMerger
-from ..model.network import STRIDE_MULTIPLE, mid_intensity
-from .plan import MIN_TILE_SIZE, SlidePlan, Tile
+from ..model.network import mid_intensity
+from .plan import SlidePlan, Tile
 from .preview import write_preview
+from .tiling import plane_tiles
 from .resume import Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, run_directory, stop_requested
 
 __all__ = ["OutputError", "OutputExistsError", "Interrupted", "SegmentOptions", "SegmentResult", "segment_slide"]
@@ -71,7 +69,7 @@ class SegmentResult:
     input: Path
     output: Path
     objects: dict[str, int]
-    tiles_total: int  # top-level tiles of the slide (summed over the planes of a stack)
+    tiles_total: int  # tiles of the grid fitted to the tissue (summed over the planes of a stack)
     tiles_run: int  # tiles the model ran on (a partly-tissue tile counts as its sub-tiles)
     tiles_skipped: int  # top-level tiles without tissue
     pixels_processed: int  # model pixels fed to the network, halos included
@@ -110,60 +108,6 @@ def output_is_current(output: Path, predictor: Predictor, options: SegmentOption
         return False
     extras_present = all(p is None or p.exists() for p in (options.geojson, options.preview))
     return report.get("parameters") == json.loads(json.dumps(run_parameters(predictor, options))) and extras_present
-
-
-#: Native pixels kept around the tissue mask's extent when a tile is cropped to it.
-TISSUE_MARGIN = STRIDE_MULTIPLE
-
-
-def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> list[Tile]:
-    """Tiles to run: those with tissue, each cropped to the (stride-aligned) extent of the tissue in its core. A
-    tile partly on tissue is replaced by its quarters with tissue (down to ``MIN_TILE_SIZE``) when that processes
-    fewer pixels, halos included (the network is no slower per pixel on small tiles: ``benchmarks/model_speed.py
-    --size``). Order: top-level rows, y, x.
-
-    Cropping never loses an object at a tissue edge: its anchor lies on tissue, so inside the cropped core, and
-    its outline reaches at most the halo beyond it, as in any tile.
-    """
-    tiles = list(plan.tiles())
-    if mask is None:
-        return tiles
-    scale = plan.to_level0 / downsample  # mask pixels per native pixel
-    step = STRIDE_MULTIPLE
-
-    def on_tissue(t: Tile) -> Tile | None:
-        r0, r1 = int(t.y * scale), int(np.ceil((t.y + t.height) * scale)) + 1
-        c0, c1 = int(t.x * scale), int(np.ceil((t.x + t.width) * scale)) + 1
-        window = mask[r0:r1, c0:c1]
-        rows, cols = np.nonzero(window.any(axis=1))[0], np.nonzero(window.any(axis=0))[0]
-        if not len(rows):
-            return None
-        x0 = max(t.x, int((c0 + cols[0]) / scale - TISSUE_MARGIN) // step * step)
-        y0 = max(t.y, int((r0 + rows[0]) / scale - TISSUE_MARGIN) // step * step)
-        x1 = min(t.x + t.width, -(-int(np.ceil((c0 + cols[-1] + 1) / scale + TISSUE_MARGIN)) // step) * step)
-        y1 = min(t.y + t.height, -(-int(np.ceil((r0 + rows[-1] + 1) / scale + TISSUE_MARGIN)) // step) * step)
-        return t.cropped(x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
-
-    def cost(leaves: list[Tile]) -> int:
-        return sum(t.read_pixels for t in leaves)
-
-    def best(t: Tile, cropped: Tile) -> list[Tile]:
-        if t.size // 2 < MIN_TILE_SIZE or (t.size // 2) % STRIDE_MULTIPLE:
-            return [cropped]
-        split = [leaf for q in t.quarters() if (c := on_tissue(q)) is not None for leaf in best(q, c)]
-        return split if cost(split) < cost([cropped]) else [cropped]
-
-    leaves = [leaf for t in tiles if (c := on_tissue(t)) is not None for leaf in best(t, c)]
-    return sorted(leaves, key=lambda t: (t.row, t.y, t.x))
-
-
-def plane_tiles(reader: SlideReader, plan: SlidePlan,
-                tissue_detection: bool = True) -> tuple[list[Tile], tuple[float, float]]:
-    """The tiles to run on one plane (see :func:`tissue_tiles`) and its whole-image intensity range, both from
-    one streamed overview."""
-    overview, downsample = thumbnail(reader)
-    mask = tissue_mask(overview) if tissue_detection else None
-    return tissue_tiles(plan, mask, downsample), intensity_range(overview)
 
 
 def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
@@ -275,8 +219,7 @@ class SlideRun:
         self.plane_index = index
         t, z = self.layout.planes[index]
         reader = self.reader.plane_reader(t, z)
-        tiles, intensity = plane_tiles(reader, self.plan, self.options.tissue_detection)
-        total = self.plan.grid_shape[0] * self.plan.grid_shape[1]
+        tiles, total, intensity = plane_tiles(reader, self.plan, self.options.tissue_detection)
         del self.plane_stats[index:]  # a resumed plane is counted once
         self.plane_stats.append(PlaneStats(total, len(tiles), total - len({(tile.row, tile.col) for tile in tiles}),
                                            sum(tile.read_pixels for tile in tiles), intensity))

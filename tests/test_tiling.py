@@ -1,0 +1,82 @@
+"""Which tiles run: grid origin fitted to the tissue, tiles cropped and split, no halo towards glass."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from promptseg_cli.pipeline.plan import SlidePlan
+from promptseg_cli.pipeline.tiling import TissueFit, tissue_tiles
+
+DOWNSAMPLE = 8  # overview pixels per native pixel, as for a 10k slide
+
+
+def _plan(size: int, tile: int = 1024, overlap: int = 32) -> SlidePlan:
+    return SlidePlan(level=0, factor=1.0, to_level0=1.0, native_size=(size, size), mpp0=0.5, tile_size=tile, overlap=overlap)
+
+
+def _blobs(size: int, seed: int) -> np.ndarray:
+    """A tissue mask (at DOWNSAMPLE) of irregular sections covering about 40% of the slide."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.standard_normal((size // DOWNSAMPLE,) * 2), 12)
+    return field > np.quantile(field, 0.6)
+
+
+def _native(mask: np.ndarray) -> np.ndarray:
+    return np.kron(mask, np.ones((DOWNSAMPLE, DOWNSAMPLE), bool))
+
+
+def test_tissue_across_a_grid_corner_gets_one_tile_without_halo():
+    mask = np.zeros((256, 256), bool)
+    mask[110:140, 110:140] = True  # native 880-1120: across the default grid's corner at 1024
+    tiles, grid = tissue_tiles(_plan(2048), mask, DOWNSAMPLE)
+    assert len(tiles) == 1 and grid == 9
+    t = tiles[0]
+    assert t.glass == (True, True, True, True) and t.read_box == (t.x, t.y, t.width, t.height)
+    assert t.x <= 880 - 16 and t.x + t.width >= 1120 + 16  # margin around the tissue
+    assert t.read_pixels < 320 ** 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cores_partition_the_tissue_and_halos_hold_all_tissue_near_them(seed):
+    size, overlap = 4096, 32
+    mask = _blobs(size, seed)
+    tiles, _ = tissue_tiles(_plan(size, 512, overlap), mask, DOWNSAMPLE)
+    tissue = _native(mask)
+    owners = np.zeros(tissue.shape, np.int32)
+    for t in tiles:
+        owners[t.y : t.y + t.height, t.x : t.x + t.width] += 1
+        # tissue within the halo distance of the core is read: a side loses its halo only towards glass
+        x0, y0, x1, y1 = max(t.x - overlap, 0), max(t.y - overlap, 0), t.x + t.width + overlap, t.y + t.height + overlap
+        near = np.zeros(tissue.shape, bool)
+        near[y0:y1, x0:x1] = tissue[y0:y1, x0:x1]
+        bx, by, bw, bh = t.read_box
+        near[max(by, 0) : by + bh, max(bx, 0) : bx + bw] = False
+        assert not near.any()
+    assert owners.max() == 1  # cores never overlap: every anchor has one owner
+    assert (owners[tissue] == 1).all()  # and every tissue pixel lies in a core
+
+
+def test_fitted_tiles_feed_fewer_pixels_than_the_plain_grid():
+    """Sections made of 512-px cells whose edges fall on the default grid's lines: the mask's dilation makes thin
+    tiles of mostly halo there, which the fitted grid and glass sides avoid."""
+    rng = np.random.default_rng(3)
+    cells = ndimage.gaussian_filter(rng.standard_normal((16, 16)), 2) > 0.3
+    mask = ndimage.binary_dilation(np.kron(cells, np.ones((64, 64), bool)), iterations=3)
+    plan = _plan(8192)
+    fitted = sum(t.read_pixels for t in tissue_tiles(plan, mask, DOWNSAMPLE)[0])
+    on_grid = TissueFit(plan, mask, 1 / DOWNSAMPLE).tiles((0, 0))  # cropped and split on the plain grid
+    with_halo = sum(t.facing_glass((False,) * 4).read_pixels for t in on_grid)
+    assert fitted < 0.8 * with_halo
+
+
+def test_tiles_at_the_slide_edge_keep_their_halo():
+    """Beyond the slide's edge tiles read the fill value, as the whole-image pass pads; only glass loses the halo."""
+    mask = np.ones((128, 128), bool)
+    tiles, grid = tissue_tiles(_plan(1024, 512), mask, DOWNSAMPLE)
+    assert grid == 4 and len(tiles) == 4
+    assert all(t.glass == (False, False, False, False) and t.read_shape == (576, 576) for t in tiles)
+
+
+def test_without_a_mask_every_grid_tile_runs():
+    tiles, grid = tissue_tiles(_plan(2500), None, DOWNSAMPLE)
+    assert grid == len(tiles) == 9 and tiles[-1].width == 2500 - 2048
