@@ -95,6 +95,11 @@ class Mosaic:
     def tissue_fraction(self) -> float:
         return float((self.choice >= 0).mean())
 
+    def tissue_pixels(self) -> int:
+        """Level-0 pixels of tissue cells (cells at the right and bottom edge are cut by the slide's edge)."""
+        side = np.minimum(CELL, self.size - CELL * np.arange(self.cells))
+        return int((np.outer(side, side) * (self.choice >= 0)).sum())
+
 
 def write_mosaic(path: Path, size: int, tissue: float, seed: int = 0, levels: int = 4, layout: str = "sections") -> Mosaic:
     mosaic = Mosaic(size, tissue, seed, layout)

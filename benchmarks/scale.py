@@ -90,7 +90,7 @@ def main() -> None:
             mosaic = write_mosaic(slide, size, tissue, seed=size, layout=args.layout)
             report = run(slide, Path(tmp) / f"m{size}_{tissue}.ome.zarr", args.repeat)
             per_pixel = model_only_seconds_per_pixel(slide, passes=args.repeat)
-            tissue_px = size * size * mosaic.tissue_fraction()
+            tissue_px = mosaic.tissue_pixels()
             processed = report["tiles"]["processed_mpx"] * 1e6
             row = {"size": size, "layout": args.layout, "tissue": round(mosaic.tissue_fraction(), 3), "objects": report["objects"]["nuclei"],
                    "tiles_run": report["tiles"]["run"], "seconds": round(report["seconds"]["total"], 1),

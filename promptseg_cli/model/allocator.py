@@ -3,8 +3,10 @@
 glibc's ``malloc`` serves large blocks (above 32 MB at most, by default) with ``mmap`` and unmaps them on
 ``free``. A tile's activations are tens of MB each, so every forward pass on the CPU maps them afresh and the
 kernel zeroes every page again: about a sixth of the pipeline's CPU time went to that (system time). Raising
-the mmap threshold keeps those blocks in the heap, and raising the trim threshold keeps the heap from being
-returned and re-faulted; the process holds on to about one forward pass's worth of memory in exchange.
+the mmap threshold keeps those blocks in the heap, and raising the trim threshold keeps up to 256 MB of free heap
+(a 1024-px tile's forward pass allocates about 370 MB at its peak) from being returned and faulted in again.
+The process holds on to that memory in exchange: peak RSS about 0.2 GB higher (1 Gpx slide: 1.6 -> 1.8 GB,
+176 -> 149 s). A larger trim threshold was faster still but let every thread's heap keep more (2.0 GB).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import platform
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-MMAP_THRESHOLD = 512 * 2**20
-TRIM_THRESHOLD = 1024 * 2**20
+MMAP_THRESHOLD = 256 * 2**20
+TRIM_THRESHOLD = 256 * 2**20
 
 _done = False
 

@@ -59,7 +59,7 @@ class TissueFit:
 
     def __init__(self, plan: SlidePlan, mask: np.ndarray, scale: float):
         self.plan, self.mask, self.scale = plan, mask, scale
-        self.counts = np.pad(mask.cumsum(axis=0, dtype=np.int64).cumsum(axis=1), ((1, 0), (1, 0)))  # summed-area table
+        self.counts = np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))  # summed-area table
 
     def best_origin(self) -> tuple[int, int]:
         """The grid origin that feeds the fewest pixels: x first (with y at 0), then y; ties go to 0."""

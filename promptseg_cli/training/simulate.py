@@ -8,6 +8,8 @@ the same image comes with a nuclei label map and a cell label map, the prompt al
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
@@ -96,14 +98,12 @@ def _render(rng: np.random.Generator, cells: np.ndarray, nuclei: np.ndarray) -> 
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def write_simulated_dataset(folder, count: int, seed: int, size: int = 256) -> dict[str, "Path"]:
+def write_simulated_dataset(folder: str | Path, count: int, seed: int, size: int = 256) -> dict[str, Path]:
     """Write ``count`` simulated images twice in the dataset layout: ``folder/nuclei`` and ``folder/cells``.
 
     Both folders hold the same images; their labels answer the prompt they are named after, so
     ``promptseg evaluate folder/cells --prompt cells`` scores whole cells on pictures that also show nuclei.
     """
-    from pathlib import Path
-
     import tifffile
     from PIL import Image
 
