@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .allocator import reuse_freed_memory
 from .contours import propose
 from .network import STRIDE_MULTIPLE, CPNOutput, fused_for_inference, mid_intensity, normalise_image
 from .nms import polygon_nms, polygons_from_contours
@@ -72,8 +71,6 @@ class Predictor:
         self.precision = precision
         self.model = model
         self.device = torch.device(device)
-        if self.device.type == "cpu":
-            reuse_freed_memory()
         self.network = fused_for_inference(model.network).to(self.device)
         self.score_threshold = model.score_threshold if score_threshold is None else score_threshold
         self.nms_threshold = model.nms_threshold if nms_threshold is None else nms_threshold
