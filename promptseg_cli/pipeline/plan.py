@@ -6,9 +6,10 @@ Three coordinate frames, all with the pixel-corner convention:
 * *read level*: the pyramid level closest to (and not coarser than) the model's pixel size;
 * *native*: the model's pixel size; tiles are laid out on this grid.
 
-Tiles have a *core* of ``tile_size`` native pixels and a *halo* of ``overlap`` pixels on each side. Both are
-multiples of the network's stride, so every tile's pixel grid lines up with the whole-image grid and a pixel
-gets the same prediction in every tile (see ``merge.py`` for how objects are assigned to tiles).
+Tiles have a *core* of ``tile_size`` native pixels and a *halo* of ``overlap`` pixels on each side (none on
+sides that face only glass; ``tiling.py`` decides which tiles run and how). Both are multiples of the network's
+stride, so every tile's pixel grid lines up with the whole-image grid and a pixel gets the same prediction in
+every tile (see ``merge.py`` for how objects are assigned to tiles).
 """
 
 from __future__ import annotations

@@ -76,25 +76,23 @@ class TissueFit:
         leaves = [leaf for t in self.plan.tiles(origin) if (c := self._on_tissue(t)) is not None for leaf in self._best(t, *c)]
         return sorted(leaves, key=lambda t: (t.row, t.y, t.x))
 
-    def _window(self, x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, int, int]:
-        """The mask pixels touching native ``[x0, x1) x [y0, y1)`` (and the next one), with the window's first row
-        and column."""
-        s = self.scale
-        r0, c0 = max(int(y0 * s), 0), max(int(x0 * s), 0)
-        return self.mask[r0 : int(np.ceil(y1 * s)) + 1, c0 : int(np.ceil(x1 * s)) + 1], r0, c0
-
-    def _any(self, x0: int, y0: int, x1: int, y1: int) -> bool:
-        """Whether :meth:`_window` holds tissue (from the summed-area table)."""
+    def _bounds(self, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
+        """Mask rows and columns ``(r0, r1, c0, c1)`` touching native ``[x0, x1) x [y0, y1)`` (and the next one)."""
         s, (h, w) = self.scale, self.mask.shape
         r0, c0 = min(max(int(y0 * s), 0), h), min(max(int(x0 * s), 0), w)
-        r1, c1 = min(max(int(np.ceil(y1 * s)) + 1, r0), h), min(max(int(np.ceil(x1 * s)) + 1, c0), w)
+        return r0, min(max(int(np.ceil(y1 * s)) + 1, r0), h), c0, min(max(int(np.ceil(x1 * s)) + 1, c0), w)
+
+    def _any(self, x0: int, y0: int, x1: int, y1: int) -> bool:
+        """Whether the mask holds tissue there (from the summed-area table)."""
+        r0, r1, c0, c1 = self._bounds(x0, y0, x1, y1)
         n = self.counts
         return bool(n[r1, c1] - n[r0, c1] - n[r1, c0] + n[r0, c0])
 
     def _on_tissue(self, t: Tile) -> tuple[Tile, bool] | None:
         """``t`` cropped to its tissue, with its glass sides marked, and whether it is all tissue; None without
         tissue."""
-        window, r0, c0 = self._window(t.x, t.y, t.x + t.width, t.y + t.height)
+        r0, r1, c0, c1 = self._bounds(t.x, t.y, t.x + t.width, t.y + t.height)
+        window = self.mask[r0:r1, c0:c1]
         rows, cols = np.nonzero(window.any(axis=1))[0], np.nonzero(window.any(axis=0))[0]
         if not len(rows):
             return None
