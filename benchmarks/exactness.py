@@ -63,11 +63,11 @@ def compare(whole: np.ndarray, tiled: np.ndarray, seam: np.ndarray) -> dict:
             "duplicates": duplicates, "cut_at_seams": len(on_seam & cut), "unmatched_at_seams": len(on_seam & unmatched)}
 
 
-def seam_pixels(slide: Path, tile: int, overlap: int, shape: tuple[int, int]) -> np.ndarray:
+def seam_pixels(slide: Path, native_mpp: float, tile: int, overlap: int, shape: tuple[int, int]) -> np.ndarray:
     """Pixels on (or next to) the core borders of the tiles the pipeline runs on ``slide`` (native = level 0 here)."""
     seam = np.zeros(shape, bool)
     with open_slide(slide) as reader:
-        plan = SlidePlan.create(reader, load_model().native_mpp, reader.mpp, tile, overlap)
+        plan = SlidePlan.create(reader, native_mpp, reader.mpp, tile, overlap)
         tiles, _, _ = plane_tiles(reader, plan)
     for t in tiles:
         for y in (t.y, t.y + t.height):
@@ -113,7 +113,7 @@ def main() -> None:
             started = time.time()
             segment_slide(slide, out, predictor, SegmentOptions(["nuclei"], tile_size=tile, overlap=args.overlap), Reporter(quiet=True))
             tiled = on_tissue(np.asarray(zarr.open_group(str(out), mode="r")["labels/nuclei/0"])[0], tissue)
-            figures = compare(whole, tiled, seam_pixels(slide, tile, args.overlap, image.shape[:2]))
+            figures = compare(whole, tiled, seam_pixels(slide, predictor.model.native_mpp, tile, args.overlap, image.shape[:2]))
             print(f"tile {tile:5d}: {figures} ({time.time() - started:.1f} s)")
 
 

@@ -60,6 +60,7 @@ class TissueFit:
     def __init__(self, plan: SlidePlan, mask: np.ndarray, scale: float):
         self.plan, self.mask, self.scale = plan, mask, scale
         self.counts = np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))  # summed-area table
+        self._tiles: dict[tuple[int, int], list[Tile]] = {}  # by origin: the search and the caller share them
 
     def best_origin(self) -> tuple[int, int]:
         """The grid origin that feeds the fewest pixels: x first (with y at 0), then y; ties go to 0."""
@@ -73,8 +74,12 @@ class TissueFit:
         return ox, min(offsets, key=lambda y: cost((ox, y)))
 
     def tiles(self, origin: tuple[int, int]) -> list[Tile]:
-        leaves = [leaf for t in self.plan.tiles(origin) if (c := self._on_tissue(t)) is not None for leaf in self._best(t, *c)]
-        return sorted(leaves, key=lambda t: (t.row, t.y, t.x))
+        """The fitted tiles of the grid through ``origin``, in running order."""
+        if origin not in self._tiles:
+            leaves = [leaf for t in self.plan.tiles(origin) if (c := self._on_tissue(t)) is not None
+                      for leaf in self._best(t, *c)]
+            self._tiles[origin] = sorted(leaves, key=lambda t: (t.row, t.y, t.x))
+        return self._tiles[origin]
 
     def _bounds(self, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
         """Mask rows and columns ``(r0, r1, c0, c1)`` touching native ``[x0, x1) x [y0, y1)`` (and the next one)."""
