@@ -1,6 +1,6 @@
 """Model-only inference speed on 1024 x 1024 tiles of real tissue (issue target: >= 1.5 Mpx/s on 2 CPU cores).
 
-Usage: python benchmarks/model_speed.py [--device cpu] [--tiles 8] [--batch 1] [--size 1024]
+Usage: python benchmarks/model_speed.py [--device cpu] [--tiles 8] [--batch 1] [--size 1024] [--streams N]
 Prints megapixels per second for the network forward pass and for forward + contour decoding + NMS. ``--size``
 sets the tile edge (a pipeline tile of core C and halo 32 is C + 64 pixels).
 """
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from promptseg_cli.batch import allocated_cpus
 from promptseg_cli.model.predictor import Predictor, resolve_device
+from promptseg_cli.pipeline.inference import configure_threads
 from promptseg_cli.model.weights import load_model
 from promptseg_cli.slide.readers import open_slide
 
@@ -36,33 +39,44 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=8)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=allocated_cpus(), help="CPU threads in all")
+    parser.add_argument("--streams", type=int, default=None,
+                        help="batches in the network at once, each in its own thread (default: as promptseg segment)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    streams = configure_threads(device, args.threads)
+    if args.streams is not None:
+        streams = args.streams
+        torch.set_num_threads(max(1, args.threads // streams))
     predictor = Predictor(load_model(device=device), device)
     tiles = tissue_tiles(args.tiles, args.size)
     intensity = (float(np.percentile(tiles, 1)), float(np.percentile(tiles, 99.8)))
+    batches = [tiles[i : i + args.batch] for i in range(0, len(tiles), args.batch)]
     net = predictor.network
-    x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().to(device)
-    prompt = torch.zeros(args.batch, dtype=torch.long, device=device)
-    with torch.inference_mode():
-        net(x[: args.batch], prompt)  # warm-up
-        start = time.perf_counter()
-        for i in range(0, len(x), args.batch):
-            net(x[i : i + args.batch], prompt[: len(x[i : i + args.batch])])
+
+    def forward(batch: np.ndarray) -> None:
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().to(device)
+        with torch.inference_mode():
+            net(x, torch.zeros(len(batch), dtype=torch.long, device=device))
         if device.type == "cuda":
             torch.cuda.synchronize()
-        forward = time.perf_counter() - start
-    start = time.perf_counter()
-    objects = 0
-    for i in range(0, len(tiles), args.batch):
-        objects += sum(len(d) for d in predictor.predict(tiles[i : i + args.batch], "nuclei", intensity))
-    full = time.perf_counter() - start
+
+    def predict(batch: np.ndarray) -> int:
+        return sum(len(d) for d in predictor.predict(batch, "nuclei", intensity))
+
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(forward, batches[:streams]))  # warm-up
+        start = time.perf_counter()
+        list(pool.map(forward, batches))
+        forward_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        objects = sum(pool.map(predict, batches))
+        full = time.perf_counter() - start
     mpx = len(tiles) * tiles.shape[1] * tiles.shape[2] / 1e6
     params = sum(p.numel() for p in net.parameters())
-    print(f"device={device} threads={args.threads} tiles={len(tiles)}x{args.size}x{args.size} batch={args.batch} parameters={params}")
-    print(f"network forward:                {mpx / forward:.2f} Mpx/s")
+    print(f"device={device} threads={torch.get_num_threads()} x {streams} streams tiles={len(tiles)}x{args.size}x{args.size} "
+          f"batch={args.batch} parameters={params}")
+    print(f"network forward:                {mpx / forward_seconds:.2f} Mpx/s")
     print(f"forward + contours + NMS:       {mpx / full:.2f} Mpx/s ({objects} objects)")
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
+from .malloc import share_one_arena
 from .progress import Reporter
 
 EXIT_FAILED = 1
@@ -148,8 +149,6 @@ def segment(
     Example: promptseg segment slide.svs --prompt nuclei -o slide.ome.zarr
     """
     reporter = Reporter(quiet, verbose)
-    import torch
-
     from .batch import BatchError, allocated_cpus, collect_inputs, parse_shard, print_summary, read_input_list, run_batch, shard_from_environment
     from .pipeline.segment import Interrupted, SegmentOptions
 
@@ -188,13 +187,14 @@ def segment(
     for name, template in (("--geojson", geojson), ("--preview", preview)):
         if template is not None and len(slides) > 1 and "{stem}" not in template:
             _fail(reporter, f"{name} with several inputs needs {{stem}} in the path, e.g. {name} results/{{stem}}.ext")
-    torch.set_num_threads(threads or allocated_cpus())
+    from .pipeline.inference import configure_threads, connect
+
     predictor = _load_predictor(model, device, reporter, score_threshold, precision)
+    streams = configure_threads(predictor.device, threads or allocated_cpus())
     if batch_size is None:
         batch_size = 1 if predictor.device.type == "cpu" else 8
-    options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, ngff, not no_tissue_detection, overwrite,
-                             table=table, channels=channels, link_z=link_z, pixel_size=pixel_size)
-    from .pipeline.inference import connect
+    options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, streams, ngff, not no_tissue_detection,
+                             overwrite, table=table, channels=channels, link_z=link_z, pixel_size=pixel_size)
 
     try:
         client = connect(scheduler, cluster, workers, worker_cores, worker_memory)
@@ -360,7 +360,11 @@ def ingest(
     settings.prompts = _resolve_prompts(settings.prompts, reporter)
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     log = ingest_logger(settings.output_dir, quiet)
-    runner = Ingest(settings, _load_predictor(model, device, reporter), log)
+    from .batch import allocated_cpus
+    from .pipeline.inference import configure_threads
+
+    predictor = _load_predictor(model, device, reporter)
+    runner = Ingest(settings, predictor, log, configure_threads(predictor.device, allocated_cpus()))
     _stop_on_signals(reporter)
     from .pipeline.resume import stop_requested
 
@@ -424,6 +428,7 @@ def info(
 
 def run() -> None:
     """Console-script entry point."""
+    share_one_arena()
     try:
         app()
     except KeyboardInterrupt:

@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -63,6 +62,25 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     assert features == ref_features and table == ref_table
     assert not partial.exists() and [p.name for p in resumed_dir.iterdir()] == ["example_slide.ome.zarr"]
     assert not (resumed_dir / "example_slide.ome.zarr" / "promptseg-state.pkl").exists()
+
+
+def test_kill_9_after_the_geojson_appeared_then_rerun_completes(tmp_path):
+    """The GeoJSON and preview are published just before the output: a run killed in between resumes and replaces
+    them instead of refusing them as existing outputs."""
+    out_dir = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "promptseg_cli", "segment", str(SLIDE), "--output-dir", str(out_dir),
+                             *ARGS, "--preview", "{stem}.png"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    geojson = tmp_path / "example_slide.geojson.gz"
+    while not geojson.exists() and proc.poll() is None:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)  # while the preview is drawn, most of the time
+    proc.wait()
+    rerun = _start(out_dir, tmp_path)
+    _, stderr = rerun.communicate()
+    assert rerun.returncode == 0, stderr
+    labels, features, _ = _result(out_dir, tmp_path)
+    assert len(features) == labels.max() > 100
+    assert not (out_dir / "example_slide.ome.zarr" / "promptseg-extras.txt").exists()
 
 
 def test_sigterm_stops_cleanly_with_resumable_state(tmp_path):

@@ -56,7 +56,8 @@ def test_output_structure_validates_and_pyramid_is_nearest(tmp_path):
     assert [d["coordinateTransformations"] for d in label_meta["multiscales"][0]["datasets"]] == \
         [d["coordinateTransformations"] for d in ome["multiscales"][0]["datasets"]]
     level0, level1 = _labels(out), _labels(out, level=1)
-    np.testing.assert_array_equal(level1, level0[::2, ::2])
+    np.testing.assert_array_equal(level1, level0[::2, ::2])  # written with level 0, block by block
+    np.testing.assert_array_equal(_labels(out, level=2), level0[::4, ::4])  # built from level 1 at the end
     assert set(np.unique(level1)) <= set(np.unique(level0))
     np.testing.assert_array_equal(np.asarray(group["0"])[:, :100, :100].transpose(1, 2, 0), image[:100, :100])
     assert group["labels/nuclei/0"].dtype == np.uint32
@@ -172,3 +173,31 @@ def test_tissue_patch_on_a_grid_corner_runs_as_one_tile_and_objects_stay_exact(t
     ids = labels[(centres[:, 0] + 824).astype(int), (centres[:, 1] + 824).astype(int)]
     assert (ids > 0).all() and len(set(ids.tolist())) == len(centres) == result.objects["nuclei"]
     np.testing.assert_allclose(ndimage.sum(np.ones_like(labels), labels, ids), np.pi * radii.astype(float) ** 2, rtol=0.08)
+
+
+def test_parallel_model_streams_give_the_same_output(tmp_path):
+    """Two batches in the network at once (the default on CPUs with 2+ cores) change nothing in the output:
+    results are merged in tile order whatever order the streams finish in."""
+    import torch
+
+    from conftest import REPO
+    from promptseg_cli.model.predictor import Predictor
+    from promptseg_cli.model.weights import load_model
+    from promptseg_cli.pipeline.inference import configure_threads
+
+    threads = torch.get_num_threads()
+    try:
+        assert configure_threads(torch.device("cpu"), 4) == 2 and torch.get_num_threads() == 2
+        assert configure_threads(torch.device("cpu"), 1) == 1 and torch.get_num_threads() == 1
+        assert configure_threads(torch.device("cuda"), 4) == 1 and torch.get_num_threads() == 4
+        predictor = Predictor(load_model())
+        slide = REPO / "examples" / "example_slide.tif"
+        for streams in (1, 2):
+            configure_threads(torch.device("cpu"), 2)
+            segment_slide(slide, tmp_path / f"{streams}.ome.zarr", predictor,
+                          SegmentOptions(["nuclei"], tile_size=256, streams=streams), Reporter(quiet=True))
+    finally:
+        torch.set_num_threads(threads)
+    one, two = _labels(tmp_path / "1.ome.zarr"), _labels(tmp_path / "2.ome.zarr")
+    assert one.max() > 500
+    np.testing.assert_array_equal(one, two)

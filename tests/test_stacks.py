@@ -2,7 +2,6 @@
 model, label images with the input's axes and scales, --link-z, stack outputs as inputs, and resume inside a stack."""
 
 import csv
-import gzip
 import json
 import pickle
 

@@ -89,9 +89,10 @@ def ingest_logger(output_dir: Path, quiet: bool) -> logging.Logger:
 
 
 class Ingest:
-    def __init__(self, config: IngestConfig, predictor, logger: logging.Logger):
+    def __init__(self, config: IngestConfig, predictor, logger: logging.Logger, streams: int = 1):
         self.config, self.predictor, self.log = config, predictor, logger
-        self.options = SegmentOptions(config.prompts, config.tile_size, config.overlap, table=config.table)
+        self.options = SegmentOptions(config.prompts, config.tile_size, config.overlap, table=config.table,
+                                      streams=streams)
         self.parameters = run_parameters(predictor, self.options)
 
     def output_for(self, unit: SlideUnit) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline.catalog import Records
-from ..pipeline.measure import INTENSITY_CHANNELS, shape_measurements
+from ..pipeline.measure import INTENSITY_CHANNELS, area_and_centroid
 
 CLASS_NAMES = {"nuclei": ("Nucleus", [0, 128, 255]), "cells": ("Cell", [255, 96, 0])}
 
@@ -74,7 +74,7 @@ class GeoJsonSink:
                        "geometry": geometry, "properties": props}
             if nucleus is not None:
                 feature["nucleusGeometry"] = _polygon(nucleus)
-                nucleus_area = shape_measurements(nucleus[None])["area"][0]
+                nucleus_area = area_and_centroid(nucleus[None])["area"][0]
                 props["measurements"]["Nucleus area px^2"] = round(float(nucleus_area), 4)
             self._handle.write(("" if self._first else ",\n") + json.dumps(feature, separators=(",", ":")))
             self._first = False

@@ -9,6 +9,7 @@ contours, so the network carries little data; a bounded number of batches is in 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -46,27 +47,48 @@ def read_batch(reader: SlideReader, plan: SlidePlan, batch: list[Tile], fill: in
     return np.stack([plan.read_tile(reader, t, fill) for t in batch])
 
 
+def configure_threads(device: torch.device, threads: int) -> int:
+    """Set torch's threads for a process with ``threads`` CPUs and return how many tile batches should go through
+    the network at once (the segment option ``streams``).
+
+    On a CPU with two or more cores: two streams, each with half the threads. Two single-threaded streams run the
+    network about 10% faster than one stream with two threads on 2 cores (no waiting at the end of every parallel
+    operation), and the pipeline's background work (reading, merging, writing) then slows one stream for the time
+    it takes instead of stalling both threads. On a GPU: one stream, with every CPU thread for the rest.
+    """
+    streams = 2 if device.type == "cpu" and threads >= 2 else 1
+    torch.set_num_threads(max(1, threads // streams))
+    return streams
+
+
 def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, batches: list[list[Tile]], start: int,
-                  prompts: list[str], intensity: tuple[float, float], fill: int, measure: bool) -> Iterator[TileResults]:
+                  prompts: list[str], intensity: tuple[float, float], fill: int, measure: bool,
+                  streams: int = 1) -> Iterator[TileResults]:
     """Results of ``batches[start:]`` in order, computed in this process.
 
-    Three stages overlap: reads run two batches ahead in background threads, the network runs here, and the
-    post-processing of a batch (contours, NMS, intensities) runs in a background thread during the next forward.
+    Three stages overlap, each in its own threads: reads run ahead, ``streams`` batches go through the network at
+    once, and the post-processing of a batch (contours, NMS, intensities) runs while the next ones are in the
+    network. At most ``streams + 2`` batches are between reading and their result, so memory stays bounded.
     """
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool, \
+    def forward(read: Future) -> tuple[np.ndarray, dict]:
+        pixels = read.result()
+        return pixels, {p: predictor.forward(pixels, p, intensity) for p in prompts}
+
+    def finish(forwarded: Future) -> TileResults:
+        pixels, outputs = forwarded.result()
+        return finish_batch(predictor, outputs, pixels, measure)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as reading, \
+            ThreadPoolExecutor(max_workers=streams, thread_name_prefix="model") as network, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="post") as post:
-        pending: list[Future] = [pool.submit(read_batch, slide, plan, b, fill) for b in batches[start : start + 2]]
-        finishing: Future | None = None
-        for index in range(start, len(batches)):
-            pixels = pending.pop(0).result()
-            if index + 2 < len(batches):
-                pending.append(pool.submit(read_batch, slide, plan, batches[index + 2], fill))
-            outputs = {p: predictor.forward(pixels, p, intensity) for p in prompts}
-            if finishing is not None:
-                yield finishing.result()
-            finishing = post.submit(finish_batch, predictor, outputs, pixels, measure)
-        if finishing is not None:
-            yield finishing.result()
+        in_flight: deque[Future] = deque()
+        for batch in batches[start:]:
+            read = reading.submit(read_batch, slide, plan, batch, fill)
+            in_flight.append(post.submit(finish, network.submit(forward, read)))
+            if len(in_flight) > streams + 1:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
 
 
 _worker_cache: dict = {}

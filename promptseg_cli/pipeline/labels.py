@@ -1,4 +1,5 @@
-"""Streaming label writer: objects arrive tile row by tile row; label blocks are written once final.
+"""Streaming label writer: objects arrive tile row by tile row; label blocks are written once final, with their
+level-1 pyramid block (every other pixel) while they are in memory.
 
 Objects are held only until every label block they touch has been written. A block row is final once no tile
 still to come can reach it (tiles only ever add objects inside their own extent), so memory holds about one
@@ -19,7 +20,7 @@ class LabelStream:
 
     def __init__(self, writer: OmeZarrWriter, name: str):
         self.writer = writer
-        self.array = writer.labels[name][0]
+        self.levels = writer.labels[name][:2]  # level 1 is every other pixel of a block, written with it
         self.height = writer.layout.height
         self.plane = (0, 0)
         self.next_id = 1
@@ -73,7 +74,9 @@ class LabelStream:
             label = np.zeros((y1 - y0, x1 - x0), np.uint32)
             if hit.any():
                 paint(label, contours[hit], ids[hit], scores[hit], origin=(x0, y0))
-                self.array[self.writer.layout.index(self.plane, 0, slice(y0, y1), slice(x0, x1))] = label
+                for level, array in enumerate(self.levels):  # blocks start on even rows and columns
+                    ys, xs = slice(y0 >> level, -(-y1 >> level)), slice(x0 >> level, -(-x1 >> level))
+                    array[self.writer.layout.index(self.plane, 0, ys, xs)] = label[:: 1 << level, :: 1 << level]
         self.written_y = stop
         alive = (hi[:, 1] >= stop) & (final_y is not None)  # after the last row nothing is pending
         self._contours, self._scores, self._ids = [contours[alive]], [scores[alive]], [ids[alive]]

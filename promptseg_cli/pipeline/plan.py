@@ -60,13 +60,10 @@ class Tile:
         h, w = self.read_shape
         return h * w
 
-    def cropped(self, x0: int, y0: int, x1: int, y1: int) -> "Tile":
-        """This tile with its core reduced to ``[x0, x1) x [y0, y1)`` (stride-aligned, inside the core)."""
-        return replace(self, x=x0, y=y0, width=x1 - x0, height=y1 - y0)
-
-    def facing_glass(self, glass: tuple[bool, bool, bool, bool]) -> "Tile":
-        """This tile read without halo on the sides (left, top, right, bottom) that face only glass."""
-        return replace(self, glass=glass)
+    def fitted(self, x0: int, y0: int, x1: int, y1: int, glass: tuple[bool, bool, bool, bool]) -> "Tile":
+        """This tile with its core reduced to ``[x0, x1) x [y0, y1)`` (stride-aligned, inside the core), read
+        without halo on the sides (left, top, right, bottom) that face only ``glass``."""
+        return replace(self, x=x0, y=y0, width=x1 - x0, height=y1 - y0, glass=glass)
 
     def quarters(self) -> list["Tile"]:
         """The four sub-tiles (clipped to this core) that a partly-tissue tile is split into."""

@@ -8,6 +8,8 @@ written, seam polygons, ids handed out, the next tile batch) goes into one state
 run started again with the same parameters loads that state, drops part files written after it, and continues
 with the next tile row; the result is the same as that of an uninterrupted run. On success the partial
 directory is renamed to the output (after removing the state), so a complete-looking output is a complete one.
+Files beside the output (GeoJSON, preview) are published just before it; the partial directory notes them
+first, so a run killed in between may replace them when it resumes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 STATE_FILE = "promptseg-state.pkl"
 PARTS_DIR = "promptseg-records"
+EXTRAS_FILE = "promptseg-extras.txt"
 STATE_VERSION = 4  # bumped whenever the saved state or the tile layout it counts batches of changes
 
 #: Set by the command line's SIGTERM/SIGINT handler; the tile loop stops at the next batch.
@@ -56,6 +59,22 @@ def partial_path(output: Path) -> Path:
     return output.parent / f".{output.name}.partial"
 
 
+def claim_extras(work: Path, paths: list[Path]) -> None:
+    """Note in the partial directory ``work`` the files beside the output (GeoJSON, preview) that the run is about
+    to publish: they appear before the output does, and a run killed in between may replace them when resumed."""
+    tmp = work / f"{EXTRAS_FILE}.tmp"
+    tmp.write_text("".join(f"{p.resolve()}\n" for p in paths))
+    os.replace(tmp, work / EXTRAS_FILE)
+
+
+def claimed_extras(output: Path) -> set[Path]:
+    """The files an interrupted run of ``output`` noted with :func:`claim_extras`."""
+    try:
+        return {Path(line) for line in (partial_path(output) / EXTRAS_FILE).read_text().splitlines()}
+    except OSError:
+        return set()
+
+
 @contextmanager
 def run_directory(output: Path, overwrite: bool) -> Iterator[Path]:
     """Lock ``output``, yield its partial directory, and publish it as ``output`` on success.
@@ -74,6 +93,7 @@ def run_directory(output: Path, overwrite: bool) -> Iterator[Path]:
         try:
             yield work
             (work / STATE_FILE).unlink(missing_ok=True)
+            (work / EXTRAS_FILE).unlink(missing_ok=True)
             shutil.rmtree(work / PARTS_DIR, ignore_errors=True)
             _publish(work, output)
         except (Interrupted, KeyboardInterrupt):

@@ -38,7 +38,8 @@ from ..model.network import mid_intensity
 from .plan import SlidePlan, Tile
 from .preview import write_preview
 from .tiling import plane_tiles
-from .resume import Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, run_directory, stop_requested
+from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, claim_extras, claimed_extras,
+                     run_directory, stop_requested)
 
 __all__ = ["OutputError", "OutputExistsError", "Interrupted", "SegmentOptions", "SegmentResult", "segment_slide"]
 
@@ -53,6 +54,7 @@ class SegmentOptions:
     overlap: int = DEFAULT_OVERLAP
     mpp: float | None = None
     batch_size: int = 1
+    streams: int = 1  # tile batches in the network at once, each in its own thread (``inference.configure_threads``)
     ngff: str = "0.5"
     tissue_detection: bool = True
     overwrite: bool = False
@@ -130,8 +132,9 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
     again with the same parameters (see ``resume.py``). With a ``distributed.Client`` the tile batches run on
     its workers (see ``inference.py``).
     """
+    claimed = claimed_extras(output)  # published by a run killed before its output was
     for extra in (options.geojson, options.preview):
-        if extra is not None:
+        if extra is not None and extra.resolve() not in claimed:
             check_writable(extra, options.overwrite)
     with open_slide(path, options.channels) as reader, run_directory(output, options.overwrite) as work:
         return SlideRun(path, output, work, reader, predictor, options, reporter, client).run()
@@ -200,10 +203,15 @@ class SlideRun:
             image_copy.result()
         counts = {p: s.count for p, s in self.streams.items()}
         links = link_z_planes(writer, counts, self.checkpoints.parts) if self.options.link_z and self.layout.z > 1 else {}
-        writer.build_label_pyramids()
+        claim_extras(self.work, [p for p in (self.options.geojson, self.options.preview) if p is not None])
         writer.record(objects=counts, **({"objects_3d": {p: int(len(np.unique(m[1:]))) for p, m in links.items()}}
                                          if links else {}))
-        self._write_records(writer, links)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyramid") as background:
+            # label levels 0 and 1 are written by the label streams (level 1 again when linking rewrote level 0);
+            # the pyramid touches label arrays only, so it does not clash with the records
+            pyramids = background.submit(writer.build_label_pyramids, 1 if links else 2)
+            self._write_records(writer, links)
+            pyramids.result()
         if self.options.preview is not None:
             write_preview(self.work, prompts, self.options.preview, self.layout)
         stats = self.plane_stats
@@ -252,7 +260,7 @@ class SlideRun:
         batches = list(_batches(tiles, options.batch_size))
         if self.client is None:
             results = local_results(self.predictor, reader, plan, batches, start, options.prompts, intensity, fill,
-                                    self.measure)
+                                    self.measure, options.streams)
         else:
             results = cluster_results(self.client, self.predictor, self.path, options.channels,
                                       self.layout.planes[self.plane_index], plan, batches, start, options.prompts,

@@ -17,6 +17,9 @@ its outline reaches at most the halo beyond it, as in any tile.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import numpy as np
 
 from ..model.network import STRIDE_MULTIPLE
@@ -28,8 +31,8 @@ from .plan import MIN_TILE_SIZE, SlidePlan, Tile
 
 #: Native pixels kept around the tissue mask's extent when a tile is cropped to it.
 TISSUE_MARGIN = STRIDE_MULTIPLE
-#: Grid origins tried along each axis (evenly spaced over one tile, stride-aligned).
-ORIGIN_STEPS = 16
+#: Grid origins tried first along each axis (evenly spaced over one tile, stride-aligned).
+ORIGIN_STEPS = 8
 
 
 def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> tuple[list[Tile], int]:
@@ -60,26 +63,44 @@ class TissueFit:
     def __init__(self, plan: SlidePlan, mask: np.ndarray, scale: float):
         self.plan, self.mask, self.scale = plan, mask, scale
         self.counts = np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))  # summed-area table
-        self._tiles: dict[tuple[int, int], list[Tile]] = {}  # by origin: the search and the caller share them
+        self._fitted: dict[tuple[int, int, int, int, int], list[Tile]] = {}  # by tile geometry, for every grid
 
     def best_origin(self) -> tuple[int, int]:
-        """The grid origin that feeds the fewest pixels: x first (with y at 0), then y; ties go to 0."""
-        step = max(STRIDE_MULTIPLE, self.plan.tile_size // ORIGIN_STEPS // STRIDE_MULTIPLE * STRIDE_MULTIPLE)
-        offsets = range(0, self.plan.tile_size, step)
+        """The grid origin that feeds the fewest pixels: x first (with y at 0), then y; ties go to 0.
+
+        Along each axis, ``ORIGIN_STEPS`` offsets evenly spaced over a tile, then the two halfway to the best one's
+        neighbours.
+        """
+        size = self.plan.tile_size
+        step = max(STRIDE_MULTIPLE, size // ORIGIN_STEPS // STRIDE_MULTIPLE * STRIDE_MULTIPLE)
+        costs: dict[tuple[int, int], int] = {}
 
         def cost(origin: tuple[int, int]) -> int:
-            return sum(t.read_pixels for t in self.tiles(origin))
+            if origin not in costs:
+                costs[origin] = sum(leaf.read_pixels for t in self.plan.tiles(origin) for leaf in self._fit(t))
+            return costs[origin]
 
-        ox = min(offsets, key=lambda x: cost((x, 0)))
-        return ox, min(offsets, key=lambda y: cost((ox, y)))
+        def search(origin: Callable[[int], tuple[int, int]]) -> int:
+            coarse = min(range(0, size, step), key=lambda o: cost(origin(o)))
+            fine = [o for o in (coarse - step // 2, coarse + step // 2) if 0 <= o < size and o % STRIDE_MULTIPLE == 0]
+            return min([coarse, *fine], key=lambda o: cost(origin(o)))
+
+        ox = search(lambda x: (x, 0))
+        return ox, search(lambda y: (ox, y))
 
     def tiles(self, origin: tuple[int, int]) -> list[Tile]:
         """The fitted tiles of the grid through ``origin``, in running order."""
-        if origin not in self._tiles:
-            leaves = [leaf for t in self.plan.tiles(origin) if (c := self._on_tissue(t)) is not None
-                      for leaf in self._best(t, *c)]
-            self._tiles[origin] = sorted(leaves, key=lambda t: (t.row, t.y, t.x))
-        return self._tiles[origin]
+        leaves = [replace(leaf, row=t.row, col=t.col) for t in self.plan.tiles(origin) for leaf in self._fit(t)]
+        return sorted(leaves, key=lambda t: (t.row, t.y, t.x))
+
+    def _fit(self, t: Tile) -> list[Tile]:
+        """The tiles that run in place of ``t`` (none without tissue). Grids through nearby origins share
+        quarters and smaller tiles, so the search keeps them by geometry (their row and column are set later)."""
+        key = (t.x, t.y, t.width, t.height, t.size)
+        if key not in self._fitted:
+            c = self._on_tissue(t)
+            self._fitted[key] = [] if c is None else self._best(t, *c)
+        return self._fitted[key]
 
     def _bounds(self, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
         """Mask rows and columns ``(r0, r1, c0, c1)`` touching native ``[x0, x1) x [y0, y1)`` (and the next one)."""
@@ -114,11 +135,11 @@ class TissueFit:
         w, h = self.plan.native_size
         inside = (x0 >= o, y0 >= o, x1 + o <= w, y1 + o <= h)  # beyond the slide's edge, tiles see the fill as before
         glass = tuple(i and not self._any(*strip) for i, strip in zip(inside, strips))
-        return t.cropped(x0, y0, x1, y1).facing_glass(glass), bool(window.all())
+        return t.fitted(x0, y0, x1, y1, glass), bool(window.all())
 
     def _best(self, t: Tile, cropped: Tile, full: bool) -> list[Tile]:
         """``cropped`` or its quarters' leaves, whichever feeds fewer pixels (a tile all on tissue is kept)."""
         if full or t.size // 2 < MIN_TILE_SIZE or (t.size // 2) % STRIDE_MULTIPLE:
             return [cropped]
-        split = [leaf for q in t.quarters() if (c := self._on_tissue(q)) is not None for leaf in self._best(q, *c)]
+        split = [leaf for q in t.quarters() for leaf in self._fit(q)]
         return split if sum(x.read_pixels for x in split) < cropped.read_pixels else [cropped]

@@ -42,13 +42,15 @@ def level_array(reader: SlideReader, level: int, chunk: int = LEVEL_CHUNK) -> da
 
 
 def thumbnail(reader: SlideReader, max_size: int = 2048) -> tuple[np.ndarray, float]:
-    """A downsampled RGB overview and its downsample relative to level 0, read in bounded memory.
+    """A downsampled RGB overview (``max_size / 2`` to ``max_size`` on its long side, or the whole image when
+    smaller) and its downsample relative to level 0, read in bounded memory.
 
-    Uses the smallest pyramid level that is still at least ``max_size`` on its long side, then block-averages
-    it chunk by chunk to at most ``max_size``.
+    Uses the smallest pyramid level that is at least ``max_size / 2`` on its long side (so a level of that size is
+    used as it is, not averaged down from the next larger one), then block-averages it chunk by chunk to at most
+    ``max_size``.
     """
     dims = reader.level_dimensions
-    level = max((i for i, (w, h) in enumerate(dims) if max(w, h) >= max_size), default=0)
+    level = max((i for i, (w, h) in enumerate(dims) if max(w, h) >= max_size // 2), default=0)
     width, height = dims[level]
     factor = max(1, int(np.ceil(max(width, height) / max_size)))
     array = level_array(reader, level, chunk=max(LEVEL_CHUNK // factor, 1) * factor)
