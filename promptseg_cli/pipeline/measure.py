@@ -31,7 +31,10 @@ def _edges(contours: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def area_and_centroid(contours: np.ndarray) -> dict[str, np.ndarray]:
     """Area and centroid of ``(N, P, 2)`` contours: the cheap part of :func:`shape_measurements`."""
-    x, y, x1, y1, cross, area = _edges(contours)
+    return _area_and_centroid(*_edges(contours))
+
+
+def _area_and_centroid(x, y, x1, y1, cross, area) -> dict[str, np.ndarray]:
     return {"area": np.abs(0.5 * cross.sum(1)), "centroid_x": ((x + x1) * cross).sum(1) / (6 * area),
             "centroid_y": ((y + y1) * cross).sum(1) / (6 * area)}
 
@@ -40,8 +43,9 @@ def shape_measurements(contours: np.ndarray) -> dict[str, np.ndarray]:
     """Measurements of ``(N, P, 2)`` contours in their own pixel units."""
     if len(contours) == 0:
         return {k: np.zeros(0) for k in MEASUREMENTS}
-    first = area_and_centroid(contours)
-    x, y, x1, y1, cross, safe = _edges(contours)
+    edges = _edges(contours)
+    first = _area_and_centroid(*edges)
+    x, y, x1, y1, cross, safe = edges
     area, cx, cy = first["area"], first["centroid_x"], first["centroid_y"]
     mu20 = ((x * x + x * x1 + x1 * x1) * cross).sum(1) / (12 * safe) - cx**2
     mu02 = ((y * y + y * y1 + y1 * y1) * cross).sum(1) / (12 * safe) - cy**2
