@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from promptseg_cli.model.network import STRIDE_MULTIPLE
 from promptseg_cli.pipeline.plan import SlidePlan
-from promptseg_cli.pipeline.tiling import TissueFit, tissue_tiles
+from promptseg_cli.pipeline.tiling import TISSUE_MARGIN, TissueFit, tissue_tiles
+from promptseg_cli.slide.tissue import DILATION, tissue_mask
 
 DOWNSAMPLE = 8  # overview pixels per native pixel, as for a 10k slide
 
@@ -82,3 +84,21 @@ def test_tiles_at_the_slide_edge_keep_their_halo():
 def test_without_a_mask_every_grid_tile_runs():
     tiles, grid = tissue_tiles(_plan(2500), None, DOWNSAMPLE)
     assert grid == len(tiles) == 9 and tiles[-1].width == 2500 - 2048
+
+
+@pytest.mark.parametrize("downsample", [1, 8, 16])
+def test_cropped_cores_keep_the_margin_around_detected_tissue(downsample):
+    """The mask's own dilation counts towards the margin: at least TISSUE_MARGIN native pixels of glass beyond the
+    detected tissue stay in the core, whatever the overview's downsample, and no more than a stride beyond that."""
+    overview = np.full((128, 128, 3), 236, np.uint8)
+    overview[40:70, 50:90] = (150, 60, 170)  # an H&E-coloured section on glass
+    mask = tissue_mask(overview)
+    plan = _plan(128 * downsample, tile=2048)
+    tiles, _ = tissue_tiles(plan, mask, downsample, grown=DILATION)
+    assert len(tiles) == 1
+    t = tiles[0]
+    x0, y0, x1, y1 = 50 * downsample, 40 * downsample, 90 * downsample, 70 * downsample
+    assert t.x <= x0 - TISSUE_MARGIN and t.y <= y0 - TISSUE_MARGIN
+    assert t.x + t.width >= x1 + TISSUE_MARGIN and t.y + t.height >= y1 + TISSUE_MARGIN
+    slack = max(TISSUE_MARGIN, DILATION * downsample) + downsample + STRIDE_MULTIPLE
+    assert t.x > x0 - slack and t.x + t.width < x1 + slack

@@ -25,25 +25,28 @@ import numpy as np
 from ..model.network import STRIDE_MULTIPLE
 from ..slide.lazy import thumbnail
 from ..slide.readers import SlideReader
-from ..slide.tissue import tissue_mask
+from ..slide.tissue import DILATION, tissue_mask
 from ..training.datasets import intensity_range
 from .plan import MIN_TILE_SIZE, SlidePlan, Tile
 
-#: Native pixels kept around the tissue mask's extent when a tile is cropped to it.
+#: Native pixels kept around detected tissue when a tile is cropped to it (the mask's own dilation counts).
 TISSUE_MARGIN = STRIDE_MULTIPLE
 #: Grid origins tried first along each axis (evenly spaced over one tile, stride-aligned).
 ORIGIN_STEPS = 8
 
 
-def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float) -> tuple[list[Tile], int]:
+def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float,
+                 grown: int = 0) -> tuple[list[Tile], int]:
     """The tiles to run (order: top-level rows, y, x) and the number of tiles in the chosen grid.
 
-    ``mask`` is the tissue mask of an overview ``downsample`` times smaller than level 0; None runs every tile.
+    ``mask`` is the tissue mask of an overview ``downsample`` times smaller than level 0, already grown by
+    ``grown`` of its pixels beyond the detected tissue; None runs every tile.
     """
     if mask is None:
         tiles = list(plan.tiles())
         return tiles, len(tiles)
-    fitter = TissueFit(plan, mask, plan.to_level0 / downsample)
+    scale = plan.to_level0 / downsample
+    fitter = TissueFit(plan, mask, scale, margin=max(0.0, TISSUE_MARGIN - grown / scale))
     origin = fitter.best_origin()
     return fitter.tiles(origin), sum(1 for _ in plan.tiles(origin))
 
@@ -54,14 +57,15 @@ def plane_tiles(reader: SlideReader, plan: SlidePlan,
     whole-image intensity range, both from one streamed overview."""
     overview, downsample = thumbnail(reader)
     mask = tissue_mask(overview) if tissue_detection else None
-    return *tissue_tiles(plan, mask, downsample), intensity_range(overview)
+    return *tissue_tiles(plan, mask, downsample, DILATION), intensity_range(overview)
 
 
 class TissueFit:
-    """Tiles fitted to a tissue mask with ``scale`` mask pixels per native pixel."""
+    """Tiles fitted to a tissue mask with ``scale`` mask pixels per native pixel, cropped to its extent plus
+    ``margin`` native pixels."""
 
-    def __init__(self, plan: SlidePlan, mask: np.ndarray, scale: float):
-        self.plan, self.mask, self.scale = plan, mask, scale
+    def __init__(self, plan: SlidePlan, mask: np.ndarray, scale: float, margin: float = TISSUE_MARGIN):
+        self.plan, self.mask, self.scale, self.margin = plan, mask, scale, margin
         self.counts = np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))  # summed-area table
         self._fitted: dict[tuple[int, int, int, int, int], list[Tile]] = {}  # by tile geometry, for every grid
 
@@ -122,11 +126,11 @@ class TissueFit:
         rows, cols = np.nonzero(window.any(axis=1))[0], np.nonzero(window.any(axis=0))[0]
         if not len(rows):
             return None
-        s, step = self.scale, STRIDE_MULTIPLE
-        x0 = max(t.x, int((c0 + cols[0]) / s - TISSUE_MARGIN) // step * step)
-        y0 = max(t.y, int((r0 + rows[0]) / s - TISSUE_MARGIN) // step * step)
-        x1 = min(t.x + t.width, -(-int(np.ceil((c0 + cols[-1] + 1) / s + TISSUE_MARGIN)) // step) * step)
-        y1 = min(t.y + t.height, -(-int(np.ceil((r0 + rows[-1] + 1) / s + TISSUE_MARGIN)) // step) * step)
+        s, step, m = self.scale, STRIDE_MULTIPLE, self.margin
+        x0 = max(t.x, int((c0 + cols[0]) / s - m) // step * step)
+        y0 = max(t.y, int((r0 + rows[0]) / s - m) // step * step)
+        x1 = min(t.x + t.width, -(-int(np.ceil((c0 + cols[-1] + 1) / s + m)) // step) * step)
+        y1 = min(t.y + t.height, -(-int(np.ceil((r0 + rows[-1] + 1) / s + m)) // step) * step)
         if x1 <= x0 or y1 <= y0:
             return None
         o = t.overlap

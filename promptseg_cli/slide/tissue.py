@@ -6,6 +6,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+#: Mask pixels by which the detected tissue is grown (after closing), so borders and sparse nuclei stay in.
+DILATION = 2
+
 
 def is_fluorescence(overview: np.ndarray) -> bool:
     """Dark background (fluorescence) rather than bright background (brightfield)."""
@@ -33,4 +36,4 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
     threshold = max(threshold_otsu(signal), 8.0) if fluorescence else min(threshold_otsu(signal), 40.0)
     mask = signal > threshold
     mask = ndimage.binary_closing(mask, iterations=2)
-    return ndimage.binary_dilation(mask, iterations=2)
+    return ndimage.binary_dilation(mask, iterations=DILATION)

@@ -171,7 +171,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
             scheduler.step()
             step += 1
             record = {"step": step, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - started, 1),
-                      **{k: round(float(v), 5) for k, v in losses.items()}}
+                      **{k: round(float(v.detach()), 5) for k, v in losses.items()}}
             log.write(json.dumps(record) + "\n")
             advance(1, f"loss {record['loss']:.3f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
