@@ -98,7 +98,7 @@ def main() -> None:
     predictor = Predictor(load_model())
     with tempfile.TemporaryDirectory() as tmp:
         slide = Path(tmp) / "mosaic.tif"
-        mosaic = write_mosaic(slide, args.size, tissue=args.tissue, seed=1)
+        mosaic = write_mosaic(slide, args.size, tissue=args.tissue, seed=1, mpp=predictor.model.native_mpp)
         tissue = np.kron(mosaic.choice >= 0, np.ones((CELL, CELL), bool))[: args.size, : args.size]
         image = tifffile.imread(slide, key=0)
         with open_slide(slide) as reader:

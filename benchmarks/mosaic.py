@@ -1,13 +1,13 @@
 """Large realistic test slides: pyramidal JPEG TIFF mosaics of real tissue with background gaps.
 
-A slide is a grid of 512 x 512 cells at 0.5 um/px. A cell holds a crop of a real annotated image from
-``../shared/data`` (MoNuSeg and CPM-15 H&E resampled to 0.5 um/px, DSB2018 stained tissue) or glass background;
+A slide is a grid of 512 x 512 cells at 0.5 um/px (or ``mpp``). A cell holds a crop of a real annotated image from
+``../shared/data`` (MoNuSeg and CPM-15 H&E resampled to that pixel size, DSB2018 stained tissue) or glass background;
 ``tissue`` is the fraction of tissue cells. Layouts: ``sections`` (default) places the tissue cells in contiguous
 sections, as tissue lies on a real slide (a smooth random field thresholded at the tissue fraction);
 ``scattered`` picks every cell independently, a checkerboard-like worst case for background skipping. Tiles are
 generated on the fly, level by level, so writing a 40k x 40k slide needs little memory.
 
-Usage: python benchmarks/mosaic.py OUT.tif --size 20000 [--tissue 0.6] [--layout sections] [--seed 0]
+Usage: python benchmarks/mosaic.py OUT.tif --size 20000 [--tissue 0.6] [--layout sections] [--seed 0] [--mpp 0.5]
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ TILE = 256
 MPP = 0.5
 
 
-def tissue_pool(size: int = CELL) -> list[np.ndarray]:
-    """Real tissue crops of ``size`` (tiling small images by reflection where needed)."""
+def tissue_pool(size: int = CELL, mpp: float = MPP) -> list[np.ndarray]:
+    """Real tissue crops of ``size`` at ``mpp`` (tiling small images by reflection where needed)."""
     pool = []
     for name in ("monuseg", "cpm15"):
-        for sample in load_samples(DATA / name, MPP, split="all"):
+        for sample in load_samples(DATA / name, mpp, split="all"):
             pool.append(sample.image)
-    for sample in load_samples(DATA / "dsb2018", MPP, split="all"):
+    for sample in load_samples(DATA / "dsb2018", mpp, split="all"):
         if sample.kind == "color":
             pool.append(sample.image)
     crops = []
@@ -56,11 +56,11 @@ def tissue_cells(rng: np.random.Generator, cells: int, tissue: float, layout: st
 
 
 class Mosaic:
-    def __init__(self, size: int, tissue: float, seed: int, layout: str = "sections"):
+    def __init__(self, size: int, tissue: float, seed: int, layout: str = "sections", mpp: float = MPP):
         rng = np.random.default_rng(seed)
-        self.size = size
+        self.size, self.mpp = size, mpp
         self.cells = int(np.ceil(size / CELL))
-        self.pool = tissue_pool()
+        self.pool = tissue_pool(mpp=mpp)
         self.choice = np.where(tissue_cells(rng, self.cells, tissue, layout),
                                rng.integers(0, len(self.pool), (self.cells, self.cells)), -1)
         self.flip = rng.integers(0, 4, (self.cells, self.cells))
@@ -101,14 +101,15 @@ class Mosaic:
         return int((np.outer(side, side) * (self.choice >= 0)).sum())
 
 
-def write_mosaic(path: Path, size: int, tissue: float, seed: int = 0, levels: int = 4, layout: str = "sections") -> Mosaic:
-    mosaic = Mosaic(size, tissue, seed, layout)
+def write_mosaic(path: Path, size: int, tissue: float, seed: int = 0, levels: int = 4, layout: str = "sections",
+                 mpp: float = MPP) -> Mosaic:
+    mosaic = Mosaic(size, tissue, seed, layout, mpp)
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
         for level in range(levels):
             side = int(np.ceil(size / 2**level))
             tif.write(mosaic.tiles(level), shape=(side, side, 3), dtype=np.uint8, tile=(TILE, TILE), photometric="rgb",
                       compression="jpeg", compressionargs={"level": 90}, subfiletype=0 if level == 0 else 1,
-                      resolution=(1e4 / (MPP * 2**level),) * 2, resolutionunit="CENTIMETER")
+                      resolution=(1e4 / (mpp * 2**level),) * 2, resolutionunit="CENTIMETER")
     return mosaic
 
 
@@ -119,9 +120,10 @@ def main() -> None:
     parser.add_argument("--tissue", type=float, default=0.6)
     parser.add_argument("--layout", choices=("sections", "scattered"), default="sections")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mpp", type=float, default=MPP)
     args = parser.parse_args()
-    mosaic = write_mosaic(args.output, args.size, args.tissue, args.seed, layout=args.layout)
-    print(f"{args.output}: {args.size} x {args.size} px at {MPP} um/px, {mosaic.tissue_fraction():.0%} tissue cells")
+    mosaic = write_mosaic(args.output, args.size, args.tissue, args.seed, layout=args.layout, mpp=args.mpp)
+    print(f"{args.output}: {args.size} x {args.size} px at {args.mpp} um/px, {mosaic.tissue_fraction():.0%} tissue cells")
 
 
 if __name__ == "__main__":

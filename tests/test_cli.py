@@ -37,17 +37,20 @@ def test_segment_svs_with_the_default_model(tmp_path, slides):
 
 def test_pixel_size_runs_the_model_at_a_finer_resolution(tmp_path, slides):
     from promptseg_cli.evaluation.metrics import Counts
+    from promptseg_cli.model.weights import load_model
 
+    native_mpp = load_model().native_mpp
     outputs = {}
-    for name, extra in (("native", []), ("fine", ["--pixel-size", "0.33"])):
+    for name, extra in (("native", []), ("fine", ["--pixel-size", "0.25"])):
         out = tmp_path / f"{name}.ome.zarr"
         run = promptseg("segment", slides / "CMU-1-Small-Region.svs", "-o", out, *extra)
         assert run.returncode == 0, run.stderr
         outputs[name] = (json.loads((out / "report.json").read_text()), np.asarray(zarr.open_group(str(out), mode="r")["labels/nuclei/0"])[0])
     (native, native_labels), (fine, fine_labels) = outputs["native"], outputs["fine"]
-    assert native["model"]["run_mpp"] == 0.5 and fine["model"]["run_mpp"] == 0.33
-    assert fine["parameters"]["pixel_size"] == 0.33 and fine_labels.shape == native_labels.shape
-    assert fine["tiles"]["processed_mpx"] > 1.8 * native["tiles"]["processed_mpx"]  # (0.5 / 0.33)^2 = 2.3 more pixels
+    assert native["model"]["run_mpp"] == native_mpp and fine["model"]["run_mpp"] == 0.25
+    assert fine["parameters"]["pixel_size"] == 0.25 and fine_labels.shape == native_labels.shape
+    more = (native_mpp / 0.25) ** 2  # times the pixels at the finer size
+    assert 0.8 * more < fine["tiles"]["processed_mpx"] / native["tiles"]["processed_mpx"] < 1.25 * more
     counts = Counts()
     counts.add(native_labels, fine_labels)
     assert counts.summary()["f1@0.5"] > 0.7  # the same nuclei, outlined at another resolution
@@ -57,9 +60,10 @@ def test_pixel_size_runs_the_model_at_a_finer_resolution(tmp_path, slides):
 
 def test_segment_ndpi_pyramid_reads_a_lower_level(tmp_path, slides):
     out = tmp_path / "dapi.ome.zarr"
-    run = promptseg("segment", slides / "DAPI-40x-fluorescence.ndpi", "-p", "nucleus", "-o", out, "--ngff", "0.4", "-v")
+    run = promptseg("segment", slides / "DAPI-40x-fluorescence.ndpi", "-p", "nucleus", "-o", out, "--ngff", "0.4", "-v",
+                    "--pixel-size", "0.5")
     assert run.returncode == 0, run.stderr
-    assert "level 1" in run.stderr  # 0.456 um/px level is closest to the model's 0.5 um/px
+    assert "level 1" in run.stderr  # the 0.456 um/px level is the coarsest not coarser than 0.5 um/px
     group = zarr.open_group(str(out), mode="r")
     assert group["labels/nuclei/0"].shape == (1, 4864, 3968)
     assert group.attrs["promptseg"]["objects"]["nuclei"] > 100

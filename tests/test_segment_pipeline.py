@@ -107,10 +107,13 @@ def test_tiled_result_matches_whole_image_with_the_real_model(tmp_path, data):
     from promptseg_cli.slide.readers import open_slide
     from promptseg_cli.training.datasets import intensity_range
 
-    names = sorted((data / "monuseg" / "images").glob("*.png"))[:2]
-    mosaic = np.concatenate([np.asarray(Image.open(p).convert("RGB").reduce(2)) for p in names], axis=1)
-    slide = write_pyramid_tiff(tmp_path / "mosaic.tif", mosaic, mpp=0.5, compression="zlib")
     predictor = Predictor(load_model())
+    native = predictor.model.native_mpp  # the slide is written at it: both passes see the same pixels
+    names = sorted((data / "monuseg" / "images").glob("*.png"))[:2]  # 1000 px at 0.25 um/px: 500-px crops at native
+    side = round(1000 * 0.25 / native)
+    mosaic = np.concatenate([np.asarray(Image.open(p).convert("RGB").resize((side, side), Image.Resampling.BOX))[:500, :500]
+                             for p in names], axis=1)
+    slide = write_pyramid_tiff(tmp_path / "mosaic.tif", mosaic, mpp=native, compression="zlib")
     with open_slide(slide) as reader:
         intensity = intensity_range(thumbnail(reader)[0])
     det = predictor.predict_image(mosaic, "nuclei", intensity)

@@ -237,7 +237,9 @@ class _TiledLevels:
 
     def __init__(self, tif, dimensions: list[tuple[int, int]]):
         self._tif = tif
-        self._lock = threading.Lock()  # one file handle: reads of its segments take turns
+        # one file handle: our reads and tifffile's delay-loaded tag values (read while decoding) take turns
+        tif.filehandle.set_lock(True)
+        self._lock = tif.filehandle.lock
         self.pages = {}
         levels = tif.series[0].levels if tif.series else []
         for level, series in enumerate(levels[: len(dimensions)]):
@@ -258,9 +260,10 @@ class _TiledLevels:
         with self._lock:
             segments = list(self._tif.filehandle.read_segments(
                 [page.dataoffsets[i] for i in indices], [page.databytecounts[i] for i in indices], indices, sort=False))
+            decode = page.decode  # built once per page layout, reading the file (JPEG: is_jfif seeks and reads)
         out = np.empty((height, width, 3), np.uint8)
         for data, index in segments:
-            tile, (_, _, top, left, _), _ = page.decode(data, index, jpegtables=page.jpegtables)
+            tile, (_, _, top, left, _), _ = decode(data, index, jpegtables=page.jpegtables)
             y0, y1 = max(y, top), min(y + height, top + tile_h)
             x0, x1 = max(x, left), min(x + width, left + tile_w)
             # a tile the file does not store (byte count 0) is no data: white, as OpenSlide's transparency on white
