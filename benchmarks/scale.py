@@ -94,6 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"halo overhead at default settings: {(TILE + 2 * OVERLAP) ** 2 / TILE ** 2:.3f} pixels processed per output pixel")
     rows = []
+    model_px_per_px = (MPP / load_model().native_mpp) ** 2  # model pixels per level-0 pixel of the mosaics
     with tempfile.TemporaryDirectory() as tmp:
         for size, tissue in [(s, args.tissue) for s in args.sizes] + [(args.sizes[0], 1.0), (args.sizes[0], args.sparse)]:
             slide = Path(tmp) / f"m{size}_{tissue}.tif"
@@ -102,7 +103,7 @@ def main() -> None:
             per_pixel = model_only_seconds_per_pixel(slide, passes=args.repeat)
             tissue_px = mosaic.tissue_pixels()
             processed = report["tiles"]["processed_mpx"] * 1e6  # model pixels
-            tissue_model_px = tissue_px * (MPP / load_model().native_mpp) ** 2
+            tissue_model_px = tissue_px * model_px_per_px
             row = {"size": size, "layout": args.layout, "tissue": round(tissue_px / size**2, 3), "objects": report["objects"]["nuclei"],
                    "tiles_run": report["tiles"]["run"], "seconds": round(report["seconds"]["total"], 1),
                    "tile_seconds": round(report["seconds"]["tiles"], 1), "peak_rss_mb": report["peak_memory_mb"],

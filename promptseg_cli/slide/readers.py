@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
