@@ -1,4 +1,4 @@
-"""Process-wide memory allocator setting, applied when the command line starts."""
+"""Process-wide memory allocator settings: one malloc arena, and handing freed memory back to the system."""
 
 from __future__ import annotations
 
@@ -10,6 +10,18 @@ import sys
 M_ARENA_MAX = -8
 
 
+def _glibc() -> ctypes.CDLL | None:
+    if sys.platform != "linux":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
+
+
 def share_one_arena() -> None:
     """Let all threads share glibc's main malloc arena (unless ``MALLOC_ARENA_MAX`` says otherwise).
 
@@ -18,9 +30,24 @@ def share_one_arena() -> None:
     more peak memory on a 100 Mpx slide, for no speed. Must run before any other thread starts (torch's
     included), as threads keep the arena they got. No effect without glibc.
     """
-    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
+    if _LIBC is None or "MALLOC_ARENA_MAX" in os.environ:
         return
     try:
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 1)
-    except (OSError, AttributeError):
+        _LIBC.mallopt(M_ARENA_MAX, 1)
+    except AttributeError:
         pass
+
+
+def release_free_memory() -> None:
+    """Return the free pages of glibc's heap to the system (``malloc_trim``); no effect without glibc.
+
+    Freed tensors and tile buffers below glibc's mmap threshold stay in the heap, and the heap only shrinks from
+    its top, so with reads, two model streams and post-processing interleaving their allocations its resident
+    size creeps up to the worst mix seen so far. Called after every tile batch: about 10 ms each, and peak
+    memory on a 100 Mpx slide at 0.35 um/px drops from 1.9-2.7 GB to 1.5 GB.
+    """
+    if _LIBC is not None:
+        try:
+            _LIBC.malloc_trim(0)
+        except AttributeError:
+            pass

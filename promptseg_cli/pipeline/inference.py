@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..malloc import release_free_memory
 from ..model.predictor import Detections, Predictor
 from ..slide.readers import SlideReader, open_slide
 from .measure import INTENSITY_CHANNELS, mean_intensities
@@ -33,13 +34,15 @@ def infer_batch(predictor: Predictor, pixels: np.ndarray, prompts: list[str], in
 
 def finish_batch(predictor: Predictor, outputs: dict, pixels: np.ndarray, measure: bool) -> TileResults:
     """The post-processing half of :func:`infer_batch`, from the network outputs of each prompt. Without
-    ``measure`` (no table or GeoJSON asked for) the intensities are NaN: they cost about a tenth of the run."""
+    ``measure`` (no table or GeoJSON asked for) the intensities are NaN: they cost about a tenth of the run.
+    The batch's buffers are then handed back to the system (:func:`release_free_memory`)."""
     out: TileResults = [{} for _ in range(len(pixels))]
     for prompt, output in outputs.items():
         for i, det in enumerate(predictor.postprocess(output)):
             det.intensities = mean_intensities(pixels[i], det.contours) if measure else \
                 np.full((len(det), len(INTENSITY_CHANNELS)), np.nan, np.float32)
             out[i][prompt] = det
+    release_free_memory()
     return out
 
 
