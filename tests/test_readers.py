@@ -110,6 +110,7 @@ def test_resampling_is_identical_whatever_the_tile_origin():
 
     whole = native(0, 0, 280, 280)
     np.testing.assert_array_equal(native(96, 64, 128, 160), whole[64:224, 96:224])
+    assert whole.flags["C_CONTIGUOUS"]  # row-major, as tiles read without resampling (the network is slower otherwise)
     # a flat image stays flat and a factor of 2 averages pairs
     flat = np.full((40, 40, 3), 100, np.uint8)
     assert (resample_region(flat, (-2, -2), (1, 1), (10, 10), 2.0) > 0).all()
