@@ -28,11 +28,8 @@ def test_cluster_run_matches_the_local_run(tmp_path):
     b = np.asarray(zarr.open_group(str(tmp_path / "cluster.ome.zarr"), mode="r")["labels/nuclei/0"])
     assert a.max() > 100
     np.testing.assert_array_equal(a, b)
-    tables = [np.genfromtxt(tmp_path / f"{name}.ome.zarr" / "tables" / "nuclei.csv", delimiter=",", names=True)
-              for name in ("local", "cluster")]
-    assert tables[0].dtype.names == tables[1].dtype.names and len(tables[0]) == a.max()
-    for column in tables[0].dtype.names:  # the same, up to float32 rounding (workers run the network on 2 threads)
-        np.testing.assert_allclose(tables[0][column], tables[1][column], rtol=1e-5, err_msg=column)
+    assert (tmp_path / "local.ome.zarr" / "tables" / "nuclei.csv").read_text() == \
+        (tmp_path / "cluster.ome.zarr" / "tables" / "nuclei.csv").read_text()
 
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path):
