@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from promptseg_cli.batch import allocated_cpus
+from promptseg_cli.malloc import configure_allocator
 from promptseg_cli.model.predictor import Predictor
 from promptseg_cli.model.weights import load_model
 from promptseg_cli.model.network import mid_intensity
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--layout", choices=("sections", "scattered"), default="sections",
                         help="tissue in contiguous sections (as on slides) or in independently chosen 512-px cells")
     args = parser.parse_args()
+    configure_allocator()  # as `promptseg` does: the model alone runs faster with it too
     print(f"halo overhead at default settings: {(TILE + 2 * OVERLAP) ** 2 / TILE ** 2:.3f} pixels processed per output pixel")
     rows = []
     model_px_per_px = (MPP / load_model().native_mpp) ** 2  # model pixels per level-0 pixel of the mosaics

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .malloc import share_one_arena
+from .malloc import configure_allocator
 from .progress import Reporter
 
 EXIT_FAILED = 1
@@ -428,7 +428,7 @@ def info(
 
 def run() -> None:
     """Console-script entry point."""
-    share_one_arena()
+    configure_allocator()
     try:
         app()
     except KeyboardInterrupt:

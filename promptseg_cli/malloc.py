@@ -1,4 +1,5 @@
-"""Process-wide memory allocator settings: one malloc arena, and handing freed memory back to the system."""
+"""Process-wide settings of glibc's allocator for the model's large, short-lived buffers, and handing freed
+memory back to the system. No effect without glibc."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import ctypes
 import os
 import sys
 
-#: glibc's ``mallopt`` parameter for the number of malloc arenas.
-M_ARENA_MAX = -8
+#: glibc ``mallopt`` parameters.
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+
+#: Resident size above which :func:`release_free_memory` hands the heap's free pages back: below the issue's 2 GB
+#: bound with room for one tile batch's new allocations.
+RELEASE_ABOVE = 1500 * 2**20
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -22,31 +27,47 @@ def _glibc() -> ctypes.CDLL | None:
 _LIBC = _glibc()
 
 
-def share_one_arena() -> None:
-    """Let all threads share glibc's main malloc arena (unless ``MALLOC_ARENA_MAX`` says otherwise).
+def configure_allocator() -> None:
+    """Keep freed memory in one heap for reuse: one arena for all threads, large blocks from it rather than
+    from ``mmap``, and no automatic trimming (each unless glibc's ``MALLOC_*`` environment variables for it are
+    set: ``MALLOC_MMAP_MAX_=65536`` restores glibc's mapping of large blocks).
 
-    Each thread that allocates while another does would otherwise get an arena of its own, which keeps the
-    freed memory of the large network activations that thread allocated: with two model streams about 0.2 GB
-    more peak memory on a 100 Mpx slide, for no speed. Must run before any other thread starts (torch's
-    included), as threads keep the arena they got. No effect without glibc.
+    Every tile's network activations are large blocks (tens to hundreds of MB). By default glibc maps each
+    afresh and unmaps it when freed, so the kernel zeroes every page again at first touch: about a fifth of the
+    model's CPU time went to that. Kept in the heap, the pages are reused; :func:`release_free_memory` bounds
+    what the heap keeps. One arena, because a thread's own arena keeps what that thread freed. Must run before
+    any other thread starts (torch's included): threads keep the arena they got.
     """
-    if _LIBC is None or "MALLOC_ARENA_MAX" in os.environ:
+    if _LIBC is None:
         return
+    for variables, parameter, value in ((("MALLOC_ARENA_MAX",), M_ARENA_MAX, 1),
+                                        (("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_"), M_MMAP_MAX, 0),
+                                        (("MALLOC_TRIM_THRESHOLD_",), M_TRIM_THRESHOLD, 2**31 - 1)):
+        if not any(v in os.environ for v in variables):
+            try:
+                _LIBC.mallopt(parameter, value)
+            except AttributeError:
+                return
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (0 where ``/proc`` is missing)."""
     try:
-        _LIBC.mallopt(M_ARENA_MAX, 1)
-    except AttributeError:
-        pass
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
-def release_free_memory() -> None:
-    """Return the free pages of glibc's heap to the system (``malloc_trim``); no effect without glibc.
+def release_free_memory(above: int = RELEASE_ABOVE) -> None:
+    """Return the heap's free pages to the system (``malloc_trim``) when the process holds more than ``above``
+    bytes.
 
-    Freed tensors and tile buffers below glibc's mmap threshold stay in the heap, and the heap only shrinks from
-    its top, so with reads, two model streams and post-processing interleaving their allocations its resident
-    size creeps up to the worst mix seen so far. Called after every tile batch: about 10 ms each, and peak
-    memory on a 100 Mpx slide at 0.35 um/px drops from 1.9-2.7 GB to 1.5 GB.
+    The heap only shrinks from its top, so with reads, two model streams and post-processing interleaving their
+    allocations, its resident size creeps up to the worst mix seen so far. Called after every tile batch; below
+    the limit it does nothing, so pages the next batch reuses are not zeroed again.
     """
-    if _LIBC is not None:
+    if _LIBC is not None and resident_bytes() > above:
         try:
             _LIBC.malloc_trim(0)
         except AttributeError:

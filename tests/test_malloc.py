@@ -1,21 +1,26 @@
-"""The command line makes all threads share one glibc malloc arena."""
+"""The command line's allocator settings: one glibc malloc arena, large blocks kept in the heap for reuse, and
+free pages handed back above a resident-size limit."""
 
 import subprocess
 import sys
 
 import pytest
 
-SCRIPT = """
-import ctypes, sys, threading
-if sys.argv[1] == "share":
-    from promptseg_cli.malloc import share_one_arena
-    share_one_arena()
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="glibc only")
+
+ALLOCATE = """
+import ctypes, re, sys, threading
+import numpy as np
+if sys.argv[1] == "configured":
+    from promptseg_cli.malloc import configure_allocator
+    configure_allocator()
 barrier = threading.Barrier(4)
 held = []
 def work():
     barrier.wait()
     for _ in range(200):
         held.append(bytearray(4096))
+    held.append(np.ones(64 * 2**20, np.uint8))  # a large block, as the network's activations are
 threads = [threading.Thread(target=work) for _ in range(4)]
 [t.start() for t in threads]
 [t.join() for t in threads]
@@ -25,37 +30,40 @@ libc.fflush(None)
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="glibc only")
-def test_threads_share_one_arena_after_the_setting():
-    def arenas(mode: str) -> int:
-        run = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True,
-                             env={"PATH": "/usr/bin:/bin"})
-        assert run.returncode == 0, run.stderr
-        return run.stdout.count("<heap nr=")
+def _malloc_info(mode: str) -> str:
+    run = subprocess.run([sys.executable, "-c", ALLOCATE, mode], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    return run.stdout
 
-    assert arenas("share") == 1
-    assert arenas("default") > 1  # the test can tell: without the setting, the threads get arenas of their own
+
+def test_threads_share_one_arena_and_large_blocks_come_from_the_heap():
+    def summary(info: str) -> tuple[int, int]:
+        mapped_bytes = int(info.rsplit('<total type="mmap" ', 1)[1].split('size="')[1].split('"')[0])
+        return info.count("<heap nr="), mapped_bytes // 2**20
+
+    arenas, mapped_mb = summary(_malloc_info("configured"))
+    assert arenas == 1 and mapped_mb < 64  # (a few blocks mapped while importing, before the settings)
+    arenas, mapped_mb = summary(_malloc_info("default"))
+    assert arenas > 1 and mapped_mb >= 4 * 64  # the test can tell: by default threads get arenas, large blocks maps
 
 
 RELEASE = """
-from promptseg_cli.malloc import release_free_memory
-
-def rss_mb():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
+import sys
+from promptseg_cli.malloc import release_free_memory, resident_bytes
 
 chunks = [bytearray(64 * 1024) for _ in range(2000)]  # 128 MB of heap (below the mmap threshold)
 pin = chunks[-1]  # the heap's top stays in use, so glibc cannot shrink the heap by itself
 del chunks
-before = rss_mb()
-release_free_memory()
-print(before, rss_mb())
+before = resident_bytes()
+release_free_memory(above=int(sys.argv[1]))
+print(before // 2**20, resident_bytes() // 2**20)
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="glibc only")
-def test_release_free_memory_hands_freed_heap_pages_back():
-    run = subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True)
+@pytest.mark.parametrize("above, released", [(0, True), (2**40, False)])
+def test_release_free_memory_hands_freed_heap_pages_back_above_the_limit(above, released):
+    run = subprocess.run([sys.executable, "-c", RELEASE, str(above)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     before, after = map(int, run.stdout.split())
-    assert before - after > 100  # MB: the freed chunks below the pinned top are no longer resident
+    assert (before - after > 100) == released  # MB: the freed chunks below the pinned top are no longer resident

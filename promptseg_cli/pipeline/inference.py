@@ -35,8 +35,8 @@ def infer_batch(predictor: Predictor, pixels: np.ndarray, prompts: list[str], in
 def finish_batch(predictor: Predictor, outputs: dict, pixels: np.ndarray, measure: bool) -> TileResults:
     """The post-processing half of :func:`infer_batch`, from the network outputs of each prompt. Without
     ``measure`` (no table or GeoJSON asked for) the intensities are NaN: they cost about a tenth of the run.
-    Then the heap's free pages (earlier batches' activations and reads) go back to the system
-    (:func:`release_free_memory`)."""
+    Then, when the process holds more than ``malloc.RELEASE_ABOVE``, the heap's free pages (earlier batches'
+    activations and reads) go back to the system (:func:`release_free_memory`)."""
     out: TileResults = [{} for _ in range(len(pixels))]
     for prompt, output in outputs.items():
         for i, det in enumerate(predictor.postprocess(output)):
