@@ -153,3 +153,22 @@ def test_inference_network_folds_batchnorm_without_changing_outputs():
         a, b = network(image, prompts), fused(image, prompts)
     for name in ("logits", "offsets", "coeffs", "refine"):
         torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-4, atol=1e-4)
+
+
+def test_inference_path_gives_the_training_path_s_values_in_either_memory_layout():
+    """At inference FiLM works in place and the decoder writes its upsampled input straight into the
+    concatenation; the outputs must be exactly those of the (autograd) training path, for NCHW and channels-last
+    inputs alike."""
+    import torch
+
+    network = load_model().network.eval()
+    image = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    prompts = torch.tensor([0, 1])
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = image.contiguous(memory_format=layout)
+        with torch.enable_grad():
+            reference = network(x, prompts)
+        with torch.inference_mode():
+            fast = network(x, prompts)
+        for name in ("logits", "offsets", "coeffs", "refine"):
+            assert torch.equal(getattr(fast, name), getattr(reference, name).detach()), (layout, name)

@@ -67,7 +67,9 @@ class FiLM(nn.Module):
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.project(prompt)[:, :, None, None].chunk(2, dim=1)
-        return x * (1 + gamma) + beta
+        if torch.is_grad_enabled():
+            return x * (1 + gamma) + beta
+        return x.mul_(1 + gamma).add_(beta)  # inference: in place, the same values without two more feature maps
 
 
 class DecoderBlock(nn.Module):
@@ -77,8 +79,25 @@ class DecoderBlock(nn.Module):
         self.film = FiLM(prompt_dim, c_out)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
-        return self.film(self.conv(torch.cat([x, skip], dim=1)), prompt)
+        return self.film(self.conv(upsample_and_concat(x, skip)), prompt)
+
+
+def upsample_and_concat(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``x`` upsampled to ``skip``'s size by nearest neighbour, and ``skip``, stacked along the channels.
+
+    At inference, where ``skip`` is exactly twice ``x``'s size (always, as inputs are multiples of
+    ``STRIDE_MULTIPLE``), ``x``'s pixels are copied straight into their 2x2 blocks of the result: the same values
+    without the upsampled map as a separate tensor (the largest one at full size). The result keeps ``skip``'s
+    memory layout (channels-last from :meth:`Predictor.forward`, which the convolutions run fastest on).
+    """
+    b, c, h, w = x.shape
+    if torch.is_grad_enabled() or skip.shape[-2:] != (2 * h, 2 * w):
+        return torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip], dim=1)
+    layout = torch.channels_last if skip.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    out = torch.empty((b, c + skip.shape[1], 2 * h, 2 * w), dtype=x.dtype, device=x.device, memory_format=layout)
+    out[:, :c].unflatten(3, (w, 2)).unflatten(2, (h, 2)).copy_(x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2))
+    out[:, c:] = skip
+    return out
 
 
 @dataclass
