@@ -10,6 +10,13 @@ import sys
 #: glibc ``mallopt`` parameters.
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 
+#: The settings of :func:`configure_allocator` as glibc's environment variables, for processes started elsewhere
+#: (dask workers): one arena, no ``mmap`` for large blocks, no automatic trimming.
+ALLOCATOR_ENVIRONMENT = {"MALLOC_ARENA_MAX": 1, "MALLOC_MMAP_MAX_": 0, "MALLOC_TRIM_THRESHOLD_": 2**31 - 1}
+_PARAMETERS = {"MALLOC_ARENA_MAX": M_ARENA_MAX, "MALLOC_MMAP_MAX_": M_MMAP_MAX, "MALLOC_TRIM_THRESHOLD_": M_TRIM_THRESHOLD}
+#: Environment variables that leave a setting to the user: any of these set skips it.
+_OVERRIDES = {"MALLOC_MMAP_MAX_": ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_")}
+
 #: Resident size above which :func:`release_free_memory` hands the heap's free pages back: below the issue's 2 GB
 #: bound with room for one tile batch's new allocations.
 RELEASE_ABOVE = 1500 * 2**20
@@ -40,14 +47,17 @@ def configure_allocator() -> None:
     """
     if _LIBC is None:
         return
-    for variables, parameter, value in ((("MALLOC_ARENA_MAX",), M_ARENA_MAX, 1),
-                                        (("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_"), M_MMAP_MAX, 0),
-                                        (("MALLOC_TRIM_THRESHOLD_",), M_TRIM_THRESHOLD, 2**31 - 1)):
-        if not any(v in os.environ for v in variables):
+    for variable, value in ALLOCATOR_ENVIRONMENT.items():
+        if not any(v in os.environ for v in _OVERRIDES.get(variable, (variable,))):
             try:
-                _LIBC.mallopt(parameter, value)
+                _LIBC.mallopt(_PARAMETERS[variable], value)
             except AttributeError:
                 return
+
+
+def allocator_exports() -> list[str]:
+    """Shell lines that give a process started by a job script the settings of :func:`configure_allocator`."""
+    return [f"export {variable}={value}" for variable, value in ALLOCATOR_ENVIRONMENT.items()]
 
 
 def resident_bytes() -> int:

@@ -61,3 +61,7 @@ def test_slurm_worker_jobs_take_their_size_from_the_options_or_jobqueue_config()
                           "jobqueue.slurm.queue": "gpu"}), slurm_cluster() as cluster:
         script = cluster.job_script()
     assert "--cpus-per-task=3" in script and "-p gpu" in script and "--mem=10G" in script
+    # workers get promptseg's allocator settings, and a site's own prologue still runs (after them)
+    with dask.config.set({"jobqueue.slurm.job-script-prologue": ["module load openslide"]}), slurm_cluster() as cluster:
+        script = cluster.job_script()
+    assert script.index("export MALLOC_MMAP_MAX_=0") < script.index("module load openslide") < script.index("dask_worker")

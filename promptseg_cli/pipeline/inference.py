@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..malloc import release_free_memory
+from ..malloc import allocator_exports, release_free_memory
 from ..model.predictor import Detections, Predictor
 from ..slide.readers import SlideReader, open_slide
 from .measure import INTENSITY_CHANNELS, mean_intensities
@@ -173,8 +173,10 @@ def slurm_cluster(cores: int | None = None, memory: str | None = None):
         raise ValueError("--cluster slurm needs dask-jobqueue: pip install 'promptseg_cli[cluster]'") from None
     cores = cores or dask.config.get("jobqueue.slurm.cores", None) or DEFAULT_WORKER_CORES
     memory = memory or dask.config.get("jobqueue.slurm.memory", None) or DEFAULT_WORKER_MEMORY
+    # the allocator settings of `promptseg` itself (a worker's own exports in the configuration come after them)
+    prologue = [*allocator_exports(), *(dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])]
     # the worker runs one task per core, each with its share of the job's cores for the model (_worker_threads)
-    return SLURMCluster(cores=cores, processes=1, memory=memory)
+    return SLURMCluster(cores=cores, processes=1, memory=memory, job_script_prologue=prologue)
 
 
 def connect(scheduler: str | None, cluster: str | None, workers: int, worker_cores: int | None = None,
