@@ -26,6 +26,7 @@ from .. import __version__
 from ..io.geojson import GeoJsonSink
 from ..io.omezarr import OmeZarrLayout, OmeZarrWriter, PropertiesSink
 from ..io.tables import TableSink
+from ..malloc import release_free_memory
 from ..model.predictor import Predictor
 from ..progress import Reporter
 from ..slide.readers import SlideReader, open_slide
@@ -136,8 +137,11 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
     for extra in (options.geojson, options.preview):
         if extra is not None and extra.resolve() not in claimed:
             check_writable(extra, options.overwrite)
-    with open_slide(path, options.channels) as reader, run_directory(output, options.overwrite) as work:
-        return SlideRun(path, output, work, reader, predictor, options, reporter, client).run()
+    try:
+        with open_slide(path, options.channels) as reader, run_directory(output, options.overwrite) as work:
+            return SlideRun(path, output, work, reader, predictor, options, reporter, client).run()
+    finally:
+        release_free_memory(above=0)  # between slides of a batch or an ingestion watch, hold no freed memory
 
 
 class SlideRun:
