@@ -10,10 +10,10 @@ import sys
 #: glibc ``mallopt`` parameters.
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 
-#: The settings of :func:`configure_allocator` as glibc's environment variables, for processes started elsewhere
-#: (dask workers): one arena, no ``mmap`` for large blocks, no automatic trimming.
-ALLOCATOR_ENVIRONMENT = {"MALLOC_ARENA_MAX": 1, "MALLOC_MMAP_MAX_": 0, "MALLOC_TRIM_THRESHOLD_": 2**31 - 1}
-_PARAMETERS = {"MALLOC_ARENA_MAX": M_ARENA_MAX, "MALLOC_MMAP_MAX_": M_MMAP_MAX, "MALLOC_TRIM_THRESHOLD_": M_TRIM_THRESHOLD}
+#: The settings of :func:`configure_allocator`: glibc's environment variable for each, its ``mallopt`` parameter
+#: and value. One arena, no ``mmap`` for large blocks, no automatic trimming.
+SETTINGS = {"MALLOC_ARENA_MAX": (M_ARENA_MAX, 1), "MALLOC_MMAP_MAX_": (M_MMAP_MAX, 0),
+            "MALLOC_TRIM_THRESHOLD_": (M_TRIM_THRESHOLD, 2**31 - 1)}
 #: Environment variables that leave a setting to the user: any of these set skips it.
 _OVERRIDES = {"MALLOC_MMAP_MAX_": ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_")}
 
@@ -47,17 +47,18 @@ def configure_allocator() -> None:
     """
     if _LIBC is None:
         return
-    for variable, value in ALLOCATOR_ENVIRONMENT.items():
+    for variable, (parameter, value) in SETTINGS.items():
         if not any(v in os.environ for v in _OVERRIDES.get(variable, (variable,))):
             try:
-                _LIBC.mallopt(_PARAMETERS[variable], value)
+                _LIBC.mallopt(parameter, value)
             except AttributeError:
                 return
 
 
 def allocator_exports() -> list[str]:
-    """Shell lines that give a process started by a job script the settings of :func:`configure_allocator`."""
-    return [f"export {variable}={value}" for variable, value in ALLOCATOR_ENVIRONMENT.items()]
+    """Shell lines that give a process started by a job script (a dask worker) the settings of
+    :func:`configure_allocator`."""
+    return [f"export {variable}={value}" for variable, (_, value) in SETTINGS.items()]
 
 
 def resident_bytes() -> int:
