@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="glibc only")
 
 ALLOCATE = """
-import ctypes, re, sys, threading
+import ctypes, sys, threading
 import numpy as np
 if sys.argv[1] == "configured":
     from promptseg_cli.malloc import configure_allocator
