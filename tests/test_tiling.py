@@ -1,14 +1,12 @@
 """Which tiles run: grid origin fitted to the tissue, tiles cropped and split, no halo towards glass."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from promptseg_cli.model.network import STRIDE_MULTIPLE
 from promptseg_cli.pipeline.plan import SlidePlan
-from promptseg_cli.pipeline.tiling import TISSUE_MARGIN, TissueFit, tissue_tiles
+from promptseg_cli.pipeline.tiling import TISSUE_MARGIN, tissue_tiles
 from promptseg_cli.slide.tissue import DILATION, tissue_mask
 
 DOWNSAMPLE = 8  # overview pixels per native pixel, as for a 10k slide
@@ -33,7 +31,8 @@ def test_tissue_across_a_grid_corner_gets_one_tile_without_halo():
     mask = np.zeros((256, 256), bool)
     mask[110:140, 110:140] = True  # native 880-1120: across the default grid's corner at 1024
     tiles, grid = tissue_tiles(_plan(2048), mask, DOWNSAMPLE)
-    assert len(tiles) == 1 and grid == 9
+    assert len(tiles) == 1
+    assert grid == 2 + 3 + 2  # three rows; the middle one's columns moved to the tissue, the others' through 0
     t = tiles[0]
     assert t.glass == (True, True, True, True) and t.read_box == (t.x, t.y, t.width, t.height)
     assert t.x <= 880 - 16 and t.x + t.width >= 1120 + 16  # margin around the tissue
@@ -68,9 +67,30 @@ def test_fitted_tiles_feed_fewer_pixels_than_the_plain_grid():
     mask = ndimage.binary_dilation(np.kron(cells, np.ones((64, 64), bool)), iterations=3)
     plan = _plan(8192)
     fitted = sum(t.read_pixels for t in tissue_tiles(plan, mask, DOWNSAMPLE)[0])
-    on_grid = TissueFit(plan, mask, 1 / DOWNSAMPLE).tiles((0, 0))  # cropped and split on the plain grid
-    with_halo = sum(replace(t, glass=(False,) * 4).read_pixels for t in on_grid)
-    assert fitted < 0.8 * with_halo
+    tissue = _native(mask)
+    on_grid = [t for t in plan.tiles() if tissue[t.y : t.y + t.height, t.x : t.x + t.width].any()]
+    assert fitted < 0.7 * sum(t.read_pixels for t in on_grid)
+
+
+def test_each_row_places_its_own_columns():
+    """Two sections 900 px wide, in different rows, that no single set of grid columns holds whole: each row's
+    columns are placed for its own section, so each runs as one tile without halo."""
+    mask = np.zeros((256, 256), bool)
+    mask[30:90, 100 // DOWNSAMPLE : 1000 // DOWNSAMPLE] = True  # row 0: native x 100-1000
+    mask[150:210, 600 // DOWNSAMPLE : 1500 // DOWNSAMPLE] = True  # row 1: native x 600-1500
+    tiles, _ = tissue_tiles(_plan(2048), mask, DOWNSAMPLE)
+    assert len(tiles) == 2 and all(t.glass == (True,) * 4 for t in tiles)
+    assert tiles[0].x <= 100 - TISSUE_MARGIN and tiles[1].x + tiles[1].width >= 1500 + TISSUE_MARGIN
+
+
+def test_a_tile_is_cut_around_an_l_shaped_section():
+    """An L of tissue in one grid tile runs as two rectangles that hold it, not as its bounding box."""
+    mask = np.zeros((256, 256), bool)
+    mask[16:112, 16:48] = True  # native 128-896 down, 128-384 across
+    mask[80:112, 16:112] = True  # native 640-896 down, 128-896 across
+    tiles, _ = tissue_tiles(_plan(2048), mask, DOWNSAMPLE)
+    assert len(tiles) == 2
+    assert sum(t.read_pixels for t in tiles) < 0.7 * 800**2  # the bounding box with its margin: 800²
 
 
 def test_tiles_at_the_slide_edge_keep_their_halo():

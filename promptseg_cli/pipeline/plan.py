@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,7 +38,6 @@ class Tile:
     width: int  # core size (smaller at the right/bottom edge)
     height: int
     overlap: int  # halo: how far beyond the core the tile is read, and an owned object may reach
-    size: int  # nominal core size (of the grid tile or quarter this tile comes from)
     glass: tuple[bool, bool, bool, bool] = (False, False, False, False)  # left, top, right, bottom face only glass
 
     @property
@@ -59,18 +58,6 @@ class Tile:
     def read_pixels(self) -> int:
         h, w = self.read_shape
         return h * w
-
-    def fitted(self, x0: int, y0: int, x1: int, y1: int, glass: tuple[bool, bool, bool, bool]) -> "Tile":
-        """This tile with its core reduced to ``[x0, x1) x [y0, y1)`` (stride-aligned, inside the core), read
-        without halo on the sides (left, top, right, bottom) that face only ``glass``."""
-        return replace(self, x=x0, y=y0, width=x1 - x0, height=y1 - y0, glass=glass)
-
-    def quarters(self) -> list["Tile"]:
-        """The four sub-tiles (clipped to this core) that a partly-tissue tile is split into."""
-        half = self.size // 2
-        return [Tile(self.row, self.col, self.x + dx, self.y + dy, min(half, self.width - dx), min(half, self.height - dy),
-                     self.overlap, half)
-                for dy in (0, half) for dx in (0, half) if dx < self.width and dy < self.height]
 
     @property
     def read_box(self) -> tuple[int, int, int, int]:
@@ -115,11 +102,16 @@ class SlidePlan:
     def tiles(self, origin: tuple[int, int] = (0, 0)) -> Iterator[Tile]:
         """Tiles in row-major order, on the grid whose lines pass through native ``origin`` ``(x, y)`` (each in
         ``[0, tile_size)``, stride-aligned): the first row and column are narrower when the origin is not 0."""
-        w, h = self.native_size
-        xs, ys = _spans(w, self.tile_size, origin[0]), _spans(h, self.tile_size, origin[1])
-        for row, (y, y1) in enumerate(ys):
-            for col, (x, x1) in enumerate(xs):
-                yield Tile(row, col, x, y, x1 - x, y1 - y, self.overlap, self.tile_size)
+        for row, (y, y1) in enumerate(self.spans(1, origin[1])):
+            for col, (x, x1) in enumerate(self.spans(0, origin[0])):
+                yield Tile(row, col, x, y, x1 - x, y1 - y, self.overlap)
+
+    def spans(self, axis: int, offset: int) -> list[tuple[int, int]]:
+        """``[start, stop)`` of the grid's columns (``axis`` 0) or rows (1) when a grid line passes through native
+        ``offset``: ``tile_size`` apart, the first one narrower when ``offset`` is not 0."""
+        length = self.native_size[axis]
+        starts = [0, *range(offset % self.tile_size or self.tile_size, length, self.tile_size)]
+        return list(zip(starts, starts[1:] + [length]))
 
     def read_tile(self, reader: SlideReader, tile: Tile, fill: int = 0) -> np.ndarray:
         """The tile with halo (``tile.read_shape``) at native resolution, read from the read level's exact window;
@@ -132,9 +124,3 @@ class SlidePlan:
         sy0, sy1 = source_span(y, h, self.factor)
         region = reader.read(self.level, sx0, sy0, sx1 - sx0, sy1 - sy0, fill)
         return resample_region(region, (sx0, sy0), (x, y), (w, h), self.factor)
-
-
-def _spans(length: int, size: int, offset: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` spans of ``size`` covering ``[0, length)`` with a boundary at ``offset`` (mod ``size``)."""
-    starts = [0, *range(offset % size or size, length, size)]
-    return list(zip(starts, starts[1:] + [length]))
