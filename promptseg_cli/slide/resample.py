@@ -62,14 +62,23 @@ def resample_region(region: np.ndarray, src_origin: tuple[int, int], native_orig
 
     ``native_origin`` ``(x, y)`` and ``native_size`` ``(width, height)`` select the native pixels to produce;
     ``factor`` is source pixels per native pixel.
+
+    Both passes work on rows of interleaved channels, ``(H, W * C)``, so the region is never transposed: the
+    column pass multiplies by each band's weights expanded to act on every channel (``kron(weights.T, I_C)``).
+    The row pass's scale ``2**ROW_BITS`` is folded into its weights and undone by the column weights (powers of
+    two, so still exact); the result is a convex combination of 8-bit values, so it needs no clamping.
     """
     (sx, sy), (nx, ny), (nw, nh) = src_origin, native_origin, native_size
-    planes = torch.from_numpy(np.ascontiguousarray(region)).permute(2, 0, 1).contiguous().float()  # (C, H, W)
-    rows = torch.empty((planes.shape[0], nh, planes.shape[2]))
-    for out, src, weights in _bands(ny, nh, factor, sy, planes.shape[1]):
-        torch.matmul(weights, planes[:, src], out=rows[:, out])
-    rows.mul_(2**ROW_BITS).round_().div_(2**ROW_BITS)
-    native = torch.empty((planes.shape[0], nh, nw))
-    for out, src, weights in _bands(nx, nw, factor, sx, planes.shape[2]):
-        native[:, :, out] = torch.matmul(rows[:, :, src], weights.T)
-    return native.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    height, width, channels = region.shape
+    source = torch.from_numpy(np.ascontiguousarray(region)).reshape(height, width * channels).float()
+    rows = torch.empty((nh, width * channels))
+    for out, src, weights in _bands(ny, nh, factor, sy, height):
+        torch.matmul(weights * 2**ROW_BITS, source[src], out=rows[out])
+    rows.round_()
+    native = torch.empty((nh, nw * channels))
+    per_channel = torch.eye(channels) / 2**ROW_BITS
+    for out, src, weights in _bands(nx, nw, factor, sx, width):
+        expanded = (weights.T[:, None, :, None] * per_channel[None, :, None, :]).reshape(-1, weights.shape[0] * channels)
+        torch.matmul(rows[:, src.start * channels : src.stop * channels], expanded,
+                     out=native[:, out.start * channels : out.stop * channels])
+    return native.round_().to(torch.uint8).reshape(nh, nw, channels).numpy()
