@@ -12,7 +12,7 @@ With ``--tissue 0.6`` the mosaic has glass between tissue sections, so the pipel
 partly-tissue tiles to their tissue; both label images are then compared on the objects centred on tissue cells
 (the whole-image pass also finds a few objects on glass, which tiling rightly skips).
 
-Usage: python benchmarks/exactness.py [--size 4096] [--tiles 256 512 1024 2048] [--tissue 1.0]
+Usage: python benchmarks/exactness.py [--size 4096] [--tiles 256 512 1024 2048] [--tissue 1.0] [--seed 1]
 """
 
 from __future__ import annotations
@@ -94,11 +94,12 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--tissue", type=float, default=1.0)
     parser.add_argument("--overlap", type=int, default=SegmentOptions.overlap, help="tile halo in model pixels")
+    parser.add_argument("--seed", type=int, default=1, help="which tissue tiles the mosaic draws, and where")
     args = parser.parse_args()
     predictor = Predictor(load_model())
     with tempfile.TemporaryDirectory() as tmp:
         slide = Path(tmp) / "mosaic.tif"
-        mosaic = write_mosaic(slide, args.size, tissue=args.tissue, seed=1, mpp=predictor.model.native_mpp)
+        mosaic = write_mosaic(slide, args.size, tissue=args.tissue, seed=args.seed, mpp=predictor.model.native_mpp)
         tissue = np.kron(mosaic.choice >= 0, np.ones((CELL, CELL), bool))[: args.size, : args.size]
         image = tifffile.imread(slide, key=0)
         with open_slide(slide) as reader:
