@@ -204,3 +204,20 @@ def test_parallel_model_streams_give_the_same_output(tmp_path):
     one, two = _labels(tmp_path / "1.ome.zarr"), _labels(tmp_path / "2.ome.zarr")
     assert one.max() > 500
     np.testing.assert_array_equal(one, two)
+
+
+def test_objects_larger_than_the_halo_are_whole_at_seams(tmp_path):
+    """Discs 80-112 px across, many on seams, with a 32-px halo: the tile that owns one sees only part of it, so
+    it is predicted again from a window around it and comes out whole, once."""
+    image, centres, radii = disc_slide((900, 1100), seams=256, radius_range=(40, 57), seed=5)
+    slide = write_pyramid_tiff(tmp_path / "big.tif", image, mpp=0.5, compression="zlib")
+    out = tmp_path / "big.ome.zarr"
+    options = SegmentOptions(prompts=["nuclei"], tile_size=256, overlap=32, table="csv")
+    result = segment_slide(slide, out, DarkObjectDetector(), options, Reporter(quiet=True))
+    labels = _labels(out)
+    assert result.objects["nuclei"] == len(centres) >= 8
+    ids_at_centres = labels[centres[:, 0].astype(int), centres[:, 1].astype(int)]
+    assert (ids_at_centres > 0).all() and len(set(ids_at_centres.tolist())) == len(centres)
+    found_areas = ndimage.sum(np.ones_like(labels), labels, ids_at_centres)
+    np.testing.assert_allclose(found_areas, np.pi * radii.astype(float) ** 2, rtol=0.05)
+    assert len(np.unique(labels)) - 1 == len(centres)

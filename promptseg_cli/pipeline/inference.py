@@ -22,6 +22,7 @@ from ..model.predictor import Detections, Predictor
 from ..slide.readers import SlideReader, open_slide
 from .measure import INTENSITY_CHANNELS, mean_intensities
 from .plan import SlidePlan, Tile
+from .reframe import reframe
 
 TileResults = list[dict[str, Detections]]
 
@@ -45,6 +46,15 @@ def finish_batch(predictor: Predictor, outputs: dict, pixels: np.ndarray, measur
             out[i][prompt] = det
     release_free_memory()
     return out
+
+
+def reframe_batch(predictor: Predictor, reader: SlideReader, plan: SlidePlan, batch: list[Tile], pixels: np.ndarray,
+                  results: TileResults, intensity: tuple[float, float], fill: int, measure: bool) -> TileResults:
+    """``results`` with the objects cut at the edge of what their tile read predicted again (``reframe.py``)."""
+    for tile, tile_pixels, per_prompt in zip(batch, pixels, results):
+        for prompt, det in per_prompt.items():
+            reframe(predictor, reader, plan, tile, tile_pixels.shape[:2], det, prompt, intensity, fill, measure)
+    return results
 
 
 def read_batch(reader: SlideReader, plan: SlidePlan, batch: list[Tile], fill: int) -> np.ndarray:
@@ -78,9 +88,10 @@ def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, bat
         pixels = read.result()
         return pixels, {p: predictor.forward(pixels, p, intensity) for p in prompts}
 
-    def finish(forwarded: Future) -> TileResults:
+    def finish(forwarded: Future, batch: list[Tile]) -> TileResults:
         pixels, outputs = forwarded.result()
-        return finish_batch(predictor, outputs, pixels, measure)
+        results = finish_batch(predictor, outputs, pixels, measure)
+        return reframe_batch(predictor, slide, plan, batch, pixels, results, intensity, fill, measure)
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as reading, \
             ThreadPoolExecutor(max_workers=streams, thread_name_prefix="model") as network, \
@@ -88,7 +99,7 @@ def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, bat
         in_flight: deque[Future] = deque()
         for batch in batches[start:]:
             read = reading.submit(read_batch, slide, plan, batch, fill)
-            in_flight.append(post.submit(finish, network.submit(forward, read)))
+            in_flight.append(post.submit(finish, network.submit(forward, read), batch))
             if len(in_flight) > streams + 1:
                 yield in_flight.popleft().result()
         while in_flight:
@@ -127,7 +138,8 @@ def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int],
         _worker_cache[slide_path, channels] = open_slide(slide_path, channels)
     reader = _worker_cache[slide_path, channels].plane_reader(*plane)
     pixels = read_batch(reader, plan, batch, fill)
-    return infer_batch(_worker_cache[key], pixels, prompts, intensity, measure)
+    results = infer_batch(_worker_cache[key], pixels, prompts, intensity, measure)
+    return reframe_batch(_worker_cache[key], reader, plan, batch, pixels, results, intensity, fill, measure)
 
 
 def cluster_results(client, predictor: Predictor, slide_path: Path, channels: str | None, plane: tuple[int, int],

@@ -2,7 +2,7 @@
 level-1 pyramid block (every other pixel) while they are in memory.
 
 Objects are held only until every label block they touch has been written. A block row is final once no tile
-still to come can reach it (tiles only ever add objects inside their own extent), so memory holds about one
+still to come can reach it (a tile adds objects at most ``reframe.reach`` beyond its core), so memory holds about one
 band of objects, not the whole slide. A stack is written one ``(t, z)`` plane after the other; label ids count
 on across planes, so every 2-D object of the stack has its own id.
 """

@@ -7,7 +7,8 @@ Rule, in two steps:
    tile keeps the detection. Because tiles overlap by a halo and BatchNorm statistics are frozen, the same
    object is predicted from the same anchor in neighbouring tiles, so one owner keeps it and the others drop
    it: no duplicates. An owned object is whole as long as it fits in its tile's halo (``--overlap`` at least
-   the object radius), so it is never cut.
+   the object radius); one that runs into the edge of what its tile read is predicted again from a wider
+   window before it gets here (``reframe.py``).
 2. **IoU check at seams.** Near a seam, a neighbouring tile can still see a slightly different anchor for the
    same object (pixels close to the tile edge see zero padding). Objects that reach outside their tile's core
    are compared with already accepted seam objects of other tiles; one overlapping an accepted object by IoU
@@ -23,6 +24,7 @@ import shapely
 from ..model.nms import polygons_from_contours
 from ..model.predictor import Detections
 from .plan import Tile
+from .reframe import reach
 
 
 class SeamMerger:
@@ -44,7 +46,7 @@ class SeamMerger:
         det = det.take(np.nonzero(tile.in_core(det.anchors))[0])
         if len(det) == 0:
             return det
-        self._forget_above(tile.y - 2 * tile.overlap)
+        self._forget_above(tile.y - 2 * reach(tile.overlap))
         lo, hi = det.contours.min(axis=1), det.contours.max(axis=1)
         crosses = (lo[:, 0] < tile.x) | (lo[:, 1] < tile.y) | (hi[:, 0] > tile.x + tile.width) | (hi[:, 1] > tile.y + tile.height)
         if not crosses.any():

@@ -38,6 +38,7 @@ from .merge import SeamMerger
 from ..model.network import mid_intensity
 from .plan import SlidePlan, Tile
 from .preview import write_preview
+from .reframe import reach
 from .tiling import plane_tiles
 from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, claim_extras, claimed_extras,
                      run_directory, stop_requested)
@@ -302,7 +303,7 @@ class SlideRun:
                 self.catalog.add(prompt, ObjectBatch(ids, contours, owned.scores, owned.intensities))
         following = batches[index + 1][0] if index + 1 < len(batches) else None
         if following is None or following.row != batch[-1].row:
-            final = None if following is None else (following.y - plan.overlap) * plan.to_level0
+            final = None if following is None else (following.y - reach(plan.overlap)) * plan.to_level0
             for stream in self.streams.values():
                 stream.flush(final)
             self.catalog.flush(final)
