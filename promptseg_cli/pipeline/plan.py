@@ -102,8 +102,9 @@ class SlidePlan:
     def tiles(self, origin: tuple[int, int] = (0, 0)) -> Iterator[Tile]:
         """Tiles in row-major order, on the grid whose lines pass through native ``origin`` ``(x, y)`` (each in
         ``[0, tile_size)``, stride-aligned): the first row and column are narrower when the origin is not 0."""
+        columns = self.spans(0, origin[0])
         for row, (y, y1) in enumerate(self.spans(1, origin[1])):
-            for col, (x, x1) in enumerate(self.spans(0, origin[0])):
+            for col, (x, x1) in enumerate(columns):
                 yield Tile(row, col, x, y, x1 - x, y1 - y, self.overlap)
 
     def spans(self, axis: int, offset: int) -> list[tuple[int, int]]:
