@@ -57,11 +57,30 @@ def test_output_structure_validates_and_pyramid_is_nearest(tmp_path):
         [d["coordinateTransformations"] for d in ome["multiscales"][0]["datasets"]]
     level0, level1 = _labels(out), _labels(out, level=1)
     np.testing.assert_array_equal(level1, level0[::2, ::2])  # written with level 0, block by block
-    np.testing.assert_array_equal(_labels(out, level=2), level0[::4, ::4])  # built from level 1 at the end
+    np.testing.assert_array_equal(_labels(out, level=2), level0[::4, ::4])
     assert set(np.unique(level1)) <= set(np.unique(level0))
     np.testing.assert_array_equal(np.asarray(group["0"])[:, :100, :100].transpose(1, 2, 0), image[:100, :100])
     assert group["labels/nuclei/0"].dtype == np.uint32
     assert group.attrs["promptseg"]["objects"] == {"nuclei": len(centres), "cells": len(centres)}
+
+
+@pytest.mark.parametrize("ngff", ["0.5", "0.4"])
+def test_label_pyramids_are_written_with_level_0_across_blocks(tmp_path, ngff):
+    """Every label level (written block by block with level 0 up to level 2 for NGFF 0.5, level 1 for 0.4, and
+    built from the last of those at the end) is every ``2**level``-th pixel of level 0, also where blocks meet."""
+    image, centres, _ = disc_slide((2300, 4400), seams=256, radius_range=(4, 9), seed=3)
+    slide = write_pyramid_tiff(tmp_path / "s.tif", image, mpp=0.5, compression="zlib")
+    out = tmp_path / "s.ome.zarr"
+    segment_slide(slide, out, DarkObjectDetector(), SegmentOptions(prompts=["nuclei"], ngff=ngff), Reporter(quiet=True))
+    group = zarr.open_group(str(out), mode="r")
+    level0 = _labels(out)
+    assert len(np.unique(level0)) - 1 == len(centres)
+    levels = len(group.attrs.asdict().get("ome", group.attrs.asdict())["multiscales"][0]["datasets"])
+    assert levels == 5
+    for level in range(1, levels):
+        np.testing.assert_array_equal(_labels(out, level=level), level0[:: 2**level, :: 2**level])
+    if ngff == "0.5":
+        assert [group[f"labels/nuclei/{i}"].shards[-1] for i in range(levels)] == [2048, 1024, 512, 512, 512]
 
 
 def test_ngff_04_is_zarr_v2_and_validates(tmp_path):

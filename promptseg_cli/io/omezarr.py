@@ -9,7 +9,9 @@ labels with a singleton channel so they share the image's transforms)::
 
 NGFF 0.5 is zarr v3 with sharding (one file per shard, not per chunk, so a gigapixel label image is not
 millions of files); NGFF 0.4 is zarr v2 with "/" chunk keys. Pyramids halve Y and X at each level (Z and T are kept);
-label levels take every other pixel (nearest), never interpolate.
+label levels take every other pixel (nearest), never interpolate. Label shards shrink with the level (2048, 1024,
+then 512 = one chunk), so that the pixels one level-0 write block gives levels 1 and 2 fill whole shards: the label
+stream writes those levels with each block.
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ class OmeZarrLayout:
         return level_count(self.width, self.height)
 
     @property
+    def streamed_levels(self) -> int:
+        """Label levels written block by block with level 0: those where a write block's every ``2**level``-th
+        pixel fills whole chunks (levels 0-2 for NGFF 0.5, 0-1 for 0.4). A smaller piece would rewrite its chunk
+        every time, so the levels above are built from the last streamed one at the end (a sixteenth of level 0)."""
+        return min(self.n_levels, (self.block // CHUNK).bit_length())
+
+    @property
     def zarr_format(self) -> int:
         return 3 if self.ngff == "0.5" else 2
 
@@ -118,7 +127,13 @@ def ngff_attrs(group: zarr.Group) -> dict:
     return attrs.get("ome", attrs)
 
 
-def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout: OmeZarrLayout) -> zarr.Array:
+def label_shard(level: int) -> int:
+    """Shard edge of label ``level`` (NGFF 0.5): half the level below's, down to one chunk."""
+    return max(CHUNK, SHARD >> level)
+
+
+def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout: OmeZarrLayout,
+            shard: int = SHARD) -> zarr.Array:
     """An array whose chunks (and shards) hold one channel of one plane: 2-D in Y and X.
 
     Both are compressed with lz4, which is faster than zstd: on dense tissue about 15 times for the uint8 image
@@ -130,7 +145,7 @@ def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout:
     chunks = (1,) * (len(shape) - 2) + (CHUNK, CHUNK)
     image = np.dtype(dtype).itemsize == 1
     if layout.zarr_format == 3:
-        shards = (1,) * (len(shape) - 2) + (min(SHARD, _ceil_to(shape[-2], CHUNK)), min(SHARD, _ceil_to(shape[-1], CHUNK)))
+        shards = (1,) * (len(shape) - 2) + tuple(min(shard, _ceil_to(n, CHUNK)) for n in shape[-2:])
         return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
                                   compressors=BloscCodec(cname="lz4", clevel=3, shuffle="noshuffle" if image else "shuffle"),
                                   fill_value=0, dimension_names=tuple(layout.axes), config={"write_empty_chunks": image})
@@ -168,7 +183,7 @@ class OmeZarrWriter:
     def _create_arrays(self, label_names: list[str], source: dict) -> None:
         layout = self.layout
         n = layout.n_levels
-        self.image = [self._level_array(self.root, i, 3, np.uint8) for i in range(n)]
+        self.image = [_create(self.root, str(i), layout.shape(3, i), np.uint8, layout) for i in range(n)]
         image_meta = {"multiscales": layout.multiscales("image"),
                       "omero": {"channels": [{"label": c, "color": col, "window": {"start": 0, "end": 255, "min": 0, "max": 255},
                                               "active": True} for c, col in zip("RGB", ("FF0000", "00FF00", "0000FF"))],
@@ -181,14 +196,12 @@ class OmeZarrWriter:
         self.labels: dict[str, list[zarr.Array]] = {}
         for name in label_names:
             group = labels_group.create_group(name)
-            self.labels[name] = [self._level_array(group, i, 1, np.uint32) for i in range(n)]
+            self.labels[name] = [_create(group, str(i), layout.shape(1, i), np.uint32, layout, label_shard(i))
+                                 for i in range(n)]
             group.attrs.update(layout.attrs({
                 "multiscales": layout.multiscales(name),
                 "image-label": {"version": layout.ngff, "source": {"image": "../../"}},
             }))
-
-    def _level_array(self, group: zarr.Group, level: int, channels: int, dtype) -> zarr.Array:
-        return _create(group, str(level), self.layout.shape(channels, level), dtype, self.layout)
 
     def blocks(self, level: int = 0, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None):
         """Write-unit-aligned ``(y0, y1, x0, x1)`` blocks of ``level`` (optionally only rows in ``[r0, r1)`` and

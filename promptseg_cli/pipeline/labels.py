@@ -1,5 +1,6 @@
-"""Streaming label writer: objects arrive tile row by tile row; label blocks are written once final, with their
-level-1 pyramid block (every other pixel) while they are in memory.
+"""Streaming label writer: objects arrive tile row by tile row; label blocks are written once final, with the
+pyramid levels they fill whole chunks of (every ``2**level``-th pixel; ``OmeZarrLayout.streamed_levels``) while
+they are in memory, so what is left to build when the last tile is done is small.
 
 Objects are held only until every label block they touch has been written. A block row is final once no tile
 still to come can reach it (a tile adds objects at most ``reframe.reach`` beyond its core), so memory holds about one
@@ -20,7 +21,7 @@ class LabelStream:
 
     def __init__(self, writer: OmeZarrWriter, name: str):
         self.writer = writer
-        self.levels = writer.labels[name][:2]  # level 1 is every other pixel of a block, written with it
+        self.levels = writer.labels[name][: writer.layout.streamed_levels]
         self.height = writer.layout.height
         self.plane = (0, 0)
         self.next_id = 1
@@ -74,7 +75,7 @@ class LabelStream:
             label = np.zeros((y1 - y0, x1 - x0), np.uint32)
             if hit.any():
                 paint(label, contours[hit], ids[hit], scores[hit], origin=(x0, y0))
-                for level, array in enumerate(self.levels):  # blocks start on even rows and columns
+                for level, array in enumerate(self.levels):  # blocks start on multiples of 2**level
                     ys, xs = slice(y0 >> level, -(-y1 >> level)), slice(x0 >> level, -(-x1 >> level))
                     array[self.writer.layout.index(self.plane, 0, ys, xs)] = label[:: 1 << level, :: 1 << level]
         self.written_y = stop

@@ -3,9 +3,9 @@
 Data path (for each (t, z) plane of a stack in turn): reader -> overview (streamed through a lazy dask array) for
 the tissue mask and intensity range -> tiles with halo read as exact windows of the read level (resampled to the
 model's pixel size; background skipped, partly-tissue tiles cropped) -> CPN per batch of tiles -> seam merging
-(``merge.py``) -> level-0 contours -> streamed label blocks (``labels.py``) and the object catalog (``catalog.py``: measurements,
-nucleus-cell links, GeoJSON and tables) -> optional linking across Z (``link_z.py``) -> image copy and pyramids
--> report -> atomic rename.
+(``merge.py``) -> level-0 contours -> streamed label blocks with their first pyramid levels (``labels.py``) and
+the object catalog (``catalog.py``: measurements, nucleus-cell links, GeoJSON and tables) -> optional linking
+across Z (``link_z.py``) -> image copy (in the background all along) -> report -> atomic rename.
 """
 
 from __future__ import annotations
@@ -212,9 +212,9 @@ class SlideRun:
         writer.record(objects=counts, **({"objects_3d": {p: int(len(np.unique(m[1:]))) for p, m in links.items()}}
                                          if links else {}))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyramid") as background:
-            # label levels 0 and 1 are written by the label streams (level 1 again when linking rewrote level 0);
-            # the pyramid touches label arrays only, so it does not clash with the records
-            pyramids = background.submit(writer.build_label_pyramids, 1 if links else 2)
+            # the label streams wrote the first levels with level 0, the rest is built here (every level above 0 when
+            # linking rewrote level 0); the pyramid touches label arrays only, so it does not clash with the records
+            pyramids = background.submit(writer.build_label_pyramids, 1 if links else self.layout.streamed_levels)
             self._write_records(writer, links)
             pyramids.result()
         if self.options.preview is not None:
