@@ -6,6 +6,7 @@ import zarr
 from ome_zarr_models.v05.image import Image as Image05
 from scipy import ndimage
 
+from promptseg_cli.io.omezarr import ngff_attrs
 from promptseg_cli.pipeline.segment import OutputExistsError, SegmentOptions, segment_slide
 from promptseg_cli.progress import Reporter
 
@@ -75,7 +76,7 @@ def test_label_pyramids_are_written_with_level_0_across_blocks(tmp_path, ngff):
     group = zarr.open_group(str(out), mode="r")
     level0 = _labels(out)
     assert len(np.unique(level0)) - 1 == len(centres)
-    levels = len(group.attrs.asdict().get("ome", group.attrs.asdict())["multiscales"][0]["datasets"])
+    levels = len(ngff_attrs(group)["multiscales"][0]["datasets"])
     assert levels == 5
     for level in range(1, levels):
         np.testing.assert_array_equal(_labels(out, level=level), level0[:: 2**level, :: 2**level])
