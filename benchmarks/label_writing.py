@@ -1,5 +1,6 @@
 """CPU and wall time of writing a label image as ``promptseg segment`` does: level-0 blocks with the pyramid levels
-the label stream writes with them, then the levels left for the end of the run (which nothing overlaps).
+the label stream writes with them (``LabelStream.write_block``), then the levels left for the end of the run
+(which nothing overlaps).
 
 The label image is synthetic (32-px squares with random ids on 60% of the area), so the figures isolate zarr's
 share of a run. ``--as-before`` writes as session 10 did (2048-px shards at every label level; only level 1
@@ -20,6 +21,7 @@ import numpy as np
 
 from promptseg_cli.io import omezarr
 from promptseg_cli.io.omezarr import OmeZarrLayout, OmeZarrWriter
+from promptseg_cli.pipeline.labels import LabelStream
 
 
 def cpu_seconds() -> float:
@@ -41,13 +43,10 @@ def main() -> None:
     layout = OmeZarrLayout(args.size, args.size, 0.5, "0.5")
     with tempfile.TemporaryDirectory() as tmp:
         writer = OmeZarrWriter(Path(tmp) / "labels.ome.zarr", layout, ["nuclei"], {})
-        levels = writer.labels["nuclei"][: layout.streamed_levels]
+        stream = LabelStream(writer, "nuclei")
         cpu, wall = cpu_seconds(), time.perf_counter()
         for y0, y1, x0, x1 in writer.blocks(0):
-            block = pattern[: y1 - y0, : x1 - x0]
-            for level, array in enumerate(levels):  # as LabelStream.flush
-                ys, xs = slice(y0 >> level, -(-y1 >> level)), slice(x0 >> level, -(-x1 >> level))
-                array[layout.index((0, 0), 0, ys, xs)] = block[:: 1 << level, :: 1 << level]
+            stream.write_block((y0, y1, x0, x1), pattern[: y1 - y0, : x1 - x0])
         streamed = cpu_seconds() - cpu, time.perf_counter() - wall
         cpu, wall = cpu_seconds(), time.perf_counter()
         writer.build_label_pyramids(layout.streamed_levels)

@@ -75,9 +75,15 @@ class LabelStream:
             label = np.zeros((y1 - y0, x1 - x0), np.uint32)
             if hit.any():
                 paint(label, contours[hit], ids[hit], scores[hit], origin=(x0, y0))
-                for level, array in enumerate(self.levels):  # blocks start on multiples of 2**level
-                    ys, xs = slice(y0 >> level, -(-y1 >> level)), slice(x0 >> level, -(-x1 >> level))
-                    array[self.writer.layout.index(self.plane, 0, ys, xs)] = label[:: 1 << level, :: 1 << level]
+                self.write_block((y0, y1, x0, x1), label)
         self.written_y = stop
         alive = (hi[:, 1] >= stop) & (final_y is not None)  # after the last row nothing is pending
         self._contours, self._scores, self._ids = [contours[alive]], [scores[alive]], [ids[alive]]
+
+    def write_block(self, box: tuple[int, int, int, int], label: np.ndarray) -> None:
+        """Write level-0 block ``box`` = ``(y0, y1, x0, x1)`` (one of ``writer.blocks(0)``) of the current plane
+        and the streamed levels above it (every ``2**level``-th pixel)."""
+        y0, y1, x0, x1 = box
+        for level, array in enumerate(self.levels):  # blocks start on multiples of 2**level
+            ys, xs = slice(y0 >> level, -(-y1 >> level)), slice(x0 >> level, -(-x1 >> level))
+            array[self.writer.layout.index(self.plane, 0, ys, xs)] = label[:: 1 << level, :: 1 << level]
