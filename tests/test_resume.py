@@ -60,6 +60,8 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     ref_labels, ref_features, ref_table = _result(reference_dir, tmp_path / "a")
     np.testing.assert_array_equal(labels, ref_labels)
     assert features == ref_features and table == ref_table
+    report, ref_report = (json.loads((d / "example_slide.ome.zarr" / "report.json").read_text()) for d in (resumed_dir, reference_dir))
+    assert report["tiles"] == ref_report["tiles"]  # what was fed to the model before the kill is counted once
     assert not partial.exists() and [p.name for p in resumed_dir.iterdir()] == ["example_slide.ome.zarr"]
     assert not (resumed_dir / "example_slide.ome.zarr" / "promptseg-state.pkl").exists()
 

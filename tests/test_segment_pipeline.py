@@ -1,5 +1,7 @@
 """The segment pipeline on real files: seams, resampling, OME-Zarr structure, atomic output."""
 
+import json
+
 import numpy as np
 import pytest
 import zarr
@@ -7,8 +9,12 @@ from ome_zarr_models.v05.image import Image as Image05
 from scipy import ndimage
 
 from promptseg_cli.io.omezarr import ngff_attrs
+from promptseg_cli.model.network import STRIDE_MULTIPLE
+from promptseg_cli.pipeline.plan import SlidePlan
+from promptseg_cli.pipeline.tiling import plane_tiles
 from promptseg_cli.pipeline.segment import OutputExistsError, SegmentOptions, segment_slide
 from promptseg_cli.progress import Reporter
+from promptseg_cli.slide.readers import open_slide
 
 from conftest import write_pyramid_tiff
 from detectors import DarkObjectDetector, disc_slide
@@ -228,7 +234,8 @@ def test_parallel_model_streams_give_the_same_output(tmp_path):
 
 def test_objects_larger_than_the_halo_are_whole_at_seams(tmp_path):
     """Discs 80-112 px across, many on seams, with a 32-px halo: the tile that owns one sees only part of it, so
-    it is predicted again from a window around it and comes out whole, once."""
+    it is predicted again from a window around it and comes out whole, once. The report counts the windows' pixels
+    as processed."""
     image, centres, radii = disc_slide((900, 1100), seams=256, radius_range=(40, 57), seed=5)
     slide = write_pyramid_tiff(tmp_path / "big.tif", image, mpp=0.5, compression="zlib")
     out = tmp_path / "big.ome.zarr"
@@ -241,3 +248,11 @@ def test_objects_larger_than_the_halo_are_whole_at_seams(tmp_path):
     found_areas = ndimage.sum(np.ones_like(labels), labels, ids_at_centres)
     np.testing.assert_allclose(found_areas, np.pi * radii.astype(float) ** 2, rtol=0.05)
     assert len(np.unique(labels)) - 1 == len(centres)
+    window = (STRIDE_MULTIPLE + 4 * 32) ** 2  # a stride cell and two halos on each side
+    assert result.pixels_reframed > 0 and result.pixels_reframed % window == 0
+    tiles = json.loads((out / "report.json").read_text())["tiles"]
+    assert tiles["reframed_mpx"] == round(result.pixels_reframed / 1e6, 2)
+    assert tiles["processed_mpx"] == round(result.pixels_processed / 1e6, 2)
+    with open_slide(slide) as reader:
+        plan = SlidePlan.create(reader, DarkObjectDetector().model.native_mpp, reader.mpp, 256, 32)
+        assert result.pixels_processed - result.pixels_reframed == sum(t.read_pixels for t in plane_tiles(reader, plan)[0])

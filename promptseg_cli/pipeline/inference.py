@@ -1,7 +1,7 @@
 """Running the model over tile batches, here or on a dask.distributed cluster.
 
-Either way a batch's result is, per tile, the detections of each prompt with their mean intensities, and results
-are consumed in tile order, so merging and writing (in the calling process) are the same and the output is
+Either way a batch's result is, per tile, the detections of each prompt with their mean intensities (plus the
+pixels that reframing fed to the network), and results are consumed in tile order, so merging and writing (in the calling process) are the same and the output is
 identical. Locally, reads are prefetched by background threads while the model runs. On a cluster each worker
 opens the slide and loads the model once (cached per worker process), reads its own tiles and returns only
 contours, so the network carries little data; a bounded number of batches is in flight.
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,14 @@ from .plan import SlidePlan, Tile
 from .reframe import reframe
 
 TileResults = list[dict[str, Detections]]
+
+
+@dataclass
+class BatchResult:
+    """A tile batch's detections (per tile, per prompt) and the pixels its reframing windows fed to the network."""
+
+    tiles: TileResults
+    reframe_pixels: int = 0
 
 
 def infer_batch(predictor: Predictor, pixels: np.ndarray, prompts: list[str], intensity: tuple[float, float],
@@ -49,12 +58,13 @@ def finish_batch(predictor: Predictor, outputs: dict, pixels: np.ndarray, measur
 
 
 def reframe_batch(predictor: Predictor, reader: SlideReader, plan: SlidePlan, batch: list[Tile], pixels: np.ndarray,
-                  results: TileResults, intensity: tuple[float, float], fill: int, measure: bool) -> TileResults:
+                  results: TileResults, intensity: tuple[float, float], fill: int, measure: bool) -> BatchResult:
     """``results`` with the objects cut at the edge of what their tile read predicted again (``reframe.py``)."""
+    fed = 0
     for tile, tile_pixels, per_prompt in zip(batch, pixels, results):
         for prompt, det in per_prompt.items():
-            reframe(predictor, reader, plan, tile, tile_pixels.shape[:2], det, prompt, intensity, fill, measure)
-    return results
+            fed += reframe(predictor, reader, plan, tile, tile_pixels.shape[:2], det, prompt, intensity, fill, measure)
+    return BatchResult(results, fed)
 
 
 def read_batch(reader: SlideReader, plan: SlidePlan, batch: list[Tile], fill: int) -> np.ndarray:
@@ -77,7 +87,7 @@ def configure_threads(device: torch.device, threads: int) -> int:
 
 def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, batches: list[list[Tile]], start: int,
                   prompts: list[str], intensity: tuple[float, float], fill: int, measure: bool,
-                  streams: int = 1) -> Iterator[TileResults]:
+                  streams: int = 1) -> Iterator[BatchResult]:
     """Results of ``batches[start:]`` in order, computed in this process.
 
     Three stages overlap, each in its own threads: reads run ahead, ``streams`` batches go through the network at
@@ -88,7 +98,7 @@ def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, bat
         pixels = read.result()
         return pixels, {p: predictor.forward(pixels, p, intensity) for p in prompts}
 
-    def finish(forwarded: Future, batch: list[Tile]) -> TileResults:
+    def finish(forwarded: Future, batch: list[Tile]) -> BatchResult:
         pixels, outputs = forwarded.result()
         results = finish_batch(predictor, outputs, pixels, measure)
         return reframe_batch(predictor, slide, plan, batch, pixels, results, intensity, fill, measure)
@@ -125,7 +135,7 @@ def _worker_threads() -> int:
 
 def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int], model_path: str | None,
                   settings: tuple[float, float, str], plan: SlidePlan, batch: list[Tile], prompts: list[str],
-                  intensity: tuple[float, float], fill: int, measure: bool) -> TileResults:
+                  intensity: tuple[float, float], fill: int, measure: bool) -> BatchResult:
     """Runs on a dask worker: the slide and the model are opened once per worker process."""
     from ..model.weights import load_model
 
@@ -145,7 +155,7 @@ def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int],
 def cluster_results(client, predictor: Predictor, slide_path: Path, channels: str | None, plane: tuple[int, int],
                     plan: SlidePlan, batches: list[list[Tile]], start: int,
                     prompts: list[str], intensity: tuple[float, float], fill: int,
-                    measure: bool) -> Iterator[TileResults]:
+                    measure: bool) -> Iterator[BatchResult]:
     """Results of ``batches[start:]`` of plane ``(t, z)`` in order, computed by the workers of a ``distributed.Client``."""
     model_path = str(predictor.model.path)
     settings = (predictor.score_threshold, predictor.nms_threshold, predictor.precision)

@@ -45,13 +45,13 @@ def touching_edge(tile: Tile, shape: tuple[int, int], det: Detections, native_si
 
 
 def reframe(predictor: Predictor, reader: SlideReader, plan: SlidePlan, tile: Tile, shape: tuple[int, int],
-            det: Detections, prompt: str, intensity: tuple[float, float], fill: int, measure: bool) -> None:
+            det: Detections, prompt: str, intensity: tuple[float, float], fill: int, measure: bool) -> int:
     """Replace, in place, the detections of ``tile`` that touch the edge of what it read by their prediction from
-    a window around their anchor (when the window finds one that covers at least ``COVER`` of it). The windows
-    of a tile go through the network together."""
+    a window around their anchor (when the window finds one that covers at least ``COVER`` of it), and return
+    the pixels fed to the network for that. The windows of a tile go through the network together."""
     touching = np.nonzero(touching_edge(tile, shape, det, plan.native_size))[0] if plan.overlap else []
     if not len(touching):
-        return
+        return 0
     x0, y0, _, _ = tile.read_box
     anchors = (det.anchors[touching] + np.array([x0, y0])) // STRIDE_MULTIPLE * STRIDE_MULTIPLE
     windows = [Tile(tile.row, tile.col, int(ax), int(ay), STRIDE_MULTIPLE, STRIDE_MULTIPLE, reach(plan.overlap))
@@ -70,3 +70,4 @@ def reframe(predictor: Predictor, reader: SlideReader, plan: SlidePlan, tile: Ti
         det.contours[i], det.scores[i] = local[best], found.scores[best]
         if det.intensities is not None and measure:
             det.intensities[i] = mean_intensities(window_pixels, found.contours[best : best + 1])[0]
+    return sum(w.read_pixels for w in windows)

@@ -33,7 +33,7 @@ from ..slide.readers import SlideReader, open_slide
 from .catalog import Catalog, ObjectBatch, Sink
 from .labels import LabelStream
 from .link_z import link_z_planes
-from .inference import cluster_results, local_results
+from .inference import BatchResult, cluster_results, local_results
 from .merge import SeamMerger
 from ..model.network import mid_intensity
 from .plan import SlidePlan, Tile
@@ -76,7 +76,8 @@ class SegmentResult:
     tiles_total: int  # tiles of the grid fitted to the tissue (summed over the planes of a stack)
     tiles_run: int  # tiles the model ran on (a partly-tissue tile counts as its sub-tiles)
     tiles_skipped: int  # top-level tiles without tissue
-    pixels_processed: int  # model pixels fed to the network, halos included
+    pixels_processed: int  # model pixels fed to the network, halos and reframing windows included
+    pixels_reframed: int  # of those, the reframing windows'
     seconds: float
     mpp: float | None
     warnings: list[str] = field(default_factory=list)
@@ -89,8 +90,9 @@ class PlaneStats:
     total: int
     run: int
     skipped: int
-    pixels: int
+    pixels: int  # of the tiles, halos included
     intensity: tuple[float, float]
+    reframed: int = 0  # of the reframing windows (``reframe.py``), added as the tiles finish
 
 
 def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
@@ -221,8 +223,8 @@ class SlideRun:
             write_preview(self.work, prompts, self.options.preview, self.layout)
         stats = self.plane_stats
         result = SegmentResult(self.path, self.output, counts, sum(p.total for p in stats), sum(p.run for p in stats),
-                               sum(p.skipped for p in stats), sum(p.pixels for p in stats), time.time() - self.started,
-                               self.mpp0, self.warnings)
+                               sum(p.skipped for p in stats), sum(p.pixels + p.reframed for p in stats),
+                               sum(p.reframed for p in stats), time.time() - self.started, self.mpp0, self.warnings)
         _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor,
                       [p.intensity for p in stats], tiles_seconds, self.reader, self.layout)
         return result
@@ -249,10 +251,12 @@ class SlideRun:
         else:
             self.mergers = state["mergers"]
             self.catalog.pending = state["catalog"]
+            self.plane_stats[index].reframed = state["reframed"]
         self._run_tiles(reader, tiles, intensity, state["next_batch"] if state else 0)
 
     def _checkpoint(self, next_batch: int) -> None:
         state = {"plane": self.plane_index, "next_batch": next_batch, "plane_stats": self.plane_stats[: self.plane_index],
+                 "reframed": self.plane_stats[self.plane_index].reframed,
                  "streams": {p: s.state() for p, s in self.streams.items()},
                  "mergers": self.mergers, "catalog": self.catalog.pending, "parts": self.parts}
         self.checkpoints.save(state, self.catalog.take_finished())
@@ -276,14 +280,14 @@ class SlideRun:
         try:
             with self.reporter.task(f"segmenting {name}", total=len(tiles), completed=done) as advance, \
                     ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge") as merging:
-                for index, per_tile in zip(range(start, len(batches)), results):
+                for index, result in zip(range(start, len(batches)), results):
                     if taking is not None:
                         taking.result()  # one batch in merging at a time: memory stays bounded
                         advance(len(batches[index - 1]), f"{sum(s.count for s in self.streams.values())} objects")
                     if stop_requested.is_set():
                         raise Interrupted(f"{self.path}: stopped; run the same command again to resume")
                     # merging and writing overlap with the model's next batch
-                    taking = merging.submit(self._take, batches, index, per_tile)
+                    taking = merging.submit(self._take, batches, index, result)
                 if taking is not None:
                     taking.result()
                     advance(len(batches[-1]), f"{sum(s.count for s in self.streams.values())} objects")
@@ -292,10 +296,11 @@ class SlideRun:
         if not batches:
             self._checkpoint(0)
 
-    def _take(self, batches: list[list[Tile]], index: int, per_tile) -> None:
+    def _take(self, batches: list[list[Tile]], index: int, result: BatchResult) -> None:
         """Merge one batch's detections; after the last batch of a tile row, write what is final and checkpoint."""
         batch, plan = batches[index], self.plan
-        for tile, detections in zip(batch, per_tile):
+        self.plane_stats[self.plane_index].reframed += result.reframe_pixels
+        for tile, detections in zip(batch, result.tiles):
             for prompt, det in detections.items():
                 owned = self.mergers[prompt].accept(tile, det)
                 contours = owned.contours * plan.to_level0
@@ -352,7 +357,8 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
         "read_level": plan.level, "resample_factor": round(plan.factor, 4),
         "intensity_range": list(intensity[0]) if len(intensity) == 1 else [list(r) for r in intensity],
         "tiles": {"total": result.tiles_total, "run": result.tiles_run, "skipped": result.tiles_skipped,
-                  "processed_mpx": round(result.pixels_processed / 1e6, 2)},
+                  "processed_mpx": round(result.pixels_processed / 1e6, 2),
+                  "reframed_mpx": round(result.pixels_reframed / 1e6, 2)},
         "objects": result.objects,
         "seconds": {"total": round(result.seconds, 2), "tiles": round(inference_seconds, 2)},
         "peak_memory_mb": round(peak_rss_mb(), 1),
