@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import tifffile
 import pytest
@@ -7,7 +10,7 @@ from promptseg_cli.slide.lazy import level_array, thumbnail
 from promptseg_cli.slide.readers import SlideError, open_slide
 from promptseg_cli.slide.resample import resample_region, source_span
 
-from conftest import write_pyramid_tiff
+from conftest import REPO, write_pyramid_tiff
 
 
 def test_svs(slides):
@@ -93,6 +96,15 @@ def test_lazy_level_array_and_windows_beyond_the_edge(slides):
         assert (window[:, :10] == 7).all() and (window[16:] == 7).all()
         small, downsample = thumbnail(r, max_size=512)
         assert max(small.shape[:2]) <= 512 and downsample >= 8
+
+
+def test_overview_does_not_load_dask_distributed():
+    """dask imports dask.distributed (about 0.3 s, at the start of every slide's run) to look for a client when a
+    scheduler is named by a string; the overview names its scheduler by function."""
+    code = ("import sys; from promptseg_cli.slide.lazy import thumbnail; from promptseg_cli.slide.readers import open_slide\n"
+            f"with open_slide({str(REPO / 'examples' / 'example_slide.tif')!r}) as r: small, _ = thumbnail(r)\n"
+            "assert small.mean() > 0 and 'distributed' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize("factor", [0.7, 0.7014, 1.37, 2.0])
