@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,14 +64,34 @@ def plane_tiles(reader: SlideReader, plan: SlidePlan,
 Rect = tuple[int, int, int, int]
 
 
+class Crop(NamedTuple):
+    """A rectangle of the grid cropped to its tissue: pixels fed to the network, whether the rectangle is all
+    tissue, the cropped core and which of its sides face only glass (as :class:`Tile`)."""
+
+    pixels: int
+    full: bool
+    x: int
+    y: int
+    width: int
+    height: int
+    glass: tuple[bool, bool, bool, bool]
+
+
 class TissueFit:
     """Tiles fitted to a tissue mask with ``scale`` mask pixels per native pixel, cropped to its extent plus
-    ``margin`` native pixels."""
+    ``margin`` native pixels.
+
+    Crops are computed for many rectangles at once (a grid row's tiles, a tile's possible parts) from summed-area
+    tables of the mask; the search then only looks them up.
+    """
 
     def __init__(self, plan: SlidePlan, mask: np.ndarray, scale: float, margin: float = TISSUE_MARGIN):
         self.plan, self.mask, self.scale, self.margin = plan, mask, scale, margin
         self.counts = np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))  # summed-area table
-        self._fitted: dict[Rect, tuple[int, list[Tile]]] = {}  # pixels fed and tiles run, by rectangle
+        self.in_rows = np.pad(mask.cumsum(axis=1, dtype=np.int32), ((0, 0), (1, 0)))  # [r, c]: row r, columns < c
+        self.in_columns = np.pad(mask.T.cumsum(axis=1, dtype=np.int32), ((0, 0), (1, 0)))  # [c, r]: column c, rows < r
+        self._crops: dict[Rect, Crop | None] = {}  # see _crop
+        self._fitted: dict[tuple[Rect, bool], tuple[int, list[Rect]]] = {}  # see _fit
 
     def layout(self) -> tuple[list[Tile], int]:
         """The fitted tiles in running order, and the number of tiles of the grid they come from.
@@ -79,14 +100,15 @@ class TissueFit:
         row on their own. Placing compares crops only; the tiles of the chosen grid are then cut where that
         helps (with cuts in the search, it takes several times as long for under 1% fewer pixels).
         """
-        ox = self._offset(lambda o: sum(self._row(span, o)[0] for span in self.plan.spans(1, 0)))
-        oy = self._offset(lambda o: sum(self._row(span, ox)[0] for span in self.plan.spans(1, o)))
+        ox = self._offset(lambda o: sum(self._row(span, o) for span in self.plan.spans(1, 0)))
+        oy = self._offset(lambda o: sum(self._row(span, ox) for span in self.plan.spans(1, o)))
         tiles, grid = [], 0
         for row, span in enumerate(self.plan.spans(1, oy)):
-            columns = self._offset(lambda o: self._row(span, o)[0])
-            grid += len(self.plan.spans(0, columns))
-            tiles += [Tile(row, col, t.x, t.y, t.width, t.height, t.overlap, t.glass)
-                      for col, leaves in enumerate(self._row(span, columns, cut=True)[1]) for t in leaves]
+            columns = self._offset(lambda o: self._row(span, o))
+            rects = [(x0, span[0], x1, span[1]) for x0, x1 in self.plan.spans(0, columns)]
+            grid += len(rects)
+            self._crop_all([part for rect in rects if self._partial(rect) for part in self._parts(rect)])
+            tiles += [self._tile(part, row, col) for col, rect in enumerate(rects) for part in self._fit(rect, cut=True)[1]]
         return sorted(tiles, key=lambda t: (t.row, t.y, t.x)), grid
 
     def _offset(self, cost: Callable[[int], int]) -> int:
@@ -100,64 +122,110 @@ class TissueFit:
         fine = [o for o in (coarse - step // 2, coarse + step // 2) if 0 <= o < size and o % STRIDE_MULTIPLE == 0]
         return min(sorted([coarse, *fine]), key=cost)
 
-    def _row(self, span: tuple[int, int], offset: int, cut: bool = False) -> tuple[int, list[list[Tile]]]:
-        """Pixels fed and tiles run, per grid tile, for the row ``span`` with a column line through ``offset``."""
-        fits = [self._fit((x0, span[0], x1, span[1]), cut) for x0, x1 in self.plan.spans(0, offset)]
-        return sum(pixels for pixels, _ in fits), [tiles for _, tiles in fits]
+    def _row(self, span: tuple[int, int], offset: int) -> int:
+        """Pixels fed for the row ``span`` with a column line through ``offset`` (grid tiles cropped, not cut)."""
+        rects = [(x0, span[0], x1, span[1]) for x0, x1 in self.plan.spans(0, offset)]
+        self._crop_all(rects)
+        return sum(self._fit(rect, False)[0] for rect in rects)
 
-    def _fit(self, rect: Rect, cut: bool) -> tuple[int, list[Tile]]:
-        """Pixels fed and tiles run in place of ``rect``: its crop, or the best cut's parts' (none without tissue).
-        A rectangle all on tissue is not cut: that would only add halo."""
-        if (rect, cut) not in self._fitted:
+    def _fit(self, rect: Rect, cut: bool) -> tuple[int, list[Rect]]:
+        """Pixels fed in place of ``rect``, and the rectangles whose crops run: ``rect``'s, or (with ``cut``) the
+        best cut's parts' when that feeds fewer; none without tissue. A rectangle all on tissue is not cut: that
+        would only add halo."""
+        fitted = self._fitted.get((rect, cut))
+        if fitted is None:
             crop = self._crop(rect)
-            best: tuple[int, list[Tile]] = (0, []) if crop is None else (crop[0].read_pixels, [crop[0]])
-            if cut and crop is not None and not crop[1]:
-                x0, y0, x1, y1 = rect
-                cuts = [((x0, y0, x, y1), (x, y0, x1, y1)) for x in range(x0 + MIN_TILE_SIZE, x1, MIN_TILE_SIZE)]
-                cuts += [((x0, y0, x1, y), (x0, y, x1, y1)) for y in range(y0 + MIN_TILE_SIZE, y1, MIN_TILE_SIZE)]
-                for first, second in cuts:
-                    (a, tiles_a), (b, tiles_b) = self._fit(first, cut), self._fit(second, cut)
-                    if a + b < best[0]:
-                        best = (a + b, tiles_a + tiles_b)
-            self._fitted[rect, cut] = best
-        return self._fitted[rect, cut]
+            fitted = (0, []) if crop is None else (crop.pixels, [rect])
+            if cut and crop is not None and not crop.full:
+                for first, second in self._cuts(rect):
+                    (a, parts_a), (b, parts_b) = self._fit(first, True), self._fit(second, True)
+                    if a + b < fitted[0]:
+                        fitted = (a + b, parts_a + parts_b)
+            self._fitted[rect, cut] = fitted
+        return fitted
 
-    def _bounds(self, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
+    @staticmethod
+    def _cuts(rect: Rect) -> list[tuple[Rect, Rect]]:
+        """The ways to cut ``rect`` in two at a multiple of ``MIN_TILE_SIZE`` from its left or top edge."""
+        x0, y0, x1, y1 = rect
+        return ([((x0, y0, x, y1), (x, y0, x1, y1)) for x in range(x0 + MIN_TILE_SIZE, x1, MIN_TILE_SIZE)]
+                + [((x0, y0, x1, y), (x0, y, x1, y1)) for y in range(y0 + MIN_TILE_SIZE, y1, MIN_TILE_SIZE)])
+
+    @staticmethod
+    def _parts(rect: Rect) -> list[Rect]:
+        """Every rectangle that cutting ``rect`` again and again can give (``rect`` included)."""
+        x0, y0, x1, y1 = rect
+        xs, ys = [*range(x0, x1, MIN_TILE_SIZE), x1], [*range(y0, y1, MIN_TILE_SIZE), y1]
+        return [(xa, ya, xb, yb) for i, xa in enumerate(xs) for xb in xs[i + 1:] for j, ya in enumerate(ys) for yb in ys[j + 1:]]
+
+    def _partial(self, rect: Rect) -> bool:
+        crop = self._crop(rect)
+        return crop is not None and not crop.full
+
+    def _crop(self, rect: Rect) -> Crop | None:
+        """``rect`` cropped to its tissue (None without tissue)."""
+        if rect not in self._crops:
+            self._crop_all([rect])
+        return self._crops[rect]
+
+    def _tile(self, rect: Rect, row: int, col: int) -> Tile:
+        """The tile that runs ``rect``'s crop, in grid row ``row`` and column ``col``."""
+        crop = self._crops[rect]
+        return Tile(row, col, crop.x, crop.y, crop.width, crop.height, self.plan.overlap, crop.glass)
+
+    def _crop_all(self, rects: list[Rect]) -> None:
+        """Compute :meth:`_crop` for every rectangle of ``rects`` not done yet, all at once."""
+        rects = list(dict.fromkeys(r for r in rects if r not in self._crops))
+        if not rects:
+            return
+        x0, y0, x1, y1 = np.array(rects, dtype=np.int64).T
+        r0, r1, c0, c1 = self._bounds(x0, y0, x1, y1)
+        count = self._count(r0, r1, c0, c1)
+        full = count == (r1 - r0) * (c1 - c0)
+        top, bottom = self._tissue_extent(self.in_rows, r0, r1, c0, c1)
+        left, right = self._tissue_extent(self.in_columns, c0, c1, r0, r1)
+        s, step, m = self.scale, STRIDE_MULTIPLE, self.margin
+        cx0 = np.maximum(x0, np.trunc((c0 + left) / s - m).astype(np.int64) // step * step)
+        cy0 = np.maximum(y0, np.trunc((r0 + top) / s - m).astype(np.int64) // step * step)
+        cx1 = np.minimum(x1, -(-np.ceil((c0 + right + 1) / s + m).astype(np.int64) // step) * step)
+        cy1 = np.minimum(y1, -(-np.ceil((r0 + bottom + 1) / s + m).astype(np.int64) // step) * step)
+        o = self.plan.overlap
+        w, h = self.plan.native_size
+        strips = ((cx0 - o, cy0 - o, cx0, cy1 + o), (cx0 - o, cy0 - o, cx1 + o, cy0), (cx1, cy0 - o, cx1 + o, cy1 + o),
+                  (cx0 - o, cy1, cx1 + o, cy1 + o))
+        inside = (cx0 >= o, cy0 >= o, cx1 + o <= w, cy1 + o <= h)  # beyond the slide's edge, tiles see the fill as before
+        glass = [i & (self._count(*self._bounds(*strip)) == 0) for i, strip in zip(inside, strips)]
+        left_halo, top_halo, right_halo, bottom_halo = (np.where(g, 0, o) for g in glass)  # as Tile.read_shape
+        padded_h, padded_w = (-(-(b - a) // STRIDE_MULTIPLE) * STRIDE_MULTIPLE for a, b in ((cy0, cy1), (cx0, cx1)))
+        pixels = (padded_h + top_halo + bottom_halo) * (padded_w + left_halo + right_halo)
+        kept = (count > 0) & (cx1 > cx0) & (cy1 > cy0)
+        rows = np.stack([pixels, full, cx0, cy0, cx1 - cx0, cy1 - cy0, *glass], axis=1).tolist()
+        for rect, row, keep in zip(rects, rows, kept.tolist()):
+            self._crops[rect] = Crop(row[0], bool(row[1]), *row[2:6], tuple(bool(g) for g in row[6:])) if keep else None
+
+    def _bounds(self, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> tuple[np.ndarray, ...]:
         """Mask rows and columns ``(r0, r1, c0, c1)`` touching native ``[x0, x1) x [y0, y1)`` (and the next one)."""
         s, (h, w) = self.scale, self.mask.shape
-        r0, c0 = min(max(int(y0 * s), 0), h), min(max(int(x0 * s), 0), w)
-        return r0, min(max(math.ceil(y1 * s) + 1, r0), h), c0, min(max(math.ceil(x1 * s) + 1, c0), w)
+        r0, c0 = np.clip(np.trunc(y0 * s).astype(np.int64), 0, h), np.clip(np.trunc(x0 * s).astype(np.int64), 0, w)
+        r1 = np.minimum(np.maximum(np.ceil(y1 * s).astype(np.int64) + 1, r0), h)
+        c1 = np.minimum(np.maximum(np.ceil(x1 * s).astype(np.int64) + 1, c0), w)
+        return r0, r1, c0, c1
 
-    def _count(self, r0: int, r1: int, c0: int, c1: int) -> int:
+    def _count(self, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
         """Tissue pixels of the mask in rows ``[r0, r1)`` and columns ``[c0, c1)`` (from the summed-area table)."""
         n = self.counts
-        return int(n[r1, c1] - n[r0, c1] - n[r1, c0] + n[r0, c0])
+        return n[r1, c1] - n[r0, c1] - n[r1, c0] + n[r0, c0]
 
-    def _crop(self, rect: Rect) -> tuple[Tile, bool] | None:
-        """``rect`` cropped to its tissue, with its glass sides marked, and whether it is all tissue; None without
-        tissue."""
-        r0, r1, c0, c1 = self._bounds(*rect)
-        count = self._count(r0, r1, c0, c1)
-        if not count:
-            return None
-        full = count == (r1 - r0) * (c1 - c0)
-        if full:
-            top, bottom, left, right = 0, r1 - r0 - 1, 0, c1 - c0 - 1
-        else:
-            window = self.mask[r0:r1, c0:c1]
-            rows, cols = np.nonzero(window.any(axis=1))[0], np.nonzero(window.any(axis=0))[0]
-            top, bottom, left, right = rows[0], rows[-1], cols[0], cols[-1]
-        s, step, m = self.scale, STRIDE_MULTIPLE, self.margin
-        x0 = max(rect[0], int((c0 + left) / s - m) // step * step)
-        y0 = max(rect[1], int((r0 + top) / s - m) // step * step)
-        x1 = min(rect[2], -(-math.ceil((c0 + right + 1) / s + m) // step) * step)
-        y1 = min(rect[3], -(-math.ceil((r0 + bottom + 1) / s + m) // step) * step)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        o = self.plan.overlap
-        strips = ((x0 - o, y0 - o, x0, y1 + o), (x0 - o, y0 - o, x1 + o, y0), (x1, y0 - o, x1 + o, y1 + o),
-                  (x0 - o, y1, x1 + o, y1 + o))
-        w, h = self.plan.native_size
-        inside = (x0 >= o, y0 >= o, x1 + o <= w, y1 + o <= h)  # beyond the slide's edge, tiles see the fill as before
-        glass = tuple(i and not self._count(*self._bounds(*strip)) for i, strip in zip(inside, strips))
-        return Tile(0, 0, x0, y0, x1 - x0, y1 - y0, o, glass), full
+    @staticmethod
+    def _tissue_extent(lines: np.ndarray, a0: np.ndarray, a1: np.ndarray, b0: np.ndarray,
+                       b1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and last line in ``[a0, a1)`` (relative to ``a0``) with tissue between ``b0`` and ``b1``, where
+        ``lines[a, b]`` counts the tissue of line ``a`` before ``b`` (not meaningful where none has any)."""
+        span = int((a1 - a0).max(initial=0))
+        if span == 0:
+            return np.zeros_like(a0), np.full_like(a0, -1)
+        index = a0[:, None] + np.arange(span)
+        valid = index < a1[:, None]
+        index = np.minimum(index, len(lines) - 1)
+        tissue = valid & (lines[index, b1[:, None]] - lines[index, b0[:, None]] > 0)
+        return tissue.argmax(axis=1), span - 1 - tissue[:, ::-1].argmax(axis=1)
