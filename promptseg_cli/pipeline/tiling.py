@@ -18,7 +18,6 @@ owner, and rows stay the horizontal bands that merging and label writing finish 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
