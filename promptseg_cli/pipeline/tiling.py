@@ -99,11 +99,11 @@ class TissueFit:
         row on their own. Placing compares crops only; the tiles of the chosen grid are then cut where that
         helps (with cuts in the search, it takes several times as long for under 1% fewer pixels).
         """
-        ox = self._offset(lambda o: sum(self._row(span, o) for span in self.plan.spans(1, 0)))
-        oy = self._offset(lambda o: sum(self._row(span, ox) for span in self.plan.spans(1, o)))
+        ox = self._offset(lambda o: self._pixels(self.plan.spans(1, 0), o))
+        oy = self._offset(lambda o: self._pixels(self.plan.spans(1, o), ox))
         tiles, grid = [], 0
         for row, span in enumerate(self.plan.spans(1, oy)):
-            columns = self._offset(lambda o: self._row(span, o))
+            columns = self._offset(lambda o: self._pixels([span], o))
             rects = [(x0, span[0], x1, span[1]) for x0, x1 in self.plan.spans(0, columns)]
             grid += len(rects)
             self._crop_all([part for rect in rects if self._partial(rect) for part in self._parts(rect)])
@@ -121,9 +121,11 @@ class TissueFit:
         fine = [o for o in (coarse - step // 2, coarse + step // 2) if 0 <= o < size and o % STRIDE_MULTIPLE == 0]
         return min(sorted([coarse, *fine]), key=cost)
 
-    def _row(self, span: tuple[int, int], offset: int) -> int:
-        """Pixels fed for the row ``span`` with a column line through ``offset`` (grid tiles cropped, not cut)."""
-        rects = [(x0, span[0], x1, span[1]) for x0, x1 in self.plan.spans(0, offset)]
+    def _pixels(self, rows: list[tuple[int, int]], offset: int) -> int:
+        """Pixels fed for the grid ``rows`` (spans in y) with a column line through ``offset`` (tiles cropped,
+        not cut)."""
+        columns = self.plan.spans(0, offset)
+        rects = [(x0, y0, x1, y1) for y0, y1 in rows for x0, x1 in columns]
         self._crop_all(rects)
         return sum(self._fit(rect, False)[0] for rect in rects)
 
