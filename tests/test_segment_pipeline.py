@@ -90,16 +90,26 @@ def test_label_pyramids_are_written_with_level_0_across_blocks(tmp_path, ngff):
         assert [group[f"labels/nuclei/{i}"].shards[-1] for i in range(levels)] == [2048, 1024, 512, 512, 512]
 
 
-def test_ngff_04_is_zarr_v2_and_validates(tmp_path):
+@pytest.mark.parametrize("ngff", ["0.5", "0.4"])
+def test_label_groups_validate_with_their_properties(tmp_path, ngff):
+    """The label group's metadata, with one ``properties`` row per label, is written outside zarr's attribute
+    encoding (``OmeZarrWriter.replace_attributes``); it must stay valid NGFF and readable through zarr."""
     from ome_zarr_models.v04.image import Image as Image04
+    from ome_zarr_models.v04.image_label import ImageLabel as ImageLabel04
+    from ome_zarr_models.v05.image_label import ImageLabel as ImageLabel05
 
-    image, _, _ = disc_slide((600, 600), seams=256)
+    image, centres, _ = disc_slide((600, 600), seams=256)
     slide = write_pyramid_tiff(tmp_path / "s.tif", image, mpp=0.5, compression="zlib")
     out = tmp_path / "s.ome.zarr"
-    segment_slide(slide, out, DarkObjectDetector(), SegmentOptions(prompts=["nuclei"], ngff="0.4"), Reporter(quiet=True))
-    assert (out / ".zattrs").is_file() and (out / "labels" / "nuclei" / "0" / ".zarray").is_file()
-    Image04.from_zarr(zarr.open_group(str(out), mode="r"))
-    assert zarr.open_group(str(out), mode="r")["labels/nuclei"].attrs["image-label"]["version"] == "0.4"
+    segment_slide(slide, out, DarkObjectDetector(), SegmentOptions(prompts=["nuclei"], ngff=ngff), Reporter(quiet=True))
+    group = zarr.open_group(str(out), mode="r")
+    (Image05 if ngff == "0.5" else Image04).from_zarr(group)
+    (ImageLabel05 if ngff == "0.5" else ImageLabel04).from_zarr(group["labels/nuclei"])
+    label_meta = ngff_attrs(group["labels/nuclei"])["image-label"]
+    assert label_meta["version"] == ngff
+    assert [p["label-value"] for p in label_meta["properties"]] == list(range(1, len(centres) + 1))
+    if ngff == "0.4":
+        assert (out / ".zattrs").is_file() and (out / "labels" / "nuclei" / "0" / ".zarray").is_file()
 
 
 def test_existing_output_is_refused_and_failures_leave_nothing(tmp_path, slides):

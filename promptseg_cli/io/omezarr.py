@@ -16,6 +16,7 @@ stream writes those levels with each block.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Callable
@@ -216,6 +217,19 @@ class OmeZarrWriter:
             for x0 in range(c0, min(c1, w), b):
                 yield y0, min(y0 + b, h, r1), x0, min(x0 + b, w, c1)
 
+    def replace_attributes(self, name: str, attrs: dict) -> None:
+        """Replace the attributes of group ``name`` by writing its metadata document (``zarr.json``, or ``.zattrs``
+        for NGFF 0.4) directly, as compact JSON. Through zarr, large attributes are slow to write: it deep-copies
+        them and encodes indented JSON in pure Python (0.6 s for 14 000 per-label ``properties`` rows, against
+        0.1 s here), on the event loop thread that every other write of the output waits for."""
+        folder = self.path / name
+        if self.layout.zarr_format == 3:
+            document = json.loads((folder / "zarr.json").read_text())
+            document["attributes"] = attrs
+            (folder / "zarr.json").write_text(json.dumps(document))
+        else:
+            (folder / ".zattrs").write_text(json.dumps(attrs))
+
     def record(self, **values) -> None:
         """Add run facts (object counts, ...) to the promptseg section of the root attributes."""
         self.root.attrs["promptseg"] = {**self.root.attrs["promptseg"], **values}
@@ -302,8 +316,7 @@ class PropertiesSink:
         for prompt, rows in self._rows.items():
             if prompt in self._over:
                 continue
-            group = self.writer.root[f"labels/{prompt}"]
-            attrs = group.attrs.asdict()
+            attrs = self.writer.root[f"labels/{prompt}"].attrs.asdict()
             meta = attrs.get("ome", attrs)
             meta["image-label"]["properties"] = sorted(rows, key=lambda r: r["label-value"])
-            group.attrs.update(attrs)
+            self.writer.replace_attributes(f"labels/{prompt}", attrs)
