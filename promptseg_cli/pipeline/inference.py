@@ -1,10 +1,11 @@
 """Running the model over tile batches, here or on a dask.distributed cluster.
 
 Either way a batch's result is, per tile, the detections of each prompt with their mean intensities (plus the
-pixels that reframing fed to the network), and results are consumed in tile order, so merging and writing (in the calling process) are the same and the output is
-identical. Locally, reads are prefetched by background threads while the model runs. On a cluster each worker
-opens the slide and loads the model once (cached per worker process), reads its own tiles and returns only
-contours, so the network carries little data; a bounded number of batches is in flight.
+pixels that reframing fed to the network), and results are consumed in tile order, so merging and writing (in
+the calling process) are the same and the output is identical. Locally, reads are prefetched by background
+threads while the model runs. On a cluster each worker opens the slide and loads the model once (cached per
+worker process), reads its own tiles and returns only contours, so the network carries little data; a bounded
+number of batches is in flight.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class BatchResult:
     """A tile batch's detections (per tile, per prompt) and the pixels its reframing windows fed to the network."""
 
     tiles: TileResults
-    reframe_pixels: int = 0
+    reframe_pixels: int
 
 
 def infer_batch(predictor: Predictor, pixels: np.ndarray, prompts: list[str], intensity: tuple[float, float],
