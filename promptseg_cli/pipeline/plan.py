@@ -29,6 +29,11 @@ from ..slide.resample import resample_region, source_span
 MIN_TILE_SIZE = 256
 
 
+def stride_padded(n):
+    """``n`` (an int or an integer array) rounded up to a multiple of the network's stride."""
+    return -(-n // STRIDE_MULTIPLE) * STRIDE_MULTIPLE
+
+
 @dataclass(frozen=True)
 class Tile:
     row: int  # row of the top-level tile grid (sub-tiles keep their parent's row)
@@ -48,11 +53,8 @@ class Tile:
     @property
     def read_shape(self) -> tuple[int, int]:
         """``(height, width)`` read and fed to the network: the core rounded up to the stride, plus the halo."""
-        def padded(n: int) -> int:
-            return -(-n // STRIDE_MULTIPLE) * STRIDE_MULTIPLE
-
         left, top, right, bottom = self.halo
-        return padded(self.height) + top + bottom, padded(self.width) + left + right
+        return stride_padded(self.height) + top + bottom, stride_padded(self.width) + left + right
 
     @property
     def read_pixels(self) -> int:

@@ -28,7 +28,7 @@ from ..slide.lazy import thumbnail
 from ..slide.readers import SlideReader
 from ..slide.tissue import DILATION, tissue_mask
 from ..training.datasets import intensity_range
-from .plan import MIN_TILE_SIZE, SlidePlan, Tile
+from .plan import MIN_TILE_SIZE, SlidePlan, Tile, stride_padded
 
 #: Native pixels kept around detected tissue when a tile is cropped to it (the mask's own dilation counts).
 TISSUE_MARGIN = STRIDE_MULTIPLE
@@ -196,9 +196,8 @@ class TissueFit:
                   (cx0 - o, cy1, cx1 + o, cy1 + o))
         inside = (cx0 >= o, cy0 >= o, cx1 + o <= w, cy1 + o <= h)  # beyond the slide's edge, tiles see the fill as before
         glass = [i & (self._count(*self._bounds(*strip)) == 0) for i, strip in zip(inside, strips)]
-        left_halo, top_halo, right_halo, bottom_halo = (np.where(g, 0, o) for g in glass)  # as Tile.read_shape
-        padded_h, padded_w = (-(-(b - a) // STRIDE_MULTIPLE) * STRIDE_MULTIPLE for a, b in ((cy0, cy1), (cx0, cx1)))
-        pixels = (padded_h + top_halo + bottom_halo) * (padded_w + left_halo + right_halo)
+        halo = [np.where(g, 0, o) for g in glass]  # left, top, right, bottom, as Tile.halo and Tile.read_shape
+        pixels = (stride_padded(cy1 - cy0) + halo[1] + halo[3]) * (stride_padded(cx1 - cx0) + halo[0] + halo[2])
         kept = (count > 0) & (cx1 > cx0) & (cy1 > cy0)
         rows = np.stack([pixels, full, cx0, cy0, cx1 - cx0, cy1 - cy0, *glass], axis=1).tolist()
         for rect, row, keep in zip(rects, rows, kept.tolist()):
