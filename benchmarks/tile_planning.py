@@ -3,7 +3,8 @@ waits at the start of every slide.
 
 Tissue masks are smoothed random noise thresholded at half, on a 2000 x 2000 overview of a square slide of
 ``--size`` level-0 pixels at 0.5 um/px (so about 1.43 times as many pixels on a side at the model's 0.35 um/px):
-``--sigma`` sets how scattered the tissue is (8: many small islands, 40: larger sections). Each figure is the
+``--sigma`` sets how scattered the tissue is (8: many small islands, 40: larger sections); the masks come from
+one seeded generator in the order given, so other ``--sigma`` lists draw other masks. Each figure is the
 fastest of ``--repeat`` runs.
 
 Usage: python benchmarks/tile_planning.py [--size 24000] [--sigma 8 40] [--tiles 512 1024] [--repeat 3]
