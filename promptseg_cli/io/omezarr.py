@@ -142,9 +142,9 @@ def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout:
     chunks (mostly zeros and long runs, byte-shuffled) still shrink to about 6% of their size against 2% with
     zstd, small next to the image. Every chunk written is stored, empty or not: zarr would otherwise compare each
     with the fill value, which costs more than compressing an empty one (labels: about 0.3 CPU-s per 100 Mpx
-    slide; the image copy: twice the cost of writing). Label blocks without objects are not written at all
-    (``LabelStream``). NGFF 0.4 has no shards, so there empty label chunks are left out rather than written as
-    files of their own.
+    slide; for the image copy it would double the cost of writing). Label blocks without objects are not written
+    at all (``LabelStream``). NGFF 0.4 has no shards, so there empty label chunks are left out rather than
+    written as files of their own.
     """
     chunks = (1,) * (len(shape) - 2) + (CHUNK, CHUNK)
     image = np.dtype(dtype).itemsize == 1

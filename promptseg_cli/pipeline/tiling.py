@@ -90,7 +90,7 @@ class TissueFit:
         self.in_rows = np.pad(mask.cumsum(axis=1, dtype=np.int32), ((0, 0), (1, 0)))  # [r, c]: row r, columns < c
         self.in_columns = np.pad(mask.T.cumsum(axis=1, dtype=np.int32), ((0, 0), (1, 0)))  # [c, r]: column c, rows < r
         self._crops: dict[Rect, Crop | None] = {}  # see _crop
-        self._fitted: dict[tuple[Rect, bool], tuple[int, list[Rect]]] = {}  # see _fit
+        self._fitted: dict[Rect, tuple[int, list[Rect]]] = {}  # see _fit
 
     def layout(self) -> tuple[list[Tile], int]:
         """The fitted tiles in running order, and the number of tiles of the grid they come from.
@@ -107,7 +107,7 @@ class TissueFit:
             rects = [(x0, span[0], x1, span[1]) for x0, x1 in self.plan.spans(0, columns)]
             grid += len(rects)
             self._crop_all([part for rect in rects if self._partial(rect) for part in self._parts(rect)])
-            tiles += [self._tile(part, row, col) for col, rect in enumerate(rects) for part in self._fit(rect, cut=True)[1]]
+            tiles += [self._tile(part, row, col) for col, rect in enumerate(rects) for part in self._fit(rect)[1]]
         return sorted(tiles, key=lambda t: (t.row, t.y, t.x)), grid
 
     def _offset(self, cost: Callable[[int], int]) -> int:
@@ -127,22 +127,22 @@ class TissueFit:
         columns = self.plan.spans(0, offset)
         rects = [(x0, y0, x1, y1) for y0, y1 in rows for x0, x1 in columns]
         self._crop_all(rects)
-        return sum(self._fit(rect, False)[0] for rect in rects)
+        return sum(crop.pixels for crop in map(self._crops.get, rects) if crop is not None)
 
-    def _fit(self, rect: Rect, cut: bool) -> tuple[int, list[Rect]]:
-        """Pixels fed in place of ``rect``, and the rectangles whose crops run: ``rect``'s, or (with ``cut``) the
-        best cut's parts' when that feeds fewer; none without tissue. A rectangle all on tissue is not cut: that
-        would only add halo."""
-        fitted = self._fitted.get((rect, cut))
+    def _fit(self, rect: Rect) -> tuple[int, list[Rect]]:
+        """Pixels fed in place of ``rect``, and the rectangles whose crops run: ``rect``'s, or the best cut's
+        parts' when that feeds fewer; none without tissue. A rectangle all on tissue is not cut: that would only
+        add halo."""
+        fitted = self._fitted.get(rect)
         if fitted is None:
             crop = self._crop(rect)
             fitted = (0, []) if crop is None else (crop.pixels, [rect])
-            if cut and crop is not None and not crop.full:
+            if crop is not None and not crop.full:
                 for first, second in self._cuts(rect):
-                    (a, parts_a), (b, parts_b) = self._fit(first, True), self._fit(second, True)
+                    (a, parts_a), (b, parts_b) = self._fit(first), self._fit(second)
                     if a + b < fitted[0]:
                         fitted = (a + b, parts_a + parts_b)
-            self._fitted[rect, cut] = fitted
+            self._fitted[rect] = fitted
         return fitted
 
     @staticmethod
