@@ -141,24 +141,27 @@ def test_the_prompt_alone_switches_between_nuclei_and_whole_cells(tmp_path):
 def test_inference_network_folds_batchnorm_without_changing_outputs():
     import torch
 
-    from promptseg_cli.model.network import fused_for_inference
+    from promptseg_cli.model.network import UpsampledConv, fused_for_inference
 
     network = load_model().network.eval()
     fused = fused_for_inference(network)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert all(isinstance(block.conv, UpsampledConv) for block in fused.up)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())  # the original is left as it was
-    image = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
     prompts = torch.tensor([0, 1])
-    with torch.inference_mode():
-        a, b = network(image, prompts), fused(image, prompts)
-    for name in ("logits", "offsets", "coeffs", "refine"):
-        torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-4, atol=1e-4)
+    for shape, layout in (((2, 3, 96, 128), torch.contiguous_format), ((2, 3, 160, 48), torch.channels_last)):
+        image = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
+        with torch.inference_mode():
+            a, b = network(image, prompts), fused(image, prompts)
+        for name in ("logits", "offsets", "coeffs", "refine"):
+            torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-4, atol=1e-4)
+    with torch.inference_mode(), pytest.raises(ValueError, match="multiples of 16"):
+        fused(torch.zeros(1, 3, 72, 64), prompts[:1])
 
 
 def test_inference_path_gives_the_training_path_s_values_in_either_memory_layout():
-    """At inference FiLM works in place and the decoder writes its upsampled input straight into the
-    concatenation; the outputs must be exactly those of the (autograd) training path, for NCHW and channels-last
-    inputs alike."""
+    """At inference FiLM works in place; the outputs must be exactly those of the (autograd) training path, for
+    NCHW and channels-last inputs alike."""
     import torch
 
     network = load_model().network.eval()
