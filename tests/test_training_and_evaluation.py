@@ -141,12 +141,11 @@ def test_the_prompt_alone_switches_between_nuclei_and_whole_cells(tmp_path):
 def test_inference_network_folds_batchnorm_without_changing_outputs():
     import torch
 
-    from promptseg_cli.model.network import UpsampledConv, fused_for_inference
+    from promptseg_cli.model.network import fused_for_inference
 
     network = load_model().network.eval()
     fused = fused_for_inference(network)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
-    assert all(isinstance(block.conv, UpsampledConv) for block in fused.up)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())  # the original is left as it was
     prompts = torch.tensor([0, 1])
     for shape, layout in (((2, 3, 96, 128), torch.contiguous_format), ((2, 3, 160, 48), torch.channels_last)):
@@ -157,6 +156,27 @@ def test_inference_network_folds_batchnorm_without_changing_outputs():
             torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-4, atol=1e-4)
     with torch.inference_mode(), pytest.raises(ValueError, match="multiples of 16"):
         fused(torch.zeros(1, 3, 72, 64), prompts[:1])
+
+
+def test_decoder_convolution_at_half_size_equals_the_convolution_of_the_upsampled_concatenation():
+    """The decoder's 3x3 convolution of (upsampled input, skip features) done as four phase convolutions of the
+    half-size input: the same values and gradients as over the upsampled map, in either memory layout."""
+    import torch
+    from torch.nn import functional as F
+
+    from promptseg_cli.model.network import upsampled_conv
+
+    generator = torch.Generator().manual_seed(3)
+    conv = torch.nn.Conv2d(6 + 4, 5, 3, padding=1)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 6, 7, 9, generator=generator).contiguous(memory_format=layout).requires_grad_()
+        skip = torch.randn(2, 4, 14, 18, generator=generator).contiguous(memory_format=layout).requires_grad_()
+        reference = conv(torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skip], dim=1))
+        expected = torch.autograd.grad(reference.square().sum(), (x, skip, conv.weight))
+        result = upsampled_conv(x, skip, conv)
+        torch.testing.assert_close(result, reference, rtol=1e-5, atol=1e-5)
+        for got, want in zip(torch.autograd.grad(result.square().sum(), (x, skip, conv.weight)), expected):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_inference_path_gives_the_training_path_s_values_in_either_memory_layout():
