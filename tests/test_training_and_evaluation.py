@@ -151,9 +151,9 @@ def test_inference_network_folds_batchnorm_without_changing_outputs():
     for shape, layout in (((2, 3, 96, 128), torch.contiguous_format), ((2, 3, 160, 48), torch.channels_last)):
         image = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
         with torch.inference_mode():
-            a, b = network(image, prompts), fused(image, prompts)
-        for name in ("logits", "offsets", "coeffs", "refine"):
-            torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-4, atol=1e-4)
+            a, b = _every_pixel(network(image, prompts)), _every_pixel(fused(image, prompts))
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-4)
     with torch.inference_mode(), pytest.raises(ValueError, match="multiples of 16"):
         fused(torch.zeros(1, 3, 72, 64), prompts[:1])
 
@@ -190,8 +190,38 @@ def test_inference_path_gives_the_training_path_s_values_in_either_memory_layout
     for layout in (torch.contiguous_format, torch.channels_last):
         x = image.contiguous(memory_format=layout)
         with torch.enable_grad():
-            reference = network(x, prompts)
+            reference = _every_pixel(network(x, prompts))
         with torch.inference_mode():
-            fast = network(x, prompts)
-        for name in ("logits", "offsets", "coeffs", "refine"):
-            assert torch.equal(getattr(fast, name), getattr(reference, name).detach()), (layout, name)
+            fast = _every_pixel(network(x, prompts))
+        for name in reference:
+            assert torch.equal(fast[name], reference[name].detach()), (layout, name)
+
+
+def _every_pixel(output) -> dict:
+    """A network output's values at every head pixel: logits, refinement field, centre offsets and coefficients."""
+    import torch
+
+    b, _, h, w = output.logits.shape
+    index = torch.meshgrid(torch.arange(b), torch.arange(h), torch.arange(w), indexing="ij")
+    offsets, coeffs = output.at(*(i.flatten() for i in index))
+    return {"logits": output.logits, "refine": output.refine, "offsets": offsets, "coeffs": coeffs}
+
+
+def test_offsets_and_coefficients_where_asked_are_the_head_s_scaled_outputs_there():
+    """Offsets and Fourier coefficients are computed only at the pixels asked for: the values of the head's 1x1
+    convolution at those pixels, scaled to input pixels, and gradients reach the head through them."""
+    import torch
+
+    network = load_model().network.eval()
+    config = network.config
+    output = network(torch.randn(2, 3, 64, 48, generator=torch.Generator().manual_seed(2)), torch.tensor([1, 0]))
+    dense = network.head[1](output.features)  # logit, offsets, coefficients, refinement field per pixel
+    logits, offsets, coeffs, refine = torch.split(dense, [1, 2, 4 * config.order, 2], dim=1)
+    torch.testing.assert_close(output.logits, logits)
+    torch.testing.assert_close(output.refine, refine)
+    batch, rows, cols = torch.tensor([0, 1, 1]), torch.tensor([3, 0, 31]), torch.tensor([5, 23, 0])
+    got_offsets, got_coeffs = output.at(batch, rows, cols)
+    torch.testing.assert_close(got_offsets, offsets[batch, :, rows, cols] * config.offset_scale)
+    torch.testing.assert_close(got_coeffs, coeffs[batch, :, rows, cols].unflatten(1, (4, config.order)) * config.coeff_scale)
+    (got_offsets.sum() + got_coeffs.sum()).backward()
+    assert network.head[1].weight.grad[1 : 3 + 4 * config.order].abs().sum() > 0

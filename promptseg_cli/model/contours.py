@@ -41,8 +41,7 @@ def refine_contours(points: torch.Tensor, field: torch.Tensor, batch_index: torc
 def contours_at(output, batch_index: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, config: CPNConfig,
                 n_points: int = CONTOUR_POINTS, refine: bool = True) -> torch.Tensor:
     """Decode (and refine) the contours predicted at head pixels; returns ``(N, n_points, 2)``."""
-    offsets = output.offsets[batch_index, :, rows, cols]
-    coeffs = output.coeffs[batch_index, :, :, rows, cols]
+    offsets, coeffs = output.at(batch_index, rows, cols)
     centres = anchor_positions(rows, cols) + offsets
     points = decode(coeffs, centres, n_points)
     if refine:

@@ -110,7 +110,7 @@ def upsampled_conv(x: torch.Tensor, skip: torch.Tensor, conv: nn.Conv2d) -> torc
     phases = torch.einsum("pyt,qxs,oiyx->pqoits", taps, taps, weight[:, :c_in]).flatten(0, 2)
     out = F.conv2d(skip, weight[:, c_in:], conv.bias, padding=1)
     # phase (p, q) of output pixel (2i + p, 2j + q) reads rows i - 1 + p .. i + p of x: i + p .. of the padded x
-    shifted = F.conv2d(F.pad(x, (1, 1, 1, 1)), phases)
+    shifted = F.conv2d(x, phases, padding=1)
     c_out = out.shape[1]
     grid = out.view(b, c_out, h, 2, w, 2)
     for n, (p, q) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
@@ -120,12 +120,24 @@ def upsampled_conv(x: torch.Tensor, skip: torch.Tensor, conv: nn.Conv2d) -> torc
 
 @dataclass
 class CPNOutput:
-    """Raw per-pixel predictions at head stride."""
+    """Raw predictions at head stride: objectness and the refinement field at every pixel; the centre offset and
+    the contour's Fourier coefficients only where asked (:meth:`at`), from the head features, since only
+    candidate pixels need them (computing them everywhere took about a tenth of a CPU forward pass)."""
 
     logits: torch.Tensor  # (B, 1, h, w)
-    offsets: torch.Tensor  # (B, 2, h, w), pixels of the input
-    coeffs: torch.Tensor  # (B, 4, order, h, w), pixels of the input
     refine: torch.Tensor  # (B, 2, h, w), raw refinement field
+    features: torch.Tensor  # (B, C, h, w), head features
+    shape_weight: torch.Tensor  # (2 + 4 * order, C): offsets and coefficients from the features, scales applied
+    shape_bias: torch.Tensor  # (2 + 4 * order,)
+
+    def at(self, batch_index: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Offsets to the object centre ``(N, 2)`` and Fourier coefficients ``(N, 4, order)``, both in pixels of the
+        input, at head pixels ``(batch_index, rows, cols)``."""
+        shape = torch.addmm(self.shape_bias, self.features[batch_index, :, rows, cols], self.shape_weight.t())
+        return shape[:, :2], shape[:, 2:].unflatten(1, (4, -1))
+
+    def to(self, dtype: torch.dtype) -> "CPNOutput":
+        return CPNOutput(*(t.to(dtype) for t in (self.logits, self.refine, self.features, self.shape_weight, self.shape_bias)))
 
 
 class PromptedCPN(nn.Module):
@@ -161,16 +173,17 @@ class PromptedCPN(nn.Module):
         x = self.bottleneck_film(features[-1], embedding)
         for block, skip in zip(self.up, reversed(features[:-1])):
             x = block(x, skip, embedding)
-        out = self.head(x)
-        cfg = self.config
-        b, _, h, w = out.shape
-        logits, offsets, coeffs, refine = torch.split(out, [1, 2, 4 * cfg.order, 2], dim=1)
-        return CPNOutput(
-            logits=logits,
-            offsets=offsets * cfg.offset_scale,
-            coeffs=coeffs.reshape(b, 4, cfg.order, h, w) * cfg.coeff_scale,
-            refine=refine,
-        )
+        features, final = self.head[0](x), self.head[1]  # final: 1x1 convolution to logit, offsets, coeffs, refine
+        weight, bias, cfg = final.weight.flatten(1), final.bias, self.config
+        dense = [0, *range(weight.shape[0] - 2, weight.shape[0])]  # the logit and the refinement field
+        # as a matrix product over pixels: a 1x1 convolution takes another algorithm with one thread than with
+        # several, and the results would differ in the last bits between a run and its dask workers
+        b, c, h, w = features.shape
+        pixels = features.permute(0, 2, 3, 1).reshape(-1, c)  # a view of channels-last features
+        out = torch.addmm(bias[dense], pixels, weight[dense].t()).view(b, h, w, len(dense)).permute(0, 3, 1, 2)
+        scales = torch.cat([torch.full((2,), cfg.offset_scale), torch.full((4 * cfg.order,), cfg.coeff_scale)]).to(weight)
+        return CPNOutput(logits=out[:, :1], refine=out[:, 1:], features=features,
+                         shape_weight=weight[1:-2] * scales[:, None], shape_bias=bias[1:-2] * scales)
 
 
 def fused_for_inference(network: PromptedCPN) -> PromptedCPN:

@@ -103,7 +103,7 @@ class Predictor:
             output = self.network(x, prompts)
         if dtype is None:
             return output
-        return CPNOutput(output.logits.float(), output.offsets.float(), output.coeffs.float(), output.refine.float())
+        return output.to(torch.float32)
 
     @torch.inference_mode()
     def postprocess(self, output: CPNOutput) -> list[Detections]:

@@ -31,8 +31,8 @@ def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, generator: torch
 
     obj = index[b_idx, rows, cols]
     target = decode(batch["coeffs"][obj], batch["centres"][obj], CONTOUR_POINTS)
-    centres = anchor_positions(rows, cols) + output.offsets[b_idx, :, rows, cols]
-    points = decode(output.coeffs[b_idx, :, :, rows, cols], centres, CONTOUR_POINTS)
+    offsets, coeffs = output.at(b_idx, rows, cols)
+    points = decode(coeffs, anchor_positions(rows, cols) + offsets, CONTOUR_POINTS)
     refined = refine_contours(points, output.refine, b_idx, config)
     weight = (0.2 + prob[b_idx, rows, cols])[:, None]
     contour = (F.smooth_l1_loss(points, target, reduction="none").sum(-1) * weight).mean()
