@@ -37,12 +37,13 @@ from promptseg_cli.model.weights import load_model
 from promptseg_cli.model.network import mid_intensity
 from promptseg_cli.pipeline.inference import configure_threads
 from promptseg_cli.pipeline.plan import SlidePlan
+from promptseg_cli.pipeline.segment import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from promptseg_cli.pipeline.tiling import plane_tiles
 from promptseg_cli.slide.readers import open_slide
 
 from mosaic import MPP, write_mosaic
 
-TILE, OVERLAP = 1024, 32
+TILE, OVERLAP = DEFAULT_TILE_SIZE, DEFAULT_OVERLAP
 
 
 def model_only_seconds_per_pixel(slide: Path, samples: int = 40, passes: int = 1) -> float:

@@ -20,7 +20,8 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..pipeline.segment import Interrupted, SegmentOptions, output_is_current, run_parameters, segment_slide
+from ..pipeline.segment import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Interrupted, SegmentOptions, output_is_current,
+                                run_parameters, segment_slide)
 from ..progress import Reporter
 from .manifest import Manifest, fingerprint
 from .scan import SlideUnit, find_units, stable_units
@@ -43,8 +44,8 @@ class IngestConfig:
     on_complete: str | None = None
     move_failed: bool = True
     watch_interval: float = 60.0
-    tile_size: int = 1024
-    overlap: int = 32
+    tile_size: int = DEFAULT_TILE_SIZE
+    overlap: int = DEFAULT_OVERLAP
     table: str | None = None
     geojson: bool = False
 
