@@ -179,7 +179,7 @@ class PromptedCPN(nn.Module):
         # as a matrix product over pixels: a 1x1 convolution takes another algorithm with one thread than with
         # several, and the results would differ in the last bits between a run and its dask workers
         b, c, h, w = features.shape
-        pixels = features.permute(0, 2, 3, 1).reshape(-1, c)  # a view of channels-last features
+        pixels = features.permute(0, 2, 3, 1).reshape(-1, c)  # a view when channels-last, as at inference
         out = torch.addmm(bias[dense], pixels, weight[dense].t()).view(b, h, w, len(dense)).permute(0, 3, 1, 2)
         scales = torch.cat([torch.full((2,), cfg.offset_scale), torch.full((4 * cfg.order,), cfg.coeff_scale)]).to(weight)
         return CPNOutput(logits=out[:, :1], refine=out[:, 1:], features=features,
