@@ -45,7 +45,7 @@ from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, c
 
 __all__ = ["OutputError", "OutputExistsError", "Interrupted", "SegmentOptions", "SegmentResult", "segment_slide"]
 
-DEFAULT_TILE_SIZE = 1280
+DEFAULT_TILE_SIZE = 1024
 DEFAULT_OVERLAP = 32
 
 
