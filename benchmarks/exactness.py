@@ -12,7 +12,7 @@ With ``--tissue 0.6`` the mosaic has glass between tissue sections, so the pipel
 partly-tissue tiles to their tissue; both label images are then compared on the objects centred on tissue cells
 (the whole-image pass also finds a few objects on glass, which tiling rightly skips).
 
-Usage: python benchmarks/exactness.py [--size 4096] [--tiles 256 512 1024 1280 2048] [--tissue 1.0] [--seed 1]
+Usage: python benchmarks/exactness.py [--size 4096] [--tiles 256 512 1024 2048] [--tissue 1.0] [--seed 1]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def on_tissue(labels: np.ndarray, tissue: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=4096)
-    parser.add_argument("--tiles", type=int, nargs="+", default=[256, 512, 1024, SegmentOptions.tile_size, 2048])
+    parser.add_argument("--tiles", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--tissue", type=float, default=1.0)
     parser.add_argument("--overlap", type=int, default=SegmentOptions.overlap, help="tile halo in model pixels")
     parser.add_argument("--seed", type=int, default=1, help="which tissue tiles the mosaic draws, and where")
