@@ -175,7 +175,7 @@ class PromptedCPN(nn.Module):
             x = block(x, skip, embedding)
         features, final = self.head[0](x), self.head[1]  # final: 1x1 convolution to logit, offsets, coeffs, refine
         weight, bias, cfg = final.weight.flatten(1), final.bias, self.config
-        dense = [0, *range(weight.shape[0] - 2, weight.shape[0])]  # the logit and the refinement field
+        dense = [0, -2, -1]  # the logit and the refinement field
         # as a matrix product over pixels: a 1x1 convolution takes another algorithm with one thread than with
         # several, and the results would differ in the last bits between a run and its dask workers
         b, c, h, w = features.shape
