@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .ops import matmul
+
 #: Points per contour used for encoding.
 ENCODE_POINTS = 64
 
@@ -64,6 +66,6 @@ def basis(order: int, n_points: int, device: torch.device | str = "cpu") -> tupl
 def decode(coeffs: torch.Tensor, centre: torch.Tensor, n_points: int) -> torch.Tensor:
     """Decode coefficients ``(..., 4, order)`` and centres ``(..., 2)`` to points ``(..., n_points, 2)``."""
     cos, sin = basis(coeffs.shape[-1], n_points, coeffs.device)
-    x = coeffs[..., 0, :] @ cos + coeffs[..., 1, :] @ sin
-    y = coeffs[..., 2, :] @ cos + coeffs[..., 3, :] @ sin
+    x = matmul(coeffs[..., 0, :], cos) + matmul(coeffs[..., 1, :], sin)
+    y = matmul(coeffs[..., 2, :], cos) + matmul(coeffs[..., 3, :], sin)
     return torch.stack([x, y], dim=-1) + centre[..., None, :]

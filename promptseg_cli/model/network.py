@@ -20,6 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .ops import matmul
+
 #: Total downsampling of the encoder; inputs must be a multiple of it.
 STRIDE_MULTIPLE = 16
 #: Stride of the prediction heads relative to the input.
@@ -133,7 +135,7 @@ class CPNOutput:
     def at(self, batch_index: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Offsets to the object centre ``(N, 2)`` and Fourier coefficients ``(N, 4, order)``, both in pixels of the
         input, at head pixels ``(batch_index, rows, cols)``."""
-        shape = torch.addmm(self.shape_bias, self.features[batch_index, :, rows, cols], self.shape_weight.t())
+        shape = matmul(self.features[batch_index, :, rows, cols], self.shape_weight.t()) + self.shape_bias
         return shape[:, :2], shape[:, 2:].unflatten(1, (4, -1))
 
     def to(self, dtype: torch.dtype) -> "CPNOutput":
