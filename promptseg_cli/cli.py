@@ -118,7 +118,7 @@ def segment(
     pattern: Annotated[Optional[str], typer.Option("--pattern", help="File name pattern for directories (default: all supported types). Example: --pattern '*.svs'")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Process only this part of the sorted inputs, INDEX/COUNT (default: from SLURM/PBS/LSF/SGE array variables). Example: --shard 3/10")] = None,
     shard_count: Annotated[Optional[int], typer.Option("--shard-count", help="Number of array tasks where the scheduler does not say (PBS/Torque). Example: --shard-count 10")] = None,
-    tile_size: Annotated[int, typer.Option("--tile-size", help="Tile core size in model pixels (multiple of 16). Example: --tile-size 2048")] = 1024,
+    tile_size: Annotated[int, typer.Option("--tile-size", help="Tile core size in model pixels (multiple of 16); rows of tiles along a tissue edge may be lower and wider, never more pixels. Example: --tile-size 2048")] = 1024,
     overlap: Annotated[int, typer.Option("--overlap", help="Halo around each tile in model pixels (multiple of 16); must exceed the largest object radius. Example: --overlap 64")] = 32,
     mpp: Annotated[Optional[float], typer.Option("--mpp", help="Level-0 pixel size in microns, overriding the file's. Example: --mpp 0.25")] = None,
     pixel_size: PixelSizeOpt = None,
@@ -230,6 +230,7 @@ def train(
     workers: Annotated[int, typer.Option("--workers", help="Data loader processes. Example: --workers 1")] = 1,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from this model file's weights (fine-tuning); 'default' for the shipped model. Example: --init default")] = None,
     stain_jitter: Annotated[float, typer.Option("--stain-jitter", help="Probability that a crop of stained tissue (H&E) gets haematoxylin/eosin amounts varied by colour deconvolution; 0 turns it off. Example: --stain-jitter 0.5")] = 0.5,
+    contour_weight: Annotated[float, typer.Option("--contour-weight", help="Weight of each contour-point loss (before and after refinement) against the objectness loss. Example: --contour-weight 0.1")] = 0.1,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -257,7 +258,7 @@ def train(
         _fail(reporter, f"{init}: model file not found (--init)")
     cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
                       crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)), workers=workers,
-                      init=init, stain_jitter=stain_jitter)
+                      init=init, stain_jitter=stain_jitter, contour_weight=contour_weight)
     path = run_training(cfg, reporter)
     reporter.log(f"model written to {path}")
 

@@ -1,4 +1,4 @@
-"""CPN training loss: objectness BCE plus contour-point L1 before and after refinement."""
+"""CPN training loss: objectness BCE plus weighted contour-point L1 before and after refinement."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from ..model.network import CPNConfig, CPNOutput
 CONTOUR_PIXELS = 256
 
 
-def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: float = 0.1,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The total loss (objectness BCE + ``contour_weight`` x each contour term) and its parts."""
     prob = batch["prob"]
     objectness = F.binary_cross_entropy_with_logits(output.logits[:, 0], prob, weight=1.0 + 2.0 * (prob > 0))
 
@@ -37,5 +39,5 @@ def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, generator: torch
     weight = (0.2 + prob[b_idx, rows, cols])[:, None]
     contour = (F.smooth_l1_loss(points, target, reduction="none").sum(-1) * weight).mean()
     refined_loss = (F.smooth_l1_loss(refined, target, reduction="none").sum(-1) * weight).mean()
-    total = objectness + 0.1 * contour + 0.1 * refined_loss
+    total = objectness + contour_weight * (contour + refined_loss)
     return {"loss": total, "objectness": objectness, "contour": contour, "refined": refined_loss}

@@ -64,6 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     init: Path | None = None
     stain_jitter: float = 0.5
+    contour_weight: float = 0.1
     model: CPNConfig = field(default_factory=CPNConfig)
 
 
@@ -149,7 +150,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         "version": f"{__version__}+{cfg.output.name}",
         "native_mpp": cfg.native_mpp,
         "training": {"steps": cfg.steps, "batch_size": cfg.batch_size, "crop": cfg.crop, "lr": cfg.lr,
-                     "seed": cfg.seed, "stain_jitter": cfg.stain_jitter,
+                     "seed": cfg.seed, "stain_jitter": cfg.stain_jitter, "contour_weight": cfg.contour_weight,
                      "data": data_summary(sources, cfg.simulate_weight),
                      "init": _init_summary(cfg.init)},
     }
@@ -163,7 +164,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
             output = network(batch["image"], batch["prompt"])
-            losses = cpn_loss(output, batch, cfg.model)
+            losses = cpn_loss(output, batch, cfg.model, cfg.contour_weight)
             optimiser.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
