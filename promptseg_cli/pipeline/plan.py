@@ -6,8 +6,9 @@ Three coordinate frames, all with the pixel-corner convention:
 * *read level*: the pyramid level closest to (and not coarser than) the model's pixel size;
 * *native*: the model's pixel size; tiles are laid out on this grid.
 
-Tiles have a *core* of ``tile_size`` native pixels and a *halo* of ``overlap`` pixels on each side (none on
-sides that face only glass; ``tiling.py`` decides which tiles run and how). Both are multiples of the network's
+Tiles have a *core* of up to ``tile_size`` native pixels on a side (``tiling.py`` lays out lower, wider ones
+where tissue ends, and decides which tiles run) and a *halo* of ``overlap`` pixels on each side (none on sides
+that face only glass). Both are multiples of the network's
 stride, so every tile's pixel grid lines up with the whole-image grid and a pixel gets the same prediction in
 every tile (see ``merge.py`` for how objects are assigned to tiles).
 """
@@ -36,7 +37,7 @@ def stride_padded(n):
 
 @dataclass(frozen=True)
 class Tile:
-    row: int  # row of the top-level tile grid (sub-tiles keep their parent's row)
+    row: int  # band (row) of the tile grid (sub-tiles keep their parent's row)
     col: int
     x: int  # native x of the core's left edge
     y: int
@@ -109,11 +110,12 @@ class SlidePlan:
             for col, (x, x1) in enumerate(columns):
                 yield Tile(row, col, x, y, x1 - x, y1 - y, self.overlap)
 
-    def spans(self, axis: int, offset: int) -> list[tuple[int, int]]:
+    def spans(self, axis: int, offset: int, size: int | None = None) -> list[tuple[int, int]]:
         """``[start, stop)`` of the grid's columns (``axis`` 0) or rows (1) when a grid line passes through native
-        ``offset``: ``tile_size`` apart, the first one narrower when ``offset`` is not 0."""
+        ``offset``: ``size`` (default ``tile_size``) apart, the first one narrower when ``offset`` is not 0."""
+        size = size or self.tile_size
         length = self.native_size[axis]
-        starts = [0, *range(offset % self.tile_size or self.tile_size, length, self.tile_size)]
+        starts = [0, *range(offset % size or size, length, size)]
         return list(zip(starts, starts[1:] + [length]))
 
     def read_tile(self, reader: SlideReader, tile: Tile, fill: int = 0) -> np.ndarray:

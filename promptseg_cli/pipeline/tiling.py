@@ -1,24 +1,25 @@
 """Which tiles run on a plane: only those with tissue, fitted to it, on a grid placed to suit the slide.
 
-From the plan's grid of tiles (``plan.py``), using the tissue mask of the slide's overview:
+From the plan's tiles (``plan.py``), using the tissue mask of the slide's overview:
 
-1. tiles without tissue are skipped;
-2. a tile partly on tissue is cropped to the stride-aligned extent of its tissue plus a margin, or cut in two
+1. the slide is cut into horizontal *bands* (the rows of tiles), each at most ``tile_size`` high, with
+   boundaries at multiples of ``BAND_STEP`` chosen by dynamic programming to feed the fewest pixels; a band's
+   columns are as wide as keeps a tile's read within that of a full tile (``tile_size`` plus halos, squared),
+   so low bands on a tissue edge get wider tiles, never more memory per tile;
+2. each band places its columns among stride-aligned offsets; tiles without tissue are skipped;
+3. a tile partly on tissue is cropped to the stride-aligned extent of its tissue plus a margin, or cut in two
    (at a multiple of ``MIN_TILE_SIZE``, either way, again and again) whenever the parts' crops feed fewer pixels
    to the network (the network is no slower per pixel on small tiles: ``benchmarks/model_speed.py --size``);
-3. a side whose halo would hold only glass is read without it: glass gives the network no context, and the
-   objects of the tile's tissue lie inside its core, whose margin covers the tissue's edge;
-4. the grid's rows, and then each row's columns, are placed among stride-aligned offsets so as to feed the
-   fewest pixels: a tissue edge just past a grid line would otherwise make a thin tile that is mostly halo.
+4. a side whose halo would hold only glass is read without it: glass gives the network no context, and the
+   objects of the tile's tissue lie inside its core, whose margin covers the tissue's edge.
 
 Cropping never loses an object at a tissue edge: its anchor lies on tissue, so inside the cropped core, and
 its outline reaches at most the halo beyond it, as in any tile. Cores never overlap, so every anchor has one
-owner, and rows stay the horizontal bands that merging and label writing finish one after the other.
+owner, and bands stay the horizontal rows that merging and label writing finish one after the other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -32,8 +33,12 @@ from .plan import MIN_TILE_SIZE, SlidePlan, Tile, stride_padded
 
 #: Native pixels kept around detected tissue when a tile is cropped to it (the mask's own dilation counts).
 TISSUE_MARGIN = STRIDE_MULTIPLE
-#: Grid origins tried first along each axis (evenly spaced over one tile, stride-aligned).
+#: Column offsets tried first in a band (evenly spaced over one tile, stride-aligned).
 ORIGIN_STEPS = 8
+#: Band boundaries lie on multiples of this many native pixels (of the tile size when that is smaller).
+BAND_STEP = 128
+#: Widest tile core of a band, in tile sizes.
+MAX_WIDTH = 1.5
 
 
 def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float,
@@ -91,43 +96,80 @@ class TissueFit:
         self.in_columns = np.pad(mask.T.cumsum(axis=1, dtype=np.int32), ((0, 0), (1, 0)))  # [c, r]: column c, rows < r
         self._crops: dict[Rect, Crop | None] = {}  # see _crop
         self._fitted: dict[Rect, tuple[int, list[Rect]]] = {}  # see _fit
+        self._column_spans: dict[tuple[int, int], np.ndarray] = {}  # see _columns
 
     def layout(self) -> tuple[list[Tile], int]:
-        """The fitted tiles in running order, and the number of tiles of the grid they come from.
+        """The fitted tiles in running order, and the number of tiles of the bands' grids they come from.
 
-        Rows are placed first (with the columns of the best single grid through y = 0), then the columns of each
-        row on their own. Placing compares crops only; the tiles of the chosen grid are then cut where that
+        Bands and their columns are placed by crops alone; the tiles of the chosen grid are then cut where that
         helps (with cuts in the search, it takes several times as long for under 1% fewer pixels).
         """
-        ox = self._offset(lambda o: self._pixels(self.plan.spans(1, 0), o))
-        oy = self._offset(lambda o: self._pixels(self.plan.spans(1, o), ox))
         tiles, grid = [], 0
-        for row, span in enumerate(self.plan.spans(1, oy)):
-            columns = self._offset(lambda o: self._pixels([span], o))
-            rects = [(x0, span[0], x1, span[1]) for x0, x1 in self.plan.spans(0, columns)]
+        for row, (y0, y1, width, offset) in enumerate(self._bands()):
+            rects = [(x0, y0, x1, y1) for x0, x1 in self.plan.spans(0, offset, width)]
             grid += len(rects)
             self._crop_all([part for rect in rects if self._partial(rect) for part in self._parts(rect)])
             tiles += [self._tile(part, row, col) for col, rect in enumerate(rects) for part in self._fit(rect)[1]]
         return sorted(tiles, key=lambda t: (t.row, t.y, t.x)), grid
 
-    def _offset(self, cost: Callable[[int], int]) -> int:
-        """The grid offset (stride-aligned, in ``[0, tile_size)``) of least ``cost``; ties go to the smallest.
+    def _bands(self) -> list[tuple[int, int, int, int]]:
+        """The bands ``(y0, y1, column width, column offset)`` from top to bottom.
 
-        ``ORIGIN_STEPS`` offsets evenly spaced over a tile, then the two halfway to the best one's neighbours.
+        ``best[y]`` is the fewest pixels that bands above boundary ``y`` can feed; every band ending at ``y``
+        is priced with its best column offset among ``ORIGIN_STEPS`` (all of them in one vectorised pass), then
+        the chosen bands' offsets are refined halfway to their neighbours.
         """
-        size = self.plan.tile_size
-        step = max(STRIDE_MULTIPLE, size // ORIGIN_STEPS // STRIDE_MULTIPLE * STRIDE_MULTIPLE)
-        coarse = min(range(0, size, step), key=cost)
-        fine = [o for o in (coarse - step // 2, coarse + step // 2) if 0 <= o < size and o % STRIDE_MULTIPLE == 0]
-        return min(sorted([coarse, *fine]), key=cost)
+        size, height = self.plan.tile_size, self.plan.native_size[1]
+        step = min(BAND_STEP, size)
+        bounds = [*range(0, height, step), height]
+        best: dict[int, tuple[float, int, int]] = {0: (0.0, 0, 0)}  # y1 -> (pixels above, y0, offset)
+        for y1 in bounds[1:]:
+            starts = [y0 for y0 in bounds if y0 < y1 and y1 - y0 <= size]
+            placements = [(y0, y1, self._width(y1 - y0), o) for y0 in starts for o in self._offsets(self._width(y1 - y0))]
+            pixels = self._placement_pixels(placements)
+            total = [best[y0][0] + p for (y0, *_), p in zip(placements, pixels)]
+            i = min(range(len(total)), key=total.__getitem__)
+            best[y1] = (total[i], placements[i][0], placements[i][3])
+        bands, y1 = [], height
+        while y1 > 0:
+            _, y0, coarse = best[y1]
+            width = self._width(y1 - y0)
+            half = max(STRIDE_MULTIPLE, width // ORIGIN_STEPS // STRIDE_MULTIPLE * STRIDE_MULTIPLE) // 2
+            offsets = [o for o in (coarse - half, coarse, coarse + half) if 0 <= o < width and o % STRIDE_MULTIPLE == 0]
+            pixels = self._placement_pixels([(y0, y1, width, o) for o in offsets])
+            bands.append((y0, y1, width, offsets[int(np.argmin(pixels))]))
+            y1 = y0
+        return bands[::-1]
 
-    def _pixels(self, rows: list[tuple[int, int]], offset: int) -> int:
-        """Pixels fed for the grid ``rows`` (spans in y) with a column line through ``offset`` (tiles cropped,
-        not cut)."""
-        columns = self.plan.spans(0, offset)
-        rects = [(x0, y0, x1, y1) for y0, y1 in rows for x0, x1 in columns]
-        self._crop_all(rects)
-        return sum(crop.pixels for crop in map(self._crops.get, rects) if crop is not None)
+    def _width(self, height: int) -> int:
+        """Core width of the tiles of a band ``height`` high: as many pixels read as a full tile, at most
+        ``MAX_WIDTH`` tile sizes, stride-aligned."""
+        size, halos = self.plan.tile_size, 2 * self.plan.overlap
+        fits = ((size + halos) ** 2 // (stride_padded(height) + halos) - halos) // STRIDE_MULTIPLE * STRIDE_MULTIPLE
+        return min(int(MAX_WIDTH * size) // STRIDE_MULTIPLE * STRIDE_MULTIPLE, max(size, fits))
+
+    @staticmethod
+    def _offsets(width: int) -> range:
+        """The ``ORIGIN_STEPS`` column offsets (stride-aligned, in ``[0, width)``) that bands are priced with."""
+        return range(0, width, max(STRIDE_MULTIPLE, width // ORIGIN_STEPS // STRIDE_MULTIPLE * STRIDE_MULTIPLE))
+
+    def _placement_pixels(self, placements: list[tuple[int, int, int, int]]) -> np.ndarray:
+        """Pixels fed by each band placement ``(y0, y1, column width, column offset)`` (tiles cropped, not
+        cut), all computed at once."""
+        rects, group = [], []
+        for i, (y0, y1, width, offset) in enumerate(placements):
+            spans = self._columns(width, offset)
+            rects.append(np.column_stack([spans[:, 0], np.full(len(spans), y0), spans[:, 1], np.full(len(spans), y1)]))
+            group.append(np.full(len(spans), i))
+        pixels, kept = self._crop_arrays(np.concatenate(rects))[:2]
+        return np.bincount(np.concatenate(group), weights=np.where(kept, pixels, 0), minlength=len(placements))
+
+    def _columns(self, width: int, offset: int) -> np.ndarray:
+        """``[start, stop)`` of a band's columns as an array (cached: bands share a few widths and offsets)."""
+        key = (width, offset)
+        if key not in self._column_spans:
+            self._column_spans[key] = np.array(self.plan.spans(0, offset, width), np.int64)
+        return self._column_spans[key]
 
     def _fit(self, rect: Rect) -> tuple[int, list[Rect]]:
         """Pixels fed in place of ``rect``, and the rectangles whose crops run: ``rect``'s, or the best cut's
@@ -179,10 +221,21 @@ class TissueFit:
         rects = list(dict.fromkeys(r for r in rects if r not in self._crops))
         if not rects:
             return
-        x0, y0, x1, y1 = np.array(rects, dtype=np.int64).T
-        r0, r1, c0, c1 = self._bounds(x0, y0, x1, y1)
+        pixels, kept, full, cx0, cy0, cx1, cy1, *glass = self._crop_arrays(np.array(rects, dtype=np.int64))
+        rows = np.stack([pixels, full, cx0, cy0, cx1 - cx0, cy1 - cy0, *glass], axis=1).tolist()
+        for rect, row, keep in zip(rects, rows, kept.tolist()):
+            self._crops[rect] = Crop(row[0], bool(row[1]), *row[2:6], tuple(bool(g) for g in row[6:])) if keep else None
+
+    def _crop_arrays(self, rects: np.ndarray) -> tuple[np.ndarray, ...]:
+        """For rectangles ``(N, 4)`` ``(x0, y0, x1, y1)``: pixels fed, whether any tissue is kept, whether all is
+        tissue, the cropped core ``x0, y0, x1, y1`` and the four glass sides, as arrays."""
+        x0, y0, x1, y1 = rects.T
+        own = self._bounds(x0, y0, x1, y1)
+        full = self._count(*own) == (own[1] - own[0]) * (own[3] - own[2])
+        # tissue up to a margin beyond the rectangle counts: its margin must lie in some core, so in this one
+        pad = int(np.ceil(self.margin))
+        r0, r1, c0, c1 = self._bounds(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
         count = self._count(r0, r1, c0, c1)
-        full = count == (r1 - r0) * (c1 - c0)
         top, bottom = self._tissue_extent(self.in_rows, r0, r1, c0, c1)
         left, right = self._tissue_extent(self.in_columns, c0, c1, r0, r1)
         s, step, m = self.scale, STRIDE_MULTIPLE, self.margin
@@ -199,9 +252,7 @@ class TissueFit:
         halo = [np.where(g, 0, o) for g in glass]  # left, top, right, bottom, as Tile.halo and Tile.read_shape
         pixels = (stride_padded(cy1 - cy0) + halo[1] + halo[3]) * (stride_padded(cx1 - cx0) + halo[0] + halo[2])
         kept = (count > 0) & (cx1 > cx0) & (cy1 > cy0)
-        rows = np.stack([pixels, full, cx0, cy0, cx1 - cx0, cy1 - cy0, *glass], axis=1).tolist()
-        for rect, row, keep in zip(rects, rows, kept.tolist()):
-            self._crops[rect] = Crop(row[0], bool(row[1]), *row[2:6], tuple(bool(g) for g in row[6:])) if keep else None
+        return pixels, kept, full, cx0, cy0, cx1, cy1, *glass
 
     def _bounds(self, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> tuple[np.ndarray, ...]:
         """Mask rows and columns ``(r0, r1, c0, c1)`` touching native ``[x0, x1) x [y0, y1)`` (and the next one)."""
