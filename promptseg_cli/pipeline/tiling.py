@@ -92,8 +92,6 @@ class TissueFit:
     def __init__(self, plan: SlidePlan, mask: np.ndarray, scale: float, margin: float = TISSUE_MARGIN):
         self.plan, self.mask, self.scale, self.margin = plan, mask, scale, margin
         self.counts = np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))  # summed-area table
-        self.in_rows = np.pad(mask.cumsum(axis=1, dtype=np.int32), ((0, 0), (1, 0)))  # [r, c]: row r, columns < c
-        self.in_columns = np.pad(mask.T.cumsum(axis=1, dtype=np.int32), ((0, 0), (1, 0)))  # [c, r]: column c, rows < r
         self._crops: dict[Rect, Crop | None] = {}  # see _crop
         self._fitted: dict[Rect, tuple[int, list[Rect]]] = {}  # see _fit
         self._column_spans: dict[tuple[int, int], np.ndarray] = {}  # see _columns
@@ -108,6 +106,7 @@ class TissueFit:
         for row, (y0, y1, width, offset) in enumerate(self._bands()):
             rects = [(x0, y0, x1, y1) for x0, x1 in self.plan.spans(0, offset, width)]
             grid += len(rects)
+            self._crop_all(rects)
             self._crop_all([part for rect in rects if self._partial(rect) for part in self._parts(rect)])
             tiles += [self._tile(part, row, col) for col, rect in enumerate(rects) for part in self._fit(rect)[1]]
         return sorted(tiles, key=lambda t: (t.row, t.y, t.x)), grid
@@ -236,8 +235,8 @@ class TissueFit:
         pad = int(np.ceil(self.margin))
         r0, r1, c0, c1 = self._bounds(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
         count = self._count(r0, r1, c0, c1)
-        top, bottom = self._tissue_extent(self.in_rows, r0, r1, c0, c1)
-        left, right = self._tissue_extent(self.in_columns, c0, c1, r0, r1)
+        top, bottom = self._tissue_extent(r0, r1, c0, c1, rows=True)
+        left, right = self._tissue_extent(c0, c1, r0, r1, rows=False)
         s, step, m = self.scale, STRIDE_MULTIPLE, self.margin
         cx0 = np.maximum(x0, np.trunc((c0 + left) / s - m).astype(np.int64) // step * step)
         cy0 = np.maximum(y0, np.trunc((r0 + top) / s - m).astype(np.int64) // step * step)
@@ -267,16 +266,24 @@ class TissueFit:
         n = self.counts
         return n[r1, c1] - n[r0, c1] - n[r1, c0] + n[r0, c0]
 
-    @staticmethod
-    def _tissue_extent(lines: np.ndarray, a0: np.ndarray, a1: np.ndarray, b0: np.ndarray,
-                       b1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """First and last line in ``[a0, a1)`` (relative to ``a0``) with tissue between ``b0`` and ``b1``, where
-        ``lines[a, b]`` counts the tissue of line ``a`` before ``b`` (not meaningful where none has any)."""
-        span = int((a1 - a0).max(initial=0))
-        if span == 0:
-            return np.zeros_like(a0), np.full_like(a0, -1)
-        index = a0[:, None] + np.arange(span)
-        valid = index < a1[:, None]
-        index = np.minimum(index, len(lines) - 1)
-        tissue = valid & (lines[index, b1[:, None]] - lines[index, b0[:, None]] > 0)
-        return tissue.argmax(axis=1), span - 1 - tissue[:, ::-1].argmax(axis=1)
+    def _tissue_extent(self, a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray,
+                       rows: bool) -> tuple[np.ndarray, np.ndarray]:
+        """First and last mask row (``rows``) or column in ``[a0, a1)``, relative to ``a0``, with tissue between
+        columns (rows) ``b0`` and ``b1`` (not meaningful where none has any): binary searches on the summed-area
+        table, all rectangles at once."""
+
+        def tissue(p: np.ndarray, q: np.ndarray) -> np.ndarray:  # any tissue in lines [p, q)
+            return (self._count(p, q, b0, b1) if rows else self._count(b0, b1, p, q)) > 0
+
+        n = a1 - a0
+        first = np.ones_like(a0)  # the fewest leading lines with tissue
+        last = np.ones_like(a0)  # the fewest trailing lines with tissue
+        for found, grows_from_start in ((first, True), (last, False)):
+            lo, hi = found, np.maximum(n, 1)
+            while (active := lo < hi).any():
+                mid = np.minimum((lo + hi) // 2, n)
+                has = tissue(a0, a0 + mid) if grows_from_start else tissue(a1 - mid, a1)
+                hi = np.where(active & has, mid, hi)
+                lo = np.where(active & ~has, mid + 1, lo)
+            found[:] = lo
+        return first - 1, n - last
