@@ -116,15 +116,16 @@ class TissueFit:
 
         ``best[y]`` is the fewest pixels that bands above boundary ``y`` can feed; every band ending at ``y``
         is priced with its best column offset among ``ORIGIN_STEPS`` (all of them in one vectorised pass), then
-        the chosen bands' offsets are refined halfway to their neighbours.
+        the chosen bands' offsets are refined halfway to their neighbours. Ties go to the highest band and the
+        smallest offset.
         """
         size, height = self.plan.tile_size, self.plan.native_size[1]
         step = min(BAND_STEP, size)
         bounds = [*range(0, height, step), height]
         best: dict[int, tuple[float, int, int]] = {0: (0.0, 0, 0)}  # y1 -> (pixels above, y0, offset)
         for y1 in bounds[1:]:
-            starts = [y0 for y0 in bounds if y0 < y1 and y1 - y0 <= size]
-            placements = [(y0, y1, self._width(y1 - y0), o) for y0 in starts for o in self._offsets(self._width(y1 - y0))]
+            widths = {y0: self._width(y1 - y0) for y0 in bounds if y0 < y1 and y1 - y0 <= size}
+            placements = [(y0, y1, width, o) for y0, width in widths.items() for o in range(0, width, self._step(width))]
             pixels = self._placement_pixels(placements)
             total = [best[y0][0] + p for (y0, *_), p in zip(placements, pixels)]
             i = min(range(len(total)), key=total.__getitem__)
@@ -133,7 +134,7 @@ class TissueFit:
         while y1 > 0:
             _, y0, coarse = best[y1]
             width = self._width(y1 - y0)
-            half = max(STRIDE_MULTIPLE, width // ORIGIN_STEPS // STRIDE_MULTIPLE * STRIDE_MULTIPLE) // 2
+            half = self._step(width) // 2
             offsets = [o for o in (coarse - half, coarse, coarse + half) if 0 <= o < width and o % STRIDE_MULTIPLE == 0]
             pixels = self._placement_pixels([(y0, y1, width, o) for o in offsets])
             bands.append((y0, y1, width, offsets[int(np.argmin(pixels))]))
@@ -148,9 +149,10 @@ class TissueFit:
         return min(int(MAX_WIDTH * size) // STRIDE_MULTIPLE * STRIDE_MULTIPLE, max(size, fits))
 
     @staticmethod
-    def _offsets(width: int) -> range:
-        """The ``ORIGIN_STEPS`` column offsets (stride-aligned, in ``[0, width)``) that bands are priced with."""
-        return range(0, width, max(STRIDE_MULTIPLE, width // ORIGIN_STEPS // STRIDE_MULTIPLE * STRIDE_MULTIPLE))
+    def _step(width: int) -> int:
+        """Spacing of the ``ORIGIN_STEPS`` column offsets that bands of tiles ``width`` wide are priced with
+        (stride-aligned)."""
+        return max(STRIDE_MULTIPLE, width // ORIGIN_STEPS // STRIDE_MULTIPLE * STRIDE_MULTIPLE)
 
     def _placement_pixels(self, placements: list[tuple[int, int, int, int]]) -> np.ndarray:
         """Pixels fed by each band placement ``(y0, y1, column width, column offset)`` (tiles cropped, not
