@@ -235,7 +235,7 @@ class TissueFit:
         full = self._count(*own) == (own[1] - own[0]) * (own[3] - own[2])
         # tissue up to a margin beyond the rectangle counts: its margin must lie in some core, so in this one
         pad = int(np.ceil(self.margin))
-        r0, r1, c0, c1 = self._bounds(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
+        r0, r1, c0, c1 = self._bounds(x0 - pad, y0 - pad, x1 + pad, y1 + pad) if pad else own
         count = self._count(r0, r1, c0, c1)
         top, bottom = self._tissue_extent(r0, r1, c0, c1, rows=True)
         left, right = self._tissue_extent(c0, c1, r0, r1, rows=False)
@@ -278,14 +278,16 @@ class TissueFit:
             return (self._count(p, q, b0, b1) if rows else self._count(b0, b1, p, q)) > 0
 
         n = a1 - a0
-        first = np.ones_like(a0)  # the fewest leading lines with tissue
-        last = np.ones_like(a0)  # the fewest trailing lines with tissue
-        for found, grows_from_start in ((first, True), (last, False)):
-            lo, hi = found, np.maximum(n, 1)
+
+        def fewest(holds) -> np.ndarray:  # the least m in [1, n] for which holds(m), which stays true beyond it
+            lo, hi = np.ones_like(n), np.maximum(n, 1)
             while (active := lo < hi).any():
                 mid = np.minimum((lo + hi) // 2, n)
-                has = tissue(a0, a0 + mid) if grows_from_start else tissue(a1 - mid, a1)
+                has = holds(mid)
                 hi = np.where(active & has, mid, hi)
                 lo = np.where(active & ~has, mid + 1, lo)
-            found[:] = lo
+            return lo
+
+        first = fewest(lambda m: tissue(a0, a0 + m))  # the fewest leading lines that hold tissue
+        last = fewest(lambda m: tissue(a1 - m, a1))  # the fewest trailing ones
         return first - 1, n - last
