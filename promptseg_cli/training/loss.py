@@ -13,7 +13,7 @@ from ..model.network import CPNConfig, CPNOutput
 CONTOUR_PIXELS = 256
 
 
-def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: float = 0.1,
+def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: float,
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The total loss (objectness BCE + ``contour_weight`` x each contour term) and its parts."""
     prob = batch["prob"]
