@@ -88,6 +88,9 @@ def test_label_pyramids_are_written_with_level_0_across_blocks(tmp_path, ngff):
         np.testing.assert_array_equal(_labels(out, level=level), level0[:: 2**level, :: 2**level])
     if ngff == "0.5":
         assert [group[f"labels/nuclei/{i}"].shards[-1] for i in range(levels)] == [2048, 1024, 512, 512, 512]
+    # the image copy: 1024² chunks (labels 512²), every block of it the slide's pixels
+    assert group["0"].chunks[-2:] == (1024, 1024) and group["labels/nuclei/0"].chunks[-2:] == (512, 512)
+    np.testing.assert_array_equal(np.asarray(group["0"]).transpose(1, 2, 0), image)
 
 
 @pytest.mark.parametrize("ngff", ["0.5", "0.4"])
@@ -224,9 +227,10 @@ def test_parallel_model_streams_give_the_same_output(tmp_path):
     from promptseg_cli.model.weights import load_model
     from promptseg_cli.pipeline.inference import configure_threads
 
-    threads = torch.get_num_threads()
+    threads, workers = torch.get_num_threads(), zarr.config.get("threading.max_workers")
     try:
         assert configure_threads(torch.device("cpu"), 4) == 2 and torch.get_num_threads() == 2
+        assert zarr.config.get("threading.max_workers") == 4  # zarr's encoding threads: the job's CPUs
         assert configure_threads(torch.device("cpu"), 1) == 1 and torch.get_num_threads() == 1
         assert configure_threads(torch.device("cuda"), 4) == 1 and torch.get_num_threads() == 4
         predictor = Predictor(load_model())
@@ -237,6 +241,7 @@ def test_parallel_model_streams_give_the_same_output(tmp_path):
                           SegmentOptions(["nuclei"], tile_size=256, streams=streams), Reporter(quiet=True))
     finally:
         torch.set_num_threads(threads)
+        zarr.config.set({"threading.max_workers": workers})
     one, two = _labels(tmp_path / "1.ome.zarr"), _labels(tmp_path / "2.ome.zarr")
     assert one.max() > 500
     np.testing.assert_array_equal(one, two)

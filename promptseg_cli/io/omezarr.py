@@ -32,6 +32,7 @@ from .. import __version__
 from ..pipeline.measure import area_and_centroid
 
 CHUNK = 512
+IMAGE_CHUNK = 1024
 SHARD = 2048
 MIN_LEVEL_SIZE = 512
 
@@ -134,7 +135,7 @@ def label_shard(level: int) -> int:
 
 
 def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout: OmeZarrLayout,
-            shard: int = SHARD) -> zarr.Array:
+            shard: int = SHARD, chunk: int = CHUNK) -> zarr.Array:
     """An array whose chunks (and shards) hold one channel of one plane: 2-D in Y and X.
 
     Both are compressed with lz4, which is faster than zstd: on dense tissue about 15 times for the uint8 image
@@ -146,10 +147,10 @@ def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout:
     at all (``LabelStream``). NGFF 0.4 has no shards, so there empty label chunks are left out rather than
     written as files of their own.
     """
-    chunks = (1,) * (len(shape) - 2) + (CHUNK, CHUNK)
+    chunks = (1,) * (len(shape) - 2) + (chunk, chunk)
     image = np.dtype(dtype).itemsize == 1
     if layout.zarr_format == 3:
-        shards = (1,) * (len(shape) - 2) + tuple(min(shard, _ceil_to(n, CHUNK)) for n in shape[-2:])
+        shards = (1,) * (len(shape) - 2) + tuple(min(shard, _ceil_to(n, chunk)) for n in shape[-2:])
         return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
                                   compressors=BloscCodec(cname="lz4", clevel=3, shuffle="noshuffle" if image else "shuffle"),
                                   fill_value=0, dimension_names=tuple(layout.axes), config={"write_empty_chunks": True})
@@ -187,7 +188,7 @@ class OmeZarrWriter:
     def _create_arrays(self, label_names: list[str], source: dict) -> None:
         layout = self.layout
         n = layout.n_levels
-        self.image = [_create(self.root, str(i), layout.shape(3, i), np.uint8, layout) for i in range(n)]
+        self.image = [_create(self.root, str(i), layout.shape(3, i), np.uint8, layout, chunk=IMAGE_CHUNK) for i in range(n)]
         image_meta = {"multiscales": layout.multiscales("image"),
                       "omero": {"channels": [{"label": c, "color": col, "window": {"start": 0, "end": 255, "min": 0, "max": 255},
                                               "active": True} for c, col in zip("RGB", ("FF0000", "00FF00", "0000FF"))],

@@ -10,6 +10,7 @@ number of batches is in flight.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 
 from ..malloc import allocator_exports, release_free_memory
 from ..model.predictor import Detections, Predictor
@@ -74,7 +76,10 @@ def read_batch(reader: SlideReader, plan: SlidePlan, batch: list[Tile], fill: in
 
 def configure_threads(device: torch.device, threads: int) -> int:
     """Set torch's threads for a process with ``threads`` CPUs and return how many tile batches should go through
-    the network at once (the segment option ``streams``).
+    the network at once (the segment option ``streams``). zarr's pool of encoding threads gets ``threads``
+    threads too (its default is the machine's core count + 4, whatever the job was given); more than there are
+    CPUs only take turns with the network (100 Mpx 20% tissue slide on 2 cores: about 0.3 s of 15 faster).
+    ``ZARR_THREADING__MAX_WORKERS`` in the environment is left to win.
 
     On a CPU with two or more cores: two streams, each with half the threads. Two single-threaded streams run the
     network about 10% faster than one stream with two threads on 2 cores (no waiting at the end of every parallel
@@ -83,6 +88,8 @@ def configure_threads(device: torch.device, threads: int) -> int:
     """
     streams = 2 if device.type == "cpu" and threads >= 2 else 1
     torch.set_num_threads(max(1, threads // streams))
+    if "ZARR_THREADING__MAX_WORKERS" not in os.environ:
+        zarr.config.set({"threading.max_workers": max(1, threads)})
     return streams
 
 
