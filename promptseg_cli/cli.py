@@ -7,6 +7,7 @@ prompt, missing file, existing output without --overwrite, ...); 130 stopped by 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -430,6 +431,9 @@ def info(
 def run() -> None:
     """Console-script entry point."""
     configure_allocator()
+    # tifffile reports damaged files on its own logger (printed by Python's last-resort handler), next to the
+    # one-line error promptseg gives for the same file; a handler of its own keeps them out of stderr
+    logging.getLogger("tifffile").addHandler(logging.NullHandler())
     try:
         app()
     except KeyboardInterrupt:

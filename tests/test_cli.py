@@ -103,6 +103,16 @@ def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
     assert not (tmp_path / "x.ome.zarr").exists() and not (tmp_path / "y.ome.zarr").exists()
 
 
+def test_a_truncated_tiff_gets_one_line_and_no_output(tmp_path):
+    """A damaged file: promptseg's one error line is all of stderr (tifffile's own log lines stay out)."""
+    broken = tmp_path / "truncated.tif"
+    broken.write_bytes((REPO / "examples" / "example_slide.tif").read_bytes()[:300_000])
+    run = promptseg("segment", broken, "-o", tmp_path / "out.ome.zarr", "-q")
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [f"error: {broken}: damaged or truncated file? cannot read level 0 at x=2048 y=1024: Empty input file"]
+    assert [p.name for p in tmp_path.iterdir()] == ["truncated.tif"]
+
+
 def test_info_json(slides):
     run = promptseg("info", slides / "DAPI-40x-fluorescence.ndpi", "--json")
     facts = json.loads(run.stdout)

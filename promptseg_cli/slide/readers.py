@@ -98,7 +98,8 @@ class SlideReader(ABC):
             except SlideError:
                 raise
             except Exception as exc:  # backends raise their own error types for corrupt data
-                raise SlideError(f"{self.path}: cannot read region at level {level} ({x0}, {y0}): {exc}") from exc
+                raise SlideError(f"{self.path}: damaged or truncated file? cannot read level {level} at x={x0} y={y0}: "
+                                 f"{exc}") from exc
         return out
 
     def close(self) -> None:
