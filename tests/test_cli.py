@@ -109,7 +109,8 @@ def test_a_truncated_tiff_gets_one_line_and_no_output(tmp_path):
     broken.write_bytes((REPO / "examples" / "example_slide.tif").read_bytes()[:300_000])
     run = promptseg("segment", broken, "-o", tmp_path / "out.ome.zarr", "-q")
     assert run.returncode == 2
-    assert run.stderr.strip().splitlines() == [f"error: {broken}: damaged or truncated file? cannot read level 0 at x=2048 y=1024: Empty input file"]
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {broken}: damaged or truncated file? cannot read level 0"), lines
     assert [p.name for p in tmp_path.iterdir()] == ["truncated.tif"]
 
 

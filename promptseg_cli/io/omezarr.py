@@ -11,7 +11,8 @@ NGFF 0.5 is zarr v3 with sharding (one file per shard, not per chunk, so a gigap
 millions of files); NGFF 0.4 is zarr v2 with "/" chunk keys. Pyramids halve Y and X at each level (Z and T are kept);
 label levels take every other pixel (nearest), never interpolate. Label shards shrink with the level (2048, 1024,
 then 512 = one chunk), so that the pixels one level-0 write block gives levels 1 and 2 fill whole shards: the label
-stream writes those levels with each block.
+stream writes those levels with each block. Label chunks are 512², image chunks 1024² (as bioformats2raw writes
+them: a quarter as many chunks to encode for the copy of the slide).
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def label_shard(level: int) -> int:
 
 def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout: OmeZarrLayout,
             shard: int = SHARD, chunk: int = CHUNK) -> zarr.Array:
-    """An array whose chunks (and shards) hold one channel of one plane: 2-D in Y and X.
+    """An array whose ``chunk``² chunks (and shards) hold one channel of one plane: 2-D in Y and X.
 
     Both are compressed with lz4, which is faster than zstd: on dense tissue about 15 times for the uint8 image
     copy, for about 10% more bytes (RGB tissue hardly compresses losslessly), and twice for labels, whose
