@@ -130,16 +130,22 @@ class TissueFit:
             total = [best[y0][0] + p for (y0, *_), p in zip(placements, pixels)]
             i = min(range(len(total)), key=total.__getitem__)
             best[y1] = (total[i], placements[i][0], placements[i][3])
-        bands, y1 = [], height
+        chosen, y1 = [], height
         while y1 > 0:
             _, y0, coarse = best[y1]
-            width = self._width(y1 - y0)
-            half = self._step(width) // 2
-            offsets = [o for o in (coarse - half, coarse, coarse + half) if 0 <= o < width and o % STRIDE_MULTIPLE == 0]
-            pixels = self._placement_pixels([(y0, y1, width, o) for o in offsets])
-            bands.append((y0, y1, width, offsets[int(np.argmin(pixels))]))
+            chosen.append((y0, y1, self._width(y1 - y0), coarse))
             y1 = y0
-        return bands[::-1]
+        candidates = []  # each chosen band with its offset and the two halfway to its neighbours
+        for index, (y0, y1, width, coarse) in enumerate(chosen[::-1]):
+            half = self._step(width) // 2
+            candidates += [(index, (y0, y1, width, o)) for o in (coarse - half, coarse, coarse + half)
+                           if 0 <= o < width and o % STRIDE_MULTIPLE == 0]
+        pixels = self._placement_pixels([placement for _, placement in candidates])
+        bands: dict[int, tuple[float, tuple[int, int, int, int]]] = {}
+        for (index, placement), p in zip(candidates, pixels):
+            if index not in bands or p < bands[index][0]:  # ties go to the smallest offset, listed first
+                bands[index] = (p, placement)
+        return [bands[index][1] for index in range(len(chosen))]
 
     def _width(self, height: int) -> int:
         """Core width of the tiles of a band ``height`` high: as many pixels read as a full tile, at most
