@@ -39,6 +39,8 @@ ORIGIN_STEPS = 8
 BAND_STEP = 128
 #: Widest tile core of a band, in tile sizes.
 MAX_WIDTH = 1.5
+#: Tiles priced per vectorised pass of the band search (bounds its temporary arrays to a few tens of MB).
+PRICING_RECTS = 100_000
 
 
 def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float,
@@ -115,19 +117,21 @@ class TissueFit:
         """The bands ``(y0, y1, column width, column offset)`` from top to bottom.
 
         ``best[y]`` is the fewest pixels that bands above boundary ``y`` can feed; every band ending at ``y``
-        is priced with its best column offset among ``ORIGIN_STEPS`` (all of them in one vectorised pass), then
-        the chosen bands' offsets are refined halfway to their neighbours. Ties go to the highest band and the
-        smallest offset.
+        is priced with its best column offset among ``ORIGIN_STEPS`` (every band and offset of the slide priced
+        in a few vectorised passes before the search), then the chosen bands' offsets are refined halfway to
+        their neighbours. Ties go to the highest band and the smallest offset.
         """
         size, height = self.plan.tile_size, self.plan.native_size[1]
         step = min(BAND_STEP, size)
         bounds = [*range(0, height, step), height]
-        best: dict[int, tuple[float, int, int]] = {0: (0.0, 0, 0)}  # y1 -> (pixels above, y0, offset)
+        ending: dict[int, list[tuple[int, int, int, int]]] = {}  # y1 -> every band placement ending there
         for y1 in bounds[1:]:
             widths = {y0: self._width(y1 - y0) for y0 in bounds if y0 < y1 and y1 - y0 <= size}
-            placements = [(y0, y1, width, o) for y0, width in widths.items() for o in range(0, width, self._step(width))]
-            pixels = self._placement_pixels(placements)
-            total = [best[y0][0] + p for (y0, *_), p in zip(placements, pixels)]
+            ending[y1] = [(y0, y1, width, o) for y0, width in widths.items() for o in range(0, width, self._step(width))]
+        prices = iter(self._placement_pixels([p for placements in ending.values() for p in placements]).tolist())
+        best: dict[int, tuple[float, int, int]] = {0: (0.0, 0, 0)}  # y1 -> (pixels above, y0, offset)
+        for y1, placements in ending.items():
+            total = [best[y0][0] + next(prices) for y0, *_ in placements]
             i = min(range(len(total)), key=total.__getitem__)
             best[y1] = (total[i], placements[i][0], placements[i][3])
         chosen, y1 = [], height
@@ -162,14 +166,17 @@ class TissueFit:
 
     def _placement_pixels(self, placements: list[tuple[int, int, int, int]]) -> np.ndarray:
         """Pixels fed by each band placement ``(y0, y1, column width, column offset)`` (tiles cropped, not
-        cut), all computed at once."""
-        rects, group = [], []
-        for i, (y0, y1, width, offset) in enumerate(placements):
-            spans = self._columns(width, offset)
-            rects.append(np.column_stack([spans[:, 0], np.full(len(spans), y0), spans[:, 1], np.full(len(spans), y1)]))
-            group.append(np.full(len(spans), i))
-        pixels, kept = self._crop_arrays(np.concatenate(rects))[:2]
-        return np.bincount(np.concatenate(group), weights=np.where(kept, pixels, 0), minlength=len(placements))
+        cut), vectorised over up to ``PRICING_RECTS`` tiles at a time."""
+        spans = [self._columns(width, offset) for _, _, width, offset in placements]
+        counts = np.array([len(s) for s in spans], np.int64)
+        columns = np.concatenate(spans) if spans else np.empty((0, 2), np.int64)
+        rows = np.repeat(np.array([p[:2] for p in placements], np.int64).reshape(-1, 2), counts, axis=0)
+        rects = np.column_stack([columns[:, 0], rows[:, 0], columns[:, 1], rows[:, 1]])
+        fed = np.zeros(len(rects))
+        for start in range(0, len(rects), PRICING_RECTS):
+            pixels, kept = self._crop_arrays(rects[start : start + PRICING_RECTS])[:2]
+            fed[start : start + PRICING_RECTS] = np.where(kept, pixels, 0)
+        return np.bincount(np.repeat(np.arange(len(placements)), counts), weights=fed, minlength=len(placements))
 
     def _columns(self, width: int, offset: int) -> np.ndarray:
         """``[start, stop)`` of a band's columns as an array (cached: bands share a few widths and offsets)."""
@@ -271,8 +278,9 @@ class TissueFit:
 
     def _count(self, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
         """Tissue pixels of the mask in rows ``[r0, r1)`` and columns ``[c0, c1)`` (from the summed-area table)."""
-        n = self.counts
-        return n[r1, c1] - n[r0, c1] - n[r1, c0] + n[r0, c0]
+        n, stride = self.counts.ravel(), self.counts.shape[1]  # flat lookups: about twice as fast as 2-D indexing
+        top, bottom = r0 * stride, r1 * stride
+        return n.take(bottom + c1) - n.take(top + c1) - n.take(bottom + c0) + n.take(top + c0)
 
     def _tissue_extent(self, a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray,
                        rows: bool) -> tuple[np.ndarray, np.ndarray]:
