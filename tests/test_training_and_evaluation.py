@@ -80,6 +80,24 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path, tiny_dataset):
     assert missing.returncode == 2 and "model file not found" in missing.stderr
 
 
+def test_frozen_norm_fine_tuning_keeps_the_running_statistics(tmp_path, tiny_dataset):
+    """--frozen-norm trains the weights (BatchNorm's scale and shift included) while BatchNorm normalises with, and
+    keeps, the running statistics that inference uses."""
+    run = promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--batch-size", "2", "--crop", "64", "--workers", "0",
+                    "--steps", "3", "--lr", "1e-3", "--device", "cpu", "--init", "default", "--frozen-norm",
+                    "-o", tmp_path / "frozen")
+    assert run.returncode == 0, run.stderr
+    tuned = load_model(tmp_path / "frozen" / "model.pt")
+    tuned_state, shipped_state = tuned.network.state_dict(), load_model().network.state_dict()
+    statistics = [n for n in shipped_state if n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert statistics
+    for name in statistics:
+        assert np.array_equal(tuned_state[name].numpy(), shipped_state[name].numpy()), name
+    assert not np.allclose(tuned_state["stem.0.0.weight"].numpy(), shipped_state["stem.0.0.weight"].numpy())
+    assert not np.allclose(tuned_state["stem.0.1.weight"].numpy(), shipped_state["stem.0.1.weight"].numpy())
+    assert tuned.metadata["training"]["frozen_norm"] is True
+
+
 def test_train_rejects_a_folder_that_is_not_a_dataset(tmp_path):
     run = promptseg("train", "--data", f"{tmp_path}:nuclei", "-o", tmp_path / "run")
     assert run.returncode == 2 and "not a dataset folder" in run.stderr

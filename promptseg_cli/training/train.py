@@ -65,6 +65,7 @@ class TrainConfig:
     init: Path | None = None
     stain_jitter: float = 0.5
     contour_weight: float = 0.1
+    frozen_norm: bool = False
     model: CPNConfig = field(default_factory=CPNConfig)
 
 
@@ -151,12 +152,17 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         "native_mpp": cfg.native_mpp,
         "training": {"steps": cfg.steps, "batch_size": cfg.batch_size, "crop": cfg.crop, "lr": cfg.lr,
                      "seed": cfg.seed, "stain_jitter": cfg.stain_jitter, "contour_weight": cfg.contour_weight,
+                     "frozen_norm": cfg.frozen_norm,
                      "data": data_summary(sources, cfg.simulate_weight),
                      "init": _init_summary(cfg.init)},
     }
     exported = cfg.output / "model.pt"
     log = open(cfg.output / "losses.jsonl", "a")
     network.train()
+    if cfg.frozen_norm:  # normalise with the running statistics, as tiles are at inference, and leave them as they are
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
     started = time.time()
     with reporter.task("training", total=cfg.steps, completed=step) as advance:
         for batch in loader:
