@@ -4,6 +4,7 @@ from skimage.draw import disk, polygon
 
 from promptseg_cli.model import fourier
 from promptseg_cli.model.network import HEAD_STRIDE
+from promptseg_cli.training.loss import polygon_area
 from promptseg_cli.training.targets import make_targets
 
 
@@ -38,3 +39,14 @@ def test_index_map_points_to_the_right_object():
     sub = label[::2, ::2]
     assert np.all((t.index >= 0) == (sub > 0))
     assert np.all(t.index[sub == 2] == 1)
+
+
+def test_polygon_area_of_known_shapes_in_either_orientation():
+    square = torch.tensor([[0.0, 0.0], [4.0, 0.0], [4.0, 3.0], [0.0, 3.0]])
+    triangle = torch.tensor([[1.0, 1.0], [5.0, 1.0], [1.0, 7.0], [1.0, 7.0]])  # a repeated point adds nothing
+    areas = polygon_area(torch.stack([square, square.flip(0), triangle]))
+    assert torch.allclose(areas, torch.tensor([12.0, 12.0, 12.0]))
+    angles = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    centre, coeffs = fourier.encode(np.stack([10 * np.cos(angles), 10 * np.sin(angles)], axis=1), 8)
+    circle = fourier.decode(torch.tensor(coeffs, dtype=torch.float32), torch.tensor(centre, dtype=torch.float32), 64)
+    assert abs(float(polygon_area(circle[None])[0]) - np.pi * 100) < 0.01 * np.pi * 100  # radius 10

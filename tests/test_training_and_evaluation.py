@@ -58,14 +58,16 @@ def test_train_few_steps_then_resume(tmp_path, tiny_dataset):
 
 def test_fine_tuning_starts_from_the_given_model(tmp_path, tiny_dataset):
     """--init loads the weights: with a negligible learning rate the convolutions stay the shipped model's; the
-    contour losses count with the --contour-weight given."""
+    contour losses count with the --contour-weight given, the area loss with the --area-weight given."""
     run = promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--batch-size", "2", "--crop", "64", "--workers", "0",
                     "--steps", "2", "--lr", "1e-12", "--device", "cpu", "--init", "default", "--contour-weight", "0.5",
+                    "--area-weight", "0.25",
                     "-o", tmp_path / "ft")
     assert run.returncode == 0, run.stderr
     for record in map(json.loads, (tmp_path / "ft" / "losses.jsonl").read_text().splitlines()):
-        assert record["contour"] > 0
-        assert record["loss"] == pytest.approx(record["objectness"] + 0.5 * (record["contour"] + record["refined"]), abs=1e-4)
+        assert record["contour"] > 0 and record["area"] > 0
+        assert record["loss"] == pytest.approx(record["objectness"] + 0.5 * (record["contour"] + record["refined"])
+                                               + 0.25 * record["area"], abs=1e-4)
     assert "fine-tuning from" in run.stderr
     tuned, shipped = load_model(tmp_path / "ft" / "model.pt"), load_model()
     conv = "stem.0.0.weight"
@@ -75,7 +77,7 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path, tiny_dataset):
         if name.endswith("weight") and value.ndim == 4:
             assert np.allclose(tuned_state[name].numpy(), value.numpy(), atol=1e-6), name
     assert tuned.metadata["training"]["init"]["version"] == shipped.version
-    assert tuned.metadata["training"]["contour_weight"] == 0.5
+    assert tuned.metadata["training"]["contour_weight"] == 0.5 and tuned.metadata["training"]["area_weight"] == 0.25
     missing = promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--init", tmp_path / "nope.pt", "-o", tmp_path / "x")
     assert missing.returncode == 2 and "model file not found" in missing.stderr
 

@@ -13,9 +13,17 @@ from ..model.network import CPNConfig, CPNOutput
 CONTOUR_PIXELS = 256
 
 
-def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: float,
+def polygon_area(points: torch.Tensor) -> torch.Tensor:
+    """Areas of polygons ``(N, P, 2)`` (shoelace formula, either orientation), differentiable: the torch twin of
+    ``pipeline.measure.area_and_centroid`` for the loss."""
+    x, y = points[..., 0], points[..., 1]
+    return 0.5 * (x * y.roll(-1, dims=-1) - x.roll(-1, dims=-1) * y).sum(-1).abs()
+
+
+def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: float, area_weight: float = 0.0,
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """The total loss (objectness BCE + ``contour_weight`` x each contour term) and its parts."""
+    """The total loss (objectness BCE + ``contour_weight`` x each contour term + ``area_weight`` x the refined
+    outline's absolute log area ratio to the true one) and its parts."""
     prob = batch["prob"]
     objectness = F.binary_cross_entropy_with_logits(output.logits[:, 0], prob, weight=1.0 + 2.0 * (prob > 0))
 
@@ -25,7 +33,7 @@ def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: 
     b_idx, rows, cols = torch.nonzero(usable, as_tuple=True)
     if len(b_idx) == 0:
         zero = output.logits.sum() * 0
-        return {"loss": objectness, "objectness": objectness, "contour": zero, "refined": zero}
+        return {"loss": objectness, "objectness": objectness, "contour": zero, "refined": zero, "area": zero}
     limit = CONTOUR_PIXELS * prob.shape[0]
     if len(b_idx) > limit:
         pick = torch.randperm(len(b_idx), generator=generator)[:limit]
@@ -39,5 +47,8 @@ def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: 
     weight = (0.2 + prob[b_idx, rows, cols])[:, None]
     contour = (F.smooth_l1_loss(points, target, reduction="none").sum(-1) * weight).mean()
     refined_loss = (F.smooth_l1_loss(refined, target, reduction="none").sum(-1) * weight).mean()
-    total = objectness + contour_weight * (contour + refined_loss)
-    return {"loss": total, "objectness": objectness, "contour": contour, "refined": refined_loss}
+    # the size error relative to the object's size: a small nucleus drawn 20% too large counts as a large one does
+    ratio = torch.log(polygon_area(refined).clamp(min=1.0)) - torch.log(polygon_area(target).clamp(min=1.0))
+    area = (ratio.abs() * weight[:, 0]).mean()
+    total = objectness + contour_weight * (contour + refined_loss) + area_weight * area
+    return {"loss": total, "objectness": objectness, "contour": contour, "refined": refined_loss, "area": area}
