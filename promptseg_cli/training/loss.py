@@ -20,7 +20,7 @@ def polygon_area(points: torch.Tensor) -> torch.Tensor:
     return 0.5 * (x * y.roll(-1, dims=-1) - x.roll(-1, dims=-1) * y).sum(-1).abs()
 
 
-def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: float, area_weight: float = 0.0,
+def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: float, area_weight: float,
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The total loss (objectness BCE + ``contour_weight`` x each contour term + ``area_weight`` x the refined
     outline's absolute log area ratio to the true one) and its parts."""
