@@ -87,9 +87,13 @@ def test_label_pyramids_are_written_with_level_0_across_blocks(tmp_path, ngff):
     for level in range(1, levels):
         np.testing.assert_array_equal(_labels(out, level=level), level0[:: 2**level, :: 2**level])
     if ngff == "0.5":
-        assert [group[f"labels/nuclei/{i}"].shards[-1] for i in range(levels)] == [2048, 1024, 512, 512, 512]
-    # the image copy: 1024² chunks (labels 512²), every block of it the slide's pixels
-    assert group["0"].chunks[-2:] == (1024, 1024) and group["labels/nuclei/0"].chunks[-2:] == (512, 512)
+        shards = [group[f"labels/nuclei/{i}"].shards for i in range(levels)]
+        assert [s and s[-1] for s in shards] == [2048, 1024, None, None, None]  # one chunk a shard: not sharded
+        assert group["0"].shards is None  # the image copy: one chunk per write block
+    # the image copy: chunks of the write block (2048² for 0.5, 1024² for 0.4; labels 512²), every block of it the
+    # slide's pixels
+    block = 2048 if ngff == "0.5" else 1024
+    assert group["0"].chunks[-2:] == (block, block) and group["labels/nuclei/0"].chunks[-2:] == (512, 512)
     np.testing.assert_array_equal(np.asarray(group["0"]).transpose(1, 2, 0), image)
 
 

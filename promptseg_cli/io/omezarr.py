@@ -7,12 +7,13 @@ labels with a singleton channel so they share the image's transforms)::
       labels/                  {"labels": ["nuclei", ...]}
         nuclei/                image-label group with the same levels and transforms, uint32
 
-NGFF 0.5 is zarr v3 with sharding (one file per shard, not per chunk, so a gigapixel label image is not
-millions of files); NGFF 0.4 is zarr v2 with "/" chunk keys. Pyramids halve Y and X at each level (Z and T are kept);
+NGFF 0.5 is zarr v3, with sharding for labels (one file per shard, not per chunk, so a gigapixel label image is
+not millions of files); NGFF 0.4 is zarr v2 with "/" chunk keys. Pyramids halve Y and X at each level (Z and T are kept);
 label levels take every other pixel (nearest), never interpolate. Label shards shrink with the level (2048, 1024,
-then 512 = one chunk), so that the pixels one level-0 write block gives levels 1 and 2 fill whole shards: the label
-stream writes those levels with each block. Label chunks are 512², image chunks 1024² (as bioformats2raw writes
-them: a quarter as many chunks to encode for the copy of the slide).
+then unsharded 512² chunks), so that the pixels one level-0 write block gives levels 1 and 2 fill whole shards: the label
+stream writes those levels with each block. Label chunks are 512². Image chunks are the write block (2048² for
+0.5, unsharded: as many files as shards would make, and zarr encodes a whole chunk at about half the CPU time
+of its path through a shard; 1024² for 0.4, as bioformats2raw writes them).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from .. import __version__
 from ..pipeline.measure import area_and_centroid
 
 CHUNK = 512
-IMAGE_CHUNK = 1024
 SHARD = 2048
 MIN_LEVEL_SIZE = 512
 
@@ -131,13 +131,14 @@ def ngff_attrs(group: zarr.Group) -> dict:
 
 
 def label_shard(level: int) -> int:
-    """Shard edge of label ``level`` (NGFF 0.5): half the level below's, down to one chunk."""
+    """Shard edge of label ``level`` (NGFF 0.5): half the level below's, down to one chunk (then not sharded)."""
     return max(CHUNK, SHARD >> level)
 
 
 def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout: OmeZarrLayout,
             shard: int = SHARD, chunk: int = CHUNK) -> zarr.Array:
-    """An array whose ``chunk``² chunks (and shards) hold one channel of one plane: 2-D in Y and X.
+    """An array whose ``chunk``² chunks (and ``shard``² shards, unless that is one chunk) hold one channel of one
+    plane: 2-D in Y and X.
 
     Both are compressed with lz4, which is faster than zstd: on dense tissue about 15 times for the uint8 image
     copy, for about 10% more bytes (RGB tissue hardly compresses losslessly), and twice for labels, whose
@@ -151,7 +152,7 @@ def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout:
     chunks = (1,) * (len(shape) - 2) + (chunk, chunk)
     image = np.dtype(dtype).itemsize == 1
     if layout.zarr_format == 3:
-        shards = (1,) * (len(shape) - 2) + tuple(min(shard, _ceil_to(n, chunk)) for n in shape[-2:])
+        shards = None if shard == chunk else (1,) * (len(shape) - 2) + tuple(min(shard, _ceil_to(n, chunk)) for n in shape[-2:])
         return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
                                   compressors=BloscCodec(cname="lz4", clevel=3, shuffle="noshuffle" if image else "shuffle"),
                                   fill_value=0, dimension_names=tuple(layout.axes), config={"write_empty_chunks": True})
@@ -189,7 +190,8 @@ class OmeZarrWriter:
     def _create_arrays(self, label_names: list[str], source: dict) -> None:
         layout = self.layout
         n = layout.n_levels
-        self.image = [_create(self.root, str(i), layout.shape(3, i), np.uint8, layout, chunk=IMAGE_CHUNK) for i in range(n)]
+        self.image = [_create(self.root, str(i), layout.shape(3, i), np.uint8, layout, layout.block, layout.block)
+                      for i in range(n)]
         image_meta = {"multiscales": layout.multiscales("image"),
                       "omero": {"channels": [{"label": c, "color": col, "window": {"start": 0, "end": 255, "min": 0, "max": 255},
                                               "active": True} for c, col in zip("RGB", ("FF0000", "00FF00", "0000FF"))],
@@ -252,25 +254,27 @@ class OmeZarrWriter:
 
     def _image_block(self, read, plane: tuple[int, int], level: int, box: tuple[int, int, int, int],
                      stop: threading.Event | None) -> np.ndarray | None:
-        """Write block ``box`` = ``(y0, y1, x0, x1)`` of ``level`` (after the blocks below it) and return its pixels."""
+        """Write block ``box`` = ``(y0, y1, x0, x1)`` of ``level`` (after the blocks below it) and return its
+        pixels, channel-first ``(3, height, width)``."""
         if stop is not None and stop.is_set():
             return None
         y0, y1, x0, x1 = box
         if level == 0:
-            pixels = read(plane, x0, y0, x1 - x0, y1 - y0)
+            # channel-first and contiguous, so zarr copies each chunk once (about a quarter faster than from a view)
+            channels = np.ascontiguousarray(read(plane, x0, y0, x1 - x0, y1 - y0).transpose(2, 0, 1))
         else:
-            pixels = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+            channels = np.empty((3, y1 - y0, x1 - x0), np.uint8)
             for cy0, cy1, cx0, cx1 in self.blocks(level - 1, rows=(2 * y0, 2 * y1), cols=(2 * x0, 2 * x1)):
                 child = self._image_block(read, plane, level - 1, (cy0, cy1, cx0, cx1), stop)
                 if child is None:
                     return None
-                half = np.asarray(Image.fromarray(child).reduce(2))  # 2x2 mean, partial boxes at odd edges
                 top, left = (cy0 - 2 * y0) // 2, (cx0 - 2 * x0) // 2
-                pixels[top : top + half.shape[0], left : left + half.shape[1]] = half
-        # channel-first and contiguous, so zarr copies each chunk once (about a quarter faster than from a view)
-        channels = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+                for c, child_channel in enumerate(child):
+                    # 2x2 mean, partial boxes at odd edges; a single-channel image wraps the array without a copy
+                    half = np.asarray(Image.fromarray(child_channel).reduce(2))
+                    channels[c, top : top + half.shape[0], left : left + half.shape[1]] = half
         self.image[level][self.layout.index(plane, slice(None), slice(y0, y1), slice(x0, x1))] = channels
-        return pixels
+        return channels
 
     def build_label_pyramids(self, start: int = 1) -> None:
         """Fill label levels ``start``.. from the level above by nearest neighbour (every other pixel), plane by

@@ -88,18 +88,23 @@ class SlideReader(ABC):
         """RGB region fully inside the level."""
 
     def read(self, level: int, x: int, y: int, width: int, height: int, fill: int = 0) -> np.ndarray:
-        """RGB ``uint8`` region ``(height, width, 3)``; parts outside the level are set to ``fill``."""
+        """RGB ``uint8`` region ``(height, width, 3)``, a new array; parts outside the level are set to ``fill``."""
         lw, lh = self.level_dimensions[level]
-        out = np.full((height, width, 3), fill, np.uint8)
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, lw), min(y + height, lh)
+        region = None
         if x1 > x0 and y1 > y0:
             try:
-                out[y0 - y : y1 - y, x0 - x : x1 - x] = self._read(level, x0, y0, x1 - x0, y1 - y0)
+                region = self._read(level, x0, y0, x1 - x0, y1 - y0)
             except SlideError:
                 raise
             except Exception as exc:  # backends raise their own error types for corrupt data
                 raise SlideError(f"{self.path}: damaged or truncated file? cannot read level {level} at x={x0} y={y0}: "
                                  f"{exc}") from exc
+            if region.shape[:2] == (height, width) and region.flags.c_contiguous and region.flags.owndata:
+                return region  # a new array of the whole region (no view of a backend's buffers): no copy needed
+        out = np.full((height, width, 3), fill, np.uint8)
+        if region is not None:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = region
         return out
 
     def close(self) -> None:
