@@ -4,13 +4,13 @@ a 20% tissue slide takes <= 0.3 x the time of a full-tissue slide of the same si
 
 Builds mosaics of real tissue (``mosaic.py``), runs ``promptseg segment`` on each in a fresh process (peak RSS and
 timings come from its ``report.json``), and times the model alone (network, contour decoding and NMS, as
-``Predictor.predict``) on the same tiles the pipeline ran on that slide (a sample of them, read beforehand), in
+``Predictor.predict``) on the same tiles the pipeline ran on that slide (up to 64 of them, read beforehand), in
 as many parallel streams as the pipeline uses (two single-threaded ones on 2 cores).
 "end_to_end_vs_model" is the model-only time for the pixels the run processed divided by the run's total time,
 "seconds_per_processed_mpx" the run's time per pixel fed to the network.
 
-Timings on a shared machine vary by several percent from run to run: ``--repeat N`` runs every slide N times and
-keeps the fastest run (and the fastest of N passes of the model alone).
+Timings on a shared machine vary by several percent from run to run, and drift over minutes: ``--repeat N`` runs
+every slide N times, each run followed by a pass of the model alone, and keeps the fastest of each.
 
 Usage: python benchmarks/scale.py [--sizes 8192 16384] [--tissue 0.6] [--sparse 0.2] [--layout sections|scattered]
        [--repeat 1]
@@ -46,43 +46,54 @@ from mosaic import MPP, write_mosaic
 TILE, OVERLAP = DEFAULT_TILE_SIZE, DEFAULT_OVERLAP
 
 
-def model_only_seconds_per_pixel(slide: Path, samples: int = 40, passes: int = 1) -> float:
-    """Seconds per processed pixel for the model alone (network, contour decoding, NMS) on the tiles the pipeline
-    runs on ``slide`` (its tissue tiles, cropped and split the same way; up to ``samples`` of them spread over the
-    slide, read beforehand), with the threads and parallel streams the pipeline uses: the rate that reading,
-    tissue detection, merging and writing must not slow down."""
-    predictor = Predictor(load_model())
-    with open_slide(slide) as reader:
-        plan = SlidePlan.create(reader, predictor.model.native_mpp, reader.mpp, TILE, OVERLAP)
-        tiles, _, intensity = plane_tiles(reader, plan)
-        tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, min(samples, len(tiles))).round().astype(int)]
-        pixels = [plan.read_tile(reader, t, mid_intensity(intensity)) for t in tiles]
-    streams = configure_threads(predictor.device, allocated_cpus())  # as `promptseg segment` runs the model
+class ModelOnly:
+    """The model alone (network, contour decoding, NMS) on the tiles the pipeline runs on ``slide`` (its tissue
+    tiles, cropped and split the same way; up to ``samples`` of them spread over the slide, read beforehand), with
+    the threads and parallel streams the pipeline uses: the rate that reading, tissue detection, merging and
+    writing must not slow down."""
 
-    def predict(tile: np.ndarray) -> None:
-        with torch.inference_mode():
-            predictor.predict(tile[None], "nuclei", intensity)
+    def __init__(self, slide: Path, samples: int = 64):
+        self.predictor = Predictor(load_model())
+        with open_slide(slide) as reader:
+            plan = SlidePlan.create(reader, self.predictor.model.native_mpp, reader.mpp, TILE, OVERLAP)
+            tiles, _, self.intensity = plane_tiles(reader, plan)
+            tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, min(samples, len(tiles))).round().astype(int)]
+            self.pixels = [plan.read_tile(reader, t, mid_intensity(self.intensity)) for t in tiles]
+        self.processed = sum(t.read_pixels for t in tiles)
 
-    best = float("inf")
-    with ThreadPoolExecutor(streams) as pool:
-        list(pool.map(predict, pixels[:streams]))
-        for _ in range(passes):
+    def seconds_per_pixel(self) -> float:
+        """One timed pass over the tiles (after a warm-up of one tile per stream)."""
+        streams = configure_threads(self.predictor.device, allocated_cpus())  # as `promptseg segment` runs the model
+
+        def predict(tile: np.ndarray) -> None:
+            with torch.inference_mode():
+                self.predictor.predict(tile[None], "nuclei", self.intensity)
+
+        with ThreadPoolExecutor(streams) as pool:
+            list(pool.map(predict, self.pixels[:streams]))
             started = time.perf_counter()
-            list(pool.map(predict, pixels))
-            best = min(best, time.perf_counter() - started)
-    return best / sum(t.read_pixels for t in tiles)
+            list(pool.map(predict, self.pixels))
+            return (time.perf_counter() - started) / self.processed
 
 
-def run(slide: Path, out: Path, repeat: int = 1) -> dict:
-    """``report.json`` of the fastest of ``repeat`` fresh ``promptseg segment`` runs."""
-    reports = []
+def run(slide: Path, out: Path) -> dict:
+    """``report.json`` of a fresh ``promptseg segment`` run."""
+    proc = subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", str(slide), "-o", str(out), "-q",
+                           "--overwrite"], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr)
+    return json.loads((out / "report.json").read_text())
+
+
+def measure(slide: Path, out: Path, repeat: int) -> tuple[dict, float]:
+    """The fastest of ``repeat`` pipeline runs and of as many model-only passes, taken in turns, so that a
+    machine that slows down or speeds up over minutes weighs on both alike."""
+    model = ModelOnly(slide)
+    reports, per_pixel = [], []
     for _ in range(repeat):
-        proc = subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", str(slide), "-o", str(out), "-q",
-                               "--overwrite"], capture_output=True, text=True)
-        if proc.returncode:
-            raise RuntimeError(proc.stderr)
-        reports.append(json.loads((out / "report.json").read_text()))
-    return min(reports, key=lambda r: r["seconds"]["total"])
+        reports.append(run(slide, out))
+        per_pixel.append(model.seconds_per_pixel())
+    return min(reports, key=lambda r: r["seconds"]["total"]), min(per_pixel)
 
 
 def main() -> None:
@@ -102,8 +113,7 @@ def main() -> None:
         for size, tissue in [(s, args.tissue) for s in args.sizes] + [(args.sizes[0], 1.0), (args.sizes[0], args.sparse)]:
             slide = Path(tmp) / f"m{size}_{tissue}.tif"
             mosaic = write_mosaic(slide, size, tissue, seed=size, layout=args.layout)
-            report = run(slide, Path(tmp) / f"m{size}_{tissue}.ome.zarr", args.repeat)
-            per_pixel = model_only_seconds_per_pixel(slide, passes=args.repeat)
+            report, per_pixel = measure(slide, Path(tmp) / f"m{size}_{tissue}.ome.zarr", args.repeat)
             tissue_px = mosaic.tissue_pixels()
             processed = report["tiles"]["processed_mpx"] * 1e6  # model pixels
             tissue_model_px = tissue_px * model_px_per_px
