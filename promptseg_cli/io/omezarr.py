@@ -137,8 +137,8 @@ def label_shard(level: int) -> int:
 
 def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout: OmeZarrLayout,
             shard: int = SHARD, chunk: int = CHUNK) -> zarr.Array:
-    """An array whose ``chunk``² chunks (and ``shard``² shards, unless that is one chunk) hold one channel of one
-    plane: 2-D in Y and X.
+    """An array whose ``chunk``² chunks (in ``shard``² shards, unless a shard would hold one chunk) hold one
+    channel of one plane: 2-D in Y and X.
 
     Both are compressed with lz4, which is faster than zstd: on dense tissue about 15 times for the uint8 image
     copy, for about 10% more bytes (RGB tissue hardly compresses losslessly), and twice for labels, whose
@@ -152,7 +152,8 @@ def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout:
     chunks = (1,) * (len(shape) - 2) + (chunk, chunk)
     image = np.dtype(dtype).itemsize == 1
     if layout.zarr_format == 3:
-        shards = None if shard == chunk else (1,) * (len(shape) - 2) + tuple(min(shard, _ceil_to(n, chunk)) for n in shape[-2:])
+        shards = (1,) * (len(shape) - 2) + tuple(min(shard, _ceil_to(n, chunk)) for n in shape[-2:])
+        shards = None if shards == chunks else shards  # a shard of one chunk is that chunk's file, with more to encode
         return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
                                   compressors=BloscCodec(cname="lz4", clevel=3, shuffle="noshuffle" if image else "shuffle"),
                                   fill_value=0, dimension_names=tuple(layout.axes), config={"write_empty_chunks": True})

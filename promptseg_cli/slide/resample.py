@@ -81,5 +81,6 @@ def resample_region(region: np.ndarray, src_origin: tuple[int, int], native_orig
         expanded = (weights.T[:, None, :, None] * per_channel[None, :, None, :]).reshape(-1, weights.shape[0] * channels)
         torch.matmul(rows[:, src.start * channels : src.stop * channels], expanded,
                      out=native[:, out.start * channels : out.stop * channels])
-    rounded = np.rint(native.numpy(), out=native.numpy())  # in numpy: about twice as fast as torch's round and cast
-    return rounded.astype(np.uint8).reshape(nh, nw, channels)
+    values = native.numpy()
+    np.rint(values, out=values)  # in numpy: about twice as fast as torch's round and cast
+    return values.astype(np.uint8).reshape(nh, nw, channels)
