@@ -60,9 +60,10 @@ def paint(label: np.ndarray, contours: np.ndarray, ids: np.ndarray, scores: np.n
     rank, rows, cols = polygon_pixels(contours[order], label.shape, origin)
     if not len(rank):
         return label
-    winner = np.full(label.shape, -1, np.int32)
-    np.maximum.at(winner, (rows, cols), rank.astype(np.int32))
-    label[rows, cols] = ids[order][winner[rows, cols]]  # every write to a pixel writes its winner: order-free
+    pixel = rows * label.shape[1] + cols  # flat indices: a third of the time of (rows, cols) index pairs
+    winner = np.full(label.size, -1, np.int32)
+    np.maximum.at(winner, pixel, rank.astype(np.int32))
+    label.put(pixel, ids[order][winner[pixel]])  # every write to a pixel writes its winner: order-free
     return label
 
 
