@@ -51,6 +51,21 @@ def test_plain_strip_tiff_and_grey_via_tifffile(tmp_path):
         assert region.shape == (120, 80, 3) and (region[..., 0] == region[..., 2]).all()
 
 
+def test_a_region_read_is_the_callers_to_change(tmp_path, slides):
+    """A region read whole is handed over without a copy when the backend made it afresh, never as a view of
+    a backend's own buffers (Pillow keeps the whole image; the direct tile reads of an SVS decode into a new array)."""
+    image = np.random.default_rng(1).integers(0, 255, (50, 60, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    tifffile.imwrite(tmp_path / "g.tif", image[..., 0])
+    for path in (slides / "CMU-1-Small-Region.svs", tmp_path / "a.png", tmp_path / "g.tif"):
+        with open_slide(path) as r:
+            width = min(r.level_dimensions[0][0], 512)  # the whole width of the small images: a contiguous view there
+            first = r.read(0, 0, 0, width, 20)
+            expected = first.copy()
+            first[:] = 7
+            np.testing.assert_array_equal(r.read(0, 0, 0, width, 20), expected)
+
+
 def test_png(tmp_path):
     image = np.zeros((50, 60, 3), np.uint8)
     image[10:20, 10:20] = 200
