@@ -141,9 +141,10 @@ def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout:
     channel of one plane: 2-D in Y and X.
 
     Both are compressed with lz4, which is faster than zstd: on dense tissue about 15 times for the uint8 image
-    copy, for about 10% more bytes (RGB tissue hardly compresses losslessly), and twice for labels, whose
-    chunks (mostly zeros and long runs, byte-shuffled) still shrink to about 6% of their size against 2% with
-    zstd, small next to the image. Every chunk written is stored, empty or not: zarr would otherwise compare each
+    copy, for about 10% more bytes (RGB tissue hardly compresses losslessly), and five times for labels, whose
+    chunks (mostly zeros and long runs of one value) still shrink to about 3% of their size against 2% with
+    zstd, small next to the image. Neither is shuffled: lz4 finds a label's repeated 4-byte value as it is, and
+    byte-shuffling the labels made them about 80% larger and their encoding twice as slow. Every chunk written is stored, empty or not: zarr would otherwise compare each
     with the fill value, which costs more than compressing an empty one (labels: about 0.3 CPU-s per 100 Mpx
     slide; for the image copy it would double the cost of writing). Label blocks without objects are not written
     at all (``LabelStream``). NGFF 0.4 has no shards, so there empty label chunks are left out rather than
@@ -155,12 +156,12 @@ def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout:
         shards = (1,) * (len(shape) - 2) + tuple(min(shard, _ceil_to(n, chunk)) for n in shape[-2:])
         shards = None if shards == chunks else shards  # a shard of one chunk is that chunk's file, with more to encode
         return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
-                                  compressors=BloscCodec(cname="lz4", clevel=3, shuffle="noshuffle" if image else "shuffle"),
+                                  compressors=BloscCodec(cname="lz4", clevel=3, shuffle="noshuffle"),
                                   fill_value=0, dimension_names=tuple(layout.axes), config={"write_empty_chunks": True})
     from numcodecs import Blosc
 
     return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks,
-                              compressors=Blosc(cname="lz4", clevel=3, shuffle=Blosc.NOSHUFFLE if image else Blosc.SHUFFLE),
+                              compressors=Blosc(cname="lz4", clevel=3, shuffle=Blosc.NOSHUFFLE),
                               fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"},
                               config={"write_empty_chunks": image})
 
