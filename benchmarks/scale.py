@@ -10,7 +10,9 @@ as many parallel streams as the pipeline uses (two single-threaded ones on 2 cor
 "seconds_per_processed_mpx" the run's time per pixel fed to the network.
 
 Timings on a shared machine vary by several percent from run to run, and drift over minutes: ``--repeat N`` runs
-every slide N times, each run followed by a pass of the model alone, and keeps the fastest of each.
+every slide N times, each run followed by a pass of the model alone, and keeps the fastest of each; it also prints
+the ratio of each run to the model-only pass that followed it ("end_to_end_vs_model_pairs"), which shows how much a
+single run may differ from the fastest.
 
 Usage: python benchmarks/scale.py [--sizes 8192 16384] [--tissue 0.6] [--sparse 0.2] [--layout sections|scattered]
        [--repeat 1]
@@ -85,15 +87,17 @@ def run(slide: Path, out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
-def measure(slide: Path, out: Path, repeat: int) -> tuple[dict, float]:
+def measure(slide: Path, out: Path, repeat: int) -> tuple[dict, float, list[tuple[float, float]]]:
     """The fastest of ``repeat`` pipeline runs and of as many model-only passes, taken in turns, so that a
-    machine that slows down or speeds up over minutes weighs on both alike."""
+    machine that slows down or speeds up over minutes weighs on both alike; and every pair ``(run seconds, model
+    seconds per pixel)`` in the order taken."""
     model = ModelOnly(slide)
     reports, per_pixel = [], []
     for _ in range(repeat):
         reports.append(run(slide, out))
         per_pixel.append(model.seconds_per_pixel())
-    return min(reports, key=lambda r: r["seconds"]["total"]), min(per_pixel)
+    pairs = [(r["seconds"]["total"], p) for r, p in zip(reports, per_pixel)]
+    return min(reports, key=lambda r: r["seconds"]["total"]), min(per_pixel), pairs
 
 
 def main() -> None:
@@ -113,7 +117,7 @@ def main() -> None:
         for size, tissue in [(s, args.tissue) for s in args.sizes] + [(args.sizes[0], 1.0), (args.sizes[0], args.sparse)]:
             slide = Path(tmp) / f"m{size}_{tissue}.tif"
             mosaic = write_mosaic(slide, size, tissue, seed=size, layout=args.layout)
-            report, per_pixel = measure(slide, Path(tmp) / f"m{size}_{tissue}.ome.zarr", args.repeat)
+            report, per_pixel, pairs = measure(slide, Path(tmp) / f"m{size}_{tissue}.ome.zarr", args.repeat)
             tissue_px = mosaic.tissue_pixels()
             processed = report["tiles"]["processed_mpx"] * 1e6  # model pixels
             tissue_model_px = tissue_px * model_px_per_px
@@ -123,6 +127,7 @@ def main() -> None:
                    "tissue_mpx_per_s": round(tissue_px / 1e6 / report["seconds"]["total"], 3),
                    "model_only_mpx_per_s": round(1e-6 / per_pixel, 2),
                    "end_to_end_vs_model": round(processed * per_pixel / report["seconds"]["total"], 3),
+                   **({"end_to_end_vs_model_pairs": [round(processed * p / t, 3) for t, p in pairs]} if len(pairs) > 1 else {}),
                    "processed_per_tissue_px": round(processed / tissue_model_px, 3),
                    "seconds_per_tissue_mpx": round(report["seconds"]["total"] / (tissue_px / 1e6), 3),
                    "seconds_per_processed_mpx": round(report["seconds"]["total"] / (processed / 1e6), 3)}
