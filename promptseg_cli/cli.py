@@ -233,6 +233,7 @@ def train(
     stain_jitter: Annotated[float, typer.Option("--stain-jitter", help="Probability that a crop of stained tissue (H&E) gets haematoxylin/eosin amounts varied by colour deconvolution; 0 turns it off. Example: --stain-jitter 0.5")] = 0.5,
     contour_weight: Annotated[float, typer.Option("--contour-weight", help="Weight of each contour-point loss (before and after refinement) against the objectness loss. Example: --contour-weight 0.1")] = 0.1,
     area_weight: Annotated[float, typer.Option("--area-weight", help="Weight of the loss on each refined outline's size error relative to the object's size (absolute log area ratio); 0 leaves it out. Example: --area-weight 0.5")] = 0.0,
+    gap_weight: Annotated[float, typer.Option("--gap-weight", help="Extra objectness weight where two objects meet, so touching ones get separate maxima; 0 leaves it out. Example: --gap-weight 4")] = 0.0,
     frozen_norm: Annotated[bool, typer.Option("--frozen-norm", help="BatchNorm uses its running statistics in training as at inference, and keeps them (for fine-tuning with --init).")] = False,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
@@ -262,7 +263,7 @@ def train(
     cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
                       crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)), workers=workers,
                       init=init, stain_jitter=stain_jitter, contour_weight=contour_weight, area_weight=area_weight,
-                      frozen_norm=frozen_norm)
+                      gap_weight=gap_weight, frozen_norm=frozen_norm)
     path = run_training(cfg, reporter)
     reporter.log(f"model written to {path}")
 

@@ -5,7 +5,7 @@ from skimage.draw import disk, polygon
 from promptseg_cli.model import fourier
 from promptseg_cli.model.network import HEAD_STRIDE
 from promptseg_cli.training.loss import polygon_area
-from promptseg_cli.training.targets import make_targets
+from promptseg_cli.training.targets import GAP_RADIUS, make_targets, object_gaps
 
 
 def _label():
@@ -39,6 +39,24 @@ def test_index_map_points_to_the_right_object():
     sub = label[::2, ::2]
     assert np.all((t.index >= 0) == (sub > 0))
     assert np.all(t.index[sub == 2] == 1)
+
+
+def test_gaps_mark_where_two_objects_meet_and_nowhere_else():
+    label = np.zeros((40, 60), np.int32)
+    label[10:30, 5:25] = 1
+    label[10:30, 25:45] = 2  # touches object 1 along column 25
+    label[10:20, 50:58] = 3  # alone
+    gap = object_gaps(label)
+    assert gap[20, 25 - GAP_RADIUS : 25 + GAP_RADIUS].all()  # the seam and the pixels beside it, on both sides
+    assert not gap[20, 25 - GAP_RADIUS - 1] and not gap[20, 25 + GAP_RADIUS]
+    assert not gap[:, 46:].any()  # a lone object has no gap, however close to the image border
+    assert not gap[:5].any() and not gap[35:].any()
+    separate = label.copy()
+    separate[:, 22:28] = 0  # six pixels of background between them: wider than the window
+    assert not object_gaps(separate).any()
+    label[30:, 20:] = 4  # an object below both: the seams along its top are gaps too
+    assert object_gaps(label)[30, 10:45].any()
+    assert np.array_equal(make_targets(label, order=8).gap, object_gaps(label)[::HEAD_STRIDE, ::HEAD_STRIDE])
 
 
 def test_polygon_area_of_known_shapes_in_either_orientation():

@@ -21,11 +21,13 @@ def polygon_area(points: torch.Tensor) -> torch.Tensor:
 
 
 def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: float, area_weight: float,
-             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+             gap_weight: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The total loss (objectness BCE + ``contour_weight`` x each contour term + ``area_weight`` x the refined
-    outline's absolute log area ratio to the true one) and its parts."""
+    outline's absolute log area ratio to the true one) and its parts. The objectness of a pixel inside an object
+    weighs 3, elsewhere 1, plus ``gap_weight`` where two objects meet (``targets.object_gaps``)."""
     prob = batch["prob"]
-    objectness = F.binary_cross_entropy_with_logits(output.logits[:, 0], prob, weight=1.0 + 2.0 * (prob > 0))
+    weight = 1.0 + 2.0 * (prob > 0) + gap_weight * batch["gap"]
+    objectness = F.binary_cross_entropy_with_logits(output.logits[:, 0], prob, weight=weight)
 
     index = batch["index"]
     usable = index >= 0

@@ -1,7 +1,8 @@
 """Training targets for the CPN heads, computed from an instance label map.
 
 Per head pixel (stride 2): a soft objectness target (distance to the object's border, normalised to 1 at its
-centre, as in StarDist), and the index of the object it lies in. Per object: its contour's Fourier centre and
+centre, as in StarDist), the index of the object it lies in, and whether it lies where two objects meet (the
+seams that must stay low for touching objects to get separate maxima). Per object: its contour's Fourier centre and
 coefficients, and whether the contour is trustworthy (objects cut by the crop border are not).
 """
 
@@ -17,10 +18,23 @@ from ..model import fourier
 from ..model.network import HEAD_STRIDE
 
 
+#: Pixels within this distance (Chebyshev) of two different objects count as the gap between them.
+GAP_RADIUS = 2
+
+
+def object_gaps(label: np.ndarray, radius: int = GAP_RADIUS) -> np.ndarray:
+    """Pixels with two different objects within ``radius`` (in or between them): where touching objects meet."""
+    size = 2 * radius + 1
+    highest = ndimage.maximum_filter(label, size=size, mode="constant")
+    lowest = ndimage.minimum_filter(np.where(label > 0, label, np.iinfo(label.dtype).max), size=size, mode="nearest")
+    return (highest > 0) & (lowest < highest)
+
+
 @dataclass
 class Targets:
     prob: np.ndarray  # (h, w) float32 in [0, 1]
     index: np.ndarray  # (h, w) int64, object row or -1
+    gap: np.ndarray  # (h, w) bool: within GAP_RADIUS pixels of two different objects
     centres: np.ndarray  # (M, 2) float32, (x, y) pixel-corner convention
     coeffs: np.ndarray  # (M, 4, order) float32
     valid: np.ndarray  # (M,) bool: contour usable for the loss
@@ -67,6 +81,7 @@ def make_targets(label: np.ndarray, order: int) -> Targets:
     return Targets(
         prob=dist[::HEAD_STRIDE, ::HEAD_STRIDE].copy(),
         index=lookup[sub],
+        gap=object_gaps(label)[::HEAD_STRIDE, ::HEAD_STRIDE].copy(),
         centres=np.asarray(centres, np.float32).reshape(-1, 2),
         coeffs=np.asarray(coeffs, np.float32).reshape(-1, 4, order),
         valid=np.asarray(valid, bool),

@@ -66,6 +66,7 @@ class TrainConfig:
     stain_jitter: float = 0.5
     contour_weight: float = 0.1
     area_weight: float = 0.0
+    gap_weight: float = 0.0
     frozen_norm: bool = False
     model: CPNConfig = field(default_factory=CPNConfig)
 
@@ -153,7 +154,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         "native_mpp": cfg.native_mpp,
         "training": {"steps": cfg.steps, "batch_size": cfg.batch_size, "crop": cfg.crop, "lr": cfg.lr,
                      "seed": cfg.seed, "stain_jitter": cfg.stain_jitter, "contour_weight": cfg.contour_weight,
-                     "area_weight": cfg.area_weight,
+                     "area_weight": cfg.area_weight, "gap_weight": cfg.gap_weight,
                      "frozen_norm": cfg.frozen_norm,
                      "data": data_summary(sources, cfg.simulate_weight),
                      "init": _init_summary(cfg.init)},
@@ -172,7 +173,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
             output = network(batch["image"], batch["prompt"])
-            losses = cpn_loss(output, batch, cfg.model, cfg.contour_weight, cfg.area_weight)
+            losses = cpn_loss(output, batch, cfg.model, cfg.contour_weight, cfg.area_weight, cfg.gap_weight)
             optimiser.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
