@@ -1,10 +1,13 @@
 import numpy as np
 import torch
+from torch.nn import functional as F
 from skimage.draw import disk, polygon
 
 from promptseg_cli.model import fourier
 from promptseg_cli.model.network import HEAD_STRIDE
-from promptseg_cli.training.loss import polygon_area
+from promptseg_cli.model.network import CPNConfig, PromptedCPN
+from promptseg_cli.training.loss import cpn_loss, polygon_area
+from promptseg_cli.training.sampling import collate
 from promptseg_cli.training.targets import GAP_RADIUS, make_targets, object_gaps
 
 
@@ -57,6 +60,25 @@ def test_gaps_mark_where_two_objects_meet_and_nowhere_else():
     label[30:, 20:] = 4  # an object below both: the seams along its top are gaps too
     assert object_gaps(label)[30, 10:45].any()
     assert np.array_equal(make_targets(label, order=8).gap, object_gaps(label)[::HEAD_STRIDE, ::HEAD_STRIDE])
+
+
+def test_gap_weight_adds_to_the_objectness_loss_on_gap_pixels_only():
+    label = np.zeros((64, 64), np.int32)
+    label[10:40, 8:30] = 1
+    label[10:40, 30:52] = 2
+    t = make_targets(label, order=8)
+    item = {"image": torch.rand(3, 64, 64), "prompt": 0, **{k: torch.from_numpy(getattr(t, k)) for k in
+                                                             ("prob", "index", "gap", "centres", "coeffs", "valid")}}
+    batch = collate([item])
+    torch.manual_seed(0)
+    network = PromptedCPN(CPNConfig()).eval()
+    with torch.no_grad():
+        output = network(batch["image"], batch["prompt"])
+        plain = cpn_loss(output, batch, network.config, 0.1, 0.0, gap_weight=0.0)["objectness"]
+        weighted = cpn_loss(output, batch, network.config, 0.1, 0.0, gap_weight=5.0)["objectness"]
+        per_pixel = F.binary_cross_entropy_with_logits(output.logits[:, 0], batch["prob"], reduction="none")
+    assert batch["gap"].sum() > 0
+    assert torch.isclose(weighted - plain, 5.0 * (per_pixel * batch["gap"]).mean())
 
 
 def test_polygon_area_of_known_shapes_in_either_orientation():

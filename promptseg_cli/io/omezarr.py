@@ -144,11 +144,11 @@ def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, layout:
     copy, for about 10% more bytes (RGB tissue hardly compresses losslessly), and five times for labels, whose
     chunks (mostly zeros and long runs of one value) still shrink to about 3% of their size against 2% with
     zstd, small next to the image. Neither is shuffled: lz4 finds a label's repeated 4-byte value as it is, and
-    byte-shuffling the labels made them about 80% larger and their encoding twice as slow. Every chunk written is stored, empty or not: zarr would otherwise compare each
-    with the fill value, which costs more than compressing an empty one (labels: about 0.3 CPU-s per 100 Mpx
-    slide; for the image copy it would double the cost of writing). Label blocks without objects are not written
-    at all (``LabelStream``). NGFF 0.4 has no shards, so there empty label chunks are left out rather than
-    written as files of their own.
+    byte-shuffling the labels made them about 80% larger and their encoding twice as slow. Every chunk written
+    is stored, empty or not: zarr would otherwise compare each with the fill value, which costs more than
+    compressing an empty one (labels: about 0.3 CPU-s per 100 Mpx slide; for the image copy it would double the
+    cost of writing). Label blocks without objects are not written at all (``LabelStream``). NGFF 0.4 has no
+    shards, so there empty label chunks are left out rather than written as files of their own.
     """
     chunks = (1,) * (len(shape) - 2) + (chunk, chunk)
     image = np.dtype(dtype).itemsize == 1
