@@ -4,8 +4,7 @@ from torch.nn import functional as F
 from skimage.draw import disk, polygon
 
 from promptseg_cli.model import fourier
-from promptseg_cli.model.network import HEAD_STRIDE
-from promptseg_cli.model.network import CPNConfig, PromptedCPN
+from promptseg_cli.model.network import HEAD_STRIDE, CPNConfig, PromptedCPN
 from promptseg_cli.training.loss import cpn_loss, polygon_area
 from promptseg_cli.training.sampling import collate
 from promptseg_cli.training.targets import GAP_RADIUS, make_targets, object_gaps
