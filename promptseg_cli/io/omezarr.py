@@ -8,12 +8,12 @@ labels with a singleton channel so they share the image's transforms)::
         nuclei/                image-label group with the same levels and transforms, uint32
 
 NGFF 0.5 is zarr v3, with sharding for labels (one file per shard, not per chunk, so a gigapixel label image is
-not millions of files); NGFF 0.4 is zarr v2 with "/" chunk keys. Pyramids halve Y and X at each level (Z and T are kept);
-label levels take every other pixel (nearest), never interpolate. Label shards shrink with the level (2048, 1024,
-then unsharded 512² chunks), so that the pixels one level-0 write block gives levels 1 and 2 fill whole shards: the label
-stream writes those levels with each block. Label chunks are 512². Image chunks are the write block (2048² for
-0.5, unsharded: as many files as shards would make, and zarr encodes a whole chunk at about half the CPU time
-of its path through a shard; 1024² for 0.4, as bioformats2raw writes them).
+not millions of files); NGFF 0.4 is zarr v2 with "/" chunk keys. Pyramids halve Y and X at each level (Z and T
+are kept); label levels take every other pixel (nearest), never interpolate. Label shards shrink with the level
+(2048, 1024, then unsharded 512² chunks), so that the pixels one level-0 write block gives levels 1 and 2 fill
+whole shards: the label stream writes those levels with each block. Label chunks are 512². Image chunks are the
+write block (2048² for 0.5, unsharded: as many files as shards would make, and zarr encodes a whole chunk at
+about half the CPU time of its path through a shard; 1024² for 0.4, as bioformats2raw writes them).
 """
 
 from __future__ import annotations
