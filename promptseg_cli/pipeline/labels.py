@@ -10,6 +10,8 @@ on across planes, so every 2-D object of the stack has its own id.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import numpy as np
 
 from ..io.omezarr import OmeZarrWriter
@@ -70,12 +72,19 @@ class LabelStream:
         scores = np.concatenate(self._scores) if self._scores else np.zeros(0, np.float32)
         ids = np.concatenate(self._ids) if self._ids else np.zeros(0, np.uint32)
         lo, hi = contours.min(axis=1), contours.max(axis=1)
-        for y0, y1, x0, x1 in self.writer.blocks(0, rows=(self.written_y, stop)):
-            hit = (hi[:, 0] >= x0) & (lo[:, 0] <= x1) & (hi[:, 1] >= y0) & (lo[:, 1] <= y1)
-            label = np.zeros((y1 - y0, x1 - x0), np.uint32)
-            if hit.any():
-                paint(label, contours[hit], ids[hit], scores[hit], origin=(x0, y0))
-                self.write_block((y0, y1, x0, x1), label)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-write") as writing:
+            written: Future | None = None  # a block is painted while zarr encodes and stores the one before
+            for y0, y1, x0, x1 in self.writer.blocks(0, rows=(self.written_y, stop)):
+                hit = (hi[:, 0] >= x0) & (lo[:, 0] <= x1) & (hi[:, 1] >= y0) & (lo[:, 1] <= y1)
+                if not hit.any():
+                    continue
+                label = paint(np.zeros((y1 - y0, x1 - x0), np.uint32), contours[hit], ids[hit], scores[hit],
+                              origin=(x0, y0))
+                if written is not None:
+                    written.result()
+                written = writing.submit(self.write_block, (y0, y1, x0, x1), label)
+            if written is not None:
+                written.result()
         self.written_y = stop
         alive = (hi[:, 1] >= stop) & (final_y is not None)  # after the last row nothing is pending
         self._contours, self._scores, self._ids = [contours[alive]], [scores[alive]], [ids[alive]]
