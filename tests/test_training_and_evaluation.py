@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from promptseg_cli.model.network import CPNConfig
+from promptseg_cli.model.predictor import Predictor
 from promptseg_cli.model.weights import load_model
 from promptseg_cli.training.datasets import validation_ids
 from promptseg_cli.training.simulate import simulate_tissue
@@ -98,6 +100,27 @@ def test_frozen_norm_fine_tuning_keeps_the_running_statistics(tmp_path, tiny_dat
     assert not np.allclose(tuned_state["stem.0.0.weight"].numpy(), shipped_state["stem.0.0.weight"].numpy())
     assert not np.allclose(tuned_state["stem.0.1.weight"].numpy(), shipped_state["stem.0.1.weight"].numpy())
     assert tuned.metadata["training"]["frozen_norm"] is True
+
+
+def test_width_sets_the_network_s_channels_for_training_inference_and_resuming(tmp_path, tiny_dataset):
+    """--width scales every block's channels (multiples of 8); the model file carries the architecture, so the
+    pipeline's predictor runs it; a run resumes only at the width it started with, and --init keeps its own."""
+    assert CPNConfig().widened(1.5).encoder == (48, 96, 144, 192)
+    assert CPNConfig().widened(1.5).decoder == (144, 96, 48)
+    args = ["train", "--data", f"{tiny_dataset}:nuclei", "--batch-size", "2", "--crop", "64", "--workers", "0",
+            "--steps", "2", "--device", "cpu", "-o", tmp_path / "narrow"]
+    run = promptseg(*args, "--width", "0.5")
+    assert run.returncode == 0, run.stderr
+    model = load_model(tmp_path / "narrow" / "model.pt")
+    assert model.network.config.encoder == (16, 32, 48, 64) and model.network.config.decoder == (48, 32, 16)
+    image = np.asarray(tifffile.imread(tiny_dataset / "labels" / next((tiny_dataset / "labels").iterdir()).name))
+    pixels = np.repeat(((image > 0) * 200 + 20).astype(np.uint8)[:96, :96, None], 3, axis=2)
+    detections = Predictor(model).predict_image(pixels, "nuclei", (0.0, 255.0))
+    assert detections.contours.shape[1:] == (32, 2) and np.isfinite(detections.contours).all()
+    resumed = promptseg(*args)  # the default width against the checkpoint of width 0.5
+    assert resumed.returncode == 2 and "another size" in resumed.stderr and "checkpoint.pt" in resumed.stderr
+    widened = promptseg(*args[:-1], tmp_path / "ft", "--init", "default", "--width", "1.5")
+    assert widened.returncode == 2 and "keeps the architecture of --init" in widened.stderr
 
 
 def test_train_rejects_a_folder_that_is_not_a_dataset(tmp_path):

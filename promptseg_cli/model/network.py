@@ -13,7 +13,7 @@ any tile that contains its receptive field, which is what makes tiled inference 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -48,6 +48,16 @@ class CPNConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "CPNConfig":
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def widened(self, width: float) -> "CPNConfig":
+        """This architecture with every encoder and decoder block's channels times ``width`` (multiples of 8)."""
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
+
+        def scale(channels: tuple[int, ...]) -> tuple[int, ...]:
+            return tuple(max(8, round(c * width / 8) * 8) for c in channels)
+
+        return replace(self, encoder=scale(self.encoder), decoder=scale(self.decoder))
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:

@@ -135,7 +135,11 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
     step = 0
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
-        network.load_state_dict(state["network"])
+        try:
+            network.load_state_dict(state["network"])
+        except RuntimeError:
+            raise ValueError(f"{checkpoint}: made by a network of another size; resume with the --width (or --init) "
+                             "the run started with") from None
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
