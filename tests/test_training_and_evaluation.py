@@ -113,8 +113,8 @@ def test_width_sets_the_network_s_channels_for_training_inference_and_resuming(t
     assert run.returncode == 0, run.stderr
     model = load_model(tmp_path / "narrow" / "model.pt")
     assert model.network.config.encoder == (16, 32, 48, 64) and model.network.config.decoder == (48, 32, 16)
-    image = np.asarray(tifffile.imread(tiny_dataset / "labels" / next((tiny_dataset / "labels").iterdir()).name))
-    pixels = np.repeat(((image > 0) * 200 + 20).astype(np.uint8)[:96, :96, None], 3, axis=2)
+    label = tifffile.imread(next((tiny_dataset / "labels").iterdir()))
+    pixels = np.repeat(((label > 0) * 200 + 20).astype(np.uint8)[:96, :96, None], 3, axis=2)
     detections = Predictor(model).predict_image(pixels, "nuclei", (0.0, 255.0))
     assert detections.contours.shape[1:] == (32, 2) and np.isfinite(detections.contours).all()
     resumed = promptseg(*args)  # the default width against the checkpoint of width 0.5
