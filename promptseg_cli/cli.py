@@ -262,15 +262,14 @@ def train(
         init = DEFAULT_MODEL
     if init is not None and not init.is_file():
         _fail(reporter, f"{init}: model file not found (--init)")
-    if width <= 0:
-        _fail(reporter, f"--width {width}: must be positive")
     if init is not None and width != 1.0:
         _fail(reporter, f"--width {width}: a fine-tuned model keeps the architecture of --init ({init})")
-    cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
-                      crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)), workers=workers,
-                      init=init, stain_jitter=stain_jitter, contour_weight=contour_weight, area_weight=area_weight,
-                      gap_weight=gap_weight, frozen_norm=frozen_norm, model=CPNConfig().widened(width))
     try:
+        cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
+                          crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)),
+                          workers=workers, init=init, stain_jitter=stain_jitter, contour_weight=contour_weight,
+                          area_weight=area_weight, gap_weight=gap_weight, frozen_norm=frozen_norm,
+                          model=CPNConfig().widened(width))
         path = run_training(cfg, reporter)
     except ValueError as exc:
         _fail(reporter, str(exc))

@@ -52,7 +52,7 @@ class CPNConfig:
     def widened(self, width: float) -> "CPNConfig":
         """This architecture with every encoder and decoder block's channels times ``width`` (multiples of 8)."""
         if width <= 0:
-            raise ValueError(f"width must be positive, got {width}")
+            raise ValueError(f"width {width}: must be positive")
 
         def scale(channels: tuple[int, ...]) -> tuple[int, ...]:
             return tuple(max(8, round(c * width / 8) * 8) for c in channels)
