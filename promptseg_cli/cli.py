@@ -235,7 +235,7 @@ def train(
     area_weight: Annotated[float, typer.Option("--area-weight", help="Weight of the loss on each refined outline's size error relative to the object's size (absolute log area ratio); 0 leaves it out. Example: --area-weight 0.5")] = 0.0,
     gap_weight: Annotated[float, typer.Option("--gap-weight", help="Extra objectness weight where two objects meet, so touching ones get separate maxima; 0 leaves it out. Example: --gap-weight 4")] = 0.0,
     frozen_norm: Annotated[bool, typer.Option("--frozen-norm", help="BatchNorm uses its running statistics in training as at inference, and keeps them (for fine-tuning with --init).")] = False,
-    width: Annotated[float, typer.Option("--width", help="Channels of every network block times this (a new model only; with --init the architecture is the init model's). Example: --width 1.5")] = 1.0,
+    width: Annotated[float, typer.Option("--width", help="Channels of every network block times this; with --init, the init model widened so (its trained channels kept, new ones learned). Example: --width 1.5")] = 1.0,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -246,7 +246,6 @@ def train(
     """
     reporter = Reporter(quiet, verbose)
     from .model.predictor import resolve_device
-    from .model.network import CPNConfig
     from .training.train import DataSpec, TrainConfig, train as run_training
 
     try:
@@ -262,14 +261,12 @@ def train(
         init = DEFAULT_MODEL
     if init is not None and not init.is_file():
         _fail(reporter, f"{init}: model file not found (--init)")
-    if init is not None and width != 1.0:
-        _fail(reporter, f"--width {width}: a fine-tuned model keeps the architecture of --init ({init})")
     try:
         cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
                           crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)),
                           workers=workers, init=init, stain_jitter=stain_jitter, contour_weight=contour_weight,
                           area_weight=area_weight, gap_weight=gap_weight, frozen_norm=frozen_norm,
-                          model=CPNConfig().widened(width))
+                          width=width)
         path = run_training(cfg, reporter)
     except ValueError as exc:
         _fail(reporter, str(exc))

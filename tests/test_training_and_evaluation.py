@@ -7,10 +7,12 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from promptseg_cli.model.network import CPNConfig
 from promptseg_cli.model.predictor import Predictor
 from promptseg_cli.model.weights import load_model
+from promptseg_cli.model.widen import widen
 from promptseg_cli.training.datasets import validation_ids
 from promptseg_cli.training.simulate import simulate_tissue
 
@@ -104,7 +106,8 @@ def test_frozen_norm_fine_tuning_keeps_the_running_statistics(tmp_path, tiny_dat
 
 def test_width_sets_the_network_s_channels_for_training_inference_and_resuming(tmp_path, tiny_dataset):
     """--width scales every block's channels (multiples of 8); the model file carries the architecture, so the
-    pipeline's predictor runs it; a run resumes only at the width it started with, and --init keeps its own."""
+    pipeline's predictor runs it; a run resumes only at the width it started with; with --init it widens that
+    model and never narrows it."""
     assert CPNConfig().widened(1.5).encoder == (48, 96, 144, 192)
     assert CPNConfig().widened(1.5).decoder == (144, 96, 48)
     args = ["train", "--data", f"{tiny_dataset}:nuclei", "--batch-size", "2", "--crop", "64", "--workers", "0",
@@ -119,8 +122,31 @@ def test_width_sets_the_network_s_channels_for_training_inference_and_resuming(t
     assert detections.contours.shape[1:] == (32, 2) and np.isfinite(detections.contours).all()
     resumed = promptseg(*args)  # the default width against the checkpoint of width 0.5
     assert resumed.returncode == 2 and "another size" in resumed.stderr and "checkpoint.pt" in resumed.stderr
-    widened = promptseg(*args[:-1], tmp_path / "ft", "--init", "default", "--width", "1.5")
-    assert widened.returncode == 2 and "keeps the architecture of --init" in widened.stderr
+    widened = promptseg(*args[:-1], tmp_path / "wide", "--init", tmp_path / "narrow" / "model.pt", "--width", "2")
+    assert widened.returncode == 0, widened.stderr
+    assert load_model(tmp_path / "wide" / "model.pt").network.config.encoder == (32, 64, 96, 128)
+    narrowed = promptseg(*args[:-1], tmp_path / "ft", "--init", "default", "--width", "0.5")
+    assert narrowed.returncode == 2 and "cannot widen" in narrowed.stderr
+    assert not (tmp_path / "ft" / "model.pt").exists()
+
+
+def test_a_widened_network_computes_what_the_trained_one_does_and_learns_in_its_new_channels():
+    """Trained channels keep their weights and read nothing from the new ones, whose own weights are fresh: the
+    same outputs before any step, in inference and in training mode, and a gradient on the weights that link them."""
+    trained = load_model().network
+    wide = widen(trained, trained.config.widened(1.5))
+    assert sum(p.numel() for p in wide.parameters()) > 2 * sum(p.numel() for p in trained.parameters())
+    image, prompts = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1])
+    pixels = (torch.tensor([0, 1]), torch.tensor([5, 30]), torch.tensor([7, 40]))
+    for mode in ("eval", "train"):
+        with torch.no_grad():
+            before, after = getattr(trained, mode)()(image, prompts), getattr(wide, mode)()(image, prompts)
+        for old, new in [(before.logits, after.logits), (before.refine, after.refine),
+                         *zip(before.at(*pixels), after.at(*pixels))]:
+            torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-5)
+    wide(image, prompts).logits.sum().backward()
+    head = wide.head[1].weight.grad.flatten(1)  # the 1x1 output layer: trained inputs, then new ones
+    assert head[:, trained.config.decoder[-1]:].abs().sum() > 0
 
 
 def test_train_rejects_a_folder_that_is_not_a_dataset(tmp_path):

@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from ..model.network import CPNConfig, PromptedCPN
 from ..model.prompts import resolve_prompt
 from ..model.predictor import Predictor
 from ..model.weights import load_model, save_model
+from ..model.widen import widen
 from ..progress import Reporter
 from .datasets import load_samples
 from .loss import cpn_loss
@@ -68,7 +69,7 @@ class TrainConfig:
     area_weight: float = 0.0
     gap_weight: float = 0.0
     frozen_norm: bool = False
-    model: CPNConfig = field(default_factory=CPNConfig)
+    width: float = 1.0  # channels times this, of the default architecture or of the --init model
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -126,9 +127,9 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         sources.append(Source(spec.path.name, samples, spec.prompt, spec.weight))
         reporter.log(f"{spec.path.name}: {len(samples)} training images for prompt '{spec.prompt}'")
 
-    if cfg.init is not None:
-        cfg.model = load_model(cfg.init).network.config
-    network = PromptedCPN(cfg.model).to(device)
+    base = load_model(cfg.init).network if cfg.init is not None else None
+    config = (base.config if base is not None else CPNConfig()).widened(cfg.width)
+    network = PromptedCPN(config).to(device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(cfg))
     checkpoint = cfg.output / "checkpoint.pt"
@@ -145,11 +146,11 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         step = state["step"]
         _trim_log(cfg.output / "losses.jsonl", step)
         reporter.log(f"resumed from {checkpoint} at step {step}")
-    elif cfg.init is not None:
-        network.load_state_dict(load_model(cfg.init).network.state_dict())
-        reporter.log(f"fine-tuning from {cfg.init}")
+    elif base is not None:
+        network.load_state_dict(widen(base, config).state_dict())
+        reporter.log(f"fine-tuning from {cfg.init}" + (f", widened {cfg.width}x" if config != base.config else ""))
 
-    sampler = CropSampler(sources, cfg.simulate_weight, cfg.crop, cfg.model.order, seed=cfg.seed + step,
+    sampler = CropSampler(sources, cfg.simulate_weight, cfg.crop, config.order, seed=cfg.seed + step,
                           stain_jitter=cfg.stain_jitter)
     loader = DataLoader(sampler, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.workers,
                         persistent_workers=cfg.workers > 0)
@@ -159,7 +160,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         "training": {"steps": cfg.steps, "batch_size": cfg.batch_size, "crop": cfg.crop, "lr": cfg.lr,
                      "seed": cfg.seed, "stain_jitter": cfg.stain_jitter, "contour_weight": cfg.contour_weight,
                      "area_weight": cfg.area_weight, "gap_weight": cfg.gap_weight,
-                     "frozen_norm": cfg.frozen_norm,
+                     "frozen_norm": cfg.frozen_norm, "width": cfg.width,
                      "data": data_summary(sources, cfg.simulate_weight),
                      "init": _init_summary(cfg.init)},
     }
@@ -177,7 +178,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
             output = network(batch["image"], batch["prompt"])
-            losses = cpn_loss(output, batch, cfg.model, cfg.contour_weight, cfg.area_weight, cfg.gap_weight)
+            losses = cpn_loss(output, batch, config, cfg.contour_weight, cfg.area_weight, cfg.gap_weight)
             optimiser.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
