@@ -22,7 +22,7 @@ import torch
 #: 8 (pixel) + ``ROW_BITS`` + ``WEIGHT_BITS`` must not exceed 24.
 WEIGHT_BITS, ROW_BITS = 12, 4
 #: Output pixels per band of a matrix product: small bands skip most of the zeros.
-BAND = 32
+BAND = 16
 
 
 def source_span(start: int, size: int, factor: float) -> tuple[int, int]:
