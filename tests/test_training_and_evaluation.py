@@ -110,9 +110,11 @@ def test_width_sets_the_network_s_channels_for_training_inference_and_resuming(t
     model and never narrows it."""
     assert CPNConfig().widened(1.5).encoder == (48, 96, 144, 192)
     assert CPNConfig().widened(1.5).decoder == (144, 96, 48)
-    args = ["train", "--data", f"{tiny_dataset}:nuclei", "--batch-size", "2", "--crop", "64", "--workers", "0",
-            "--steps", "2", "--device", "cpu", "-o", tmp_path / "narrow"]
-    run = promptseg(*args, "--width", "0.5")
+    def train(output, *options, steps=2):
+        return promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--batch-size", "2", "--crop", "64",
+                         "--workers", "0", "--steps", str(steps), "--device", "cpu", "-o", tmp_path / output, *options)
+
+    run = train("narrow", "--width", "0.5")
     assert run.returncode == 0, run.stderr
     model = load_model(tmp_path / "narrow" / "model.pt")
     assert model.network.config.encoder == (16, 32, 48, 64) and model.network.config.decoder == (48, 32, 16)
@@ -120,12 +122,17 @@ def test_width_sets_the_network_s_channels_for_training_inference_and_resuming(t
     pixels = np.repeat(((label > 0) * 200 + 20).astype(np.uint8)[:96, :96, None], 3, axis=2)
     detections = Predictor(model).predict_image(pixels, "nuclei", (0.0, 255.0))
     assert detections.contours.shape[1:] == (32, 2) and np.isfinite(detections.contours).all()
-    resumed = promptseg(*args)  # the default width against the checkpoint of width 0.5
+    resumed = train("narrow")  # the default width against the checkpoint of width 0.5
     assert resumed.returncode == 2 and "another size" in resumed.stderr and "checkpoint.pt" in resumed.stderr
-    widened = promptseg(*args[:-1], tmp_path / "wide", "--init", tmp_path / "narrow" / "model.pt", "--width", "2")
+
+    widen_narrow = ("--init", tmp_path / "narrow" / "model.pt", "--width", "2")
+    widened = train("wide", *widen_narrow)
     assert widened.returncode == 0, widened.stderr
     assert load_model(tmp_path / "wide" / "model.pt").network.config.encoder == (32, 64, 96, 128)
-    narrowed = promptseg(*args[:-1], tmp_path / "ft", "--init", "default", "--width", "0.5")
+    longer = train("wide", *widen_narrow, steps=3)  # the widened run goes on from its checkpoint
+    assert longer.returncode == 0 and "resumed" in longer.stderr, longer.stderr
+    assert load_model(tmp_path / "wide" / "model.pt").metadata["trained_steps"] == 3
+    narrowed = train("ft", "--init", "default", "--width", "0.5")
     assert narrowed.returncode == 2 and "cannot widen" in narrowed.stderr
     assert not (tmp_path / "ft" / "model.pt").exists()
 
