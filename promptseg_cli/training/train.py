@@ -17,7 +17,7 @@ from .. import __version__
 from ..model.network import CPNConfig, PromptedCPN
 from ..model.prompts import resolve_prompt
 from ..model.predictor import Predictor
-from ..model.weights import load_model, save_model
+from ..model.weights import LoadedModel, load_model, save_model
 from ..model.widen import widen
 from ..progress import Reporter
 from .datasets import load_samples
@@ -106,12 +106,11 @@ def data_summary(sources: list[Source], simulate_weight: float) -> list[dict]:
     return summary
 
 
-def _init_summary(init: Path | None) -> dict | None:
+def _init_summary(init: LoadedModel | None) -> dict | None:
     """Version and training record of the model a fine-tuning run started from."""
     if init is None:
         return None
-    model = load_model(init)
-    return {"version": model.version, "training": model.metadata.get("training")}
+    return {"version": init.version, "training": init.metadata.get("training")}
 
 
 def train(cfg: TrainConfig, reporter: Reporter) -> Path:
@@ -127,7 +126,8 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         sources.append(Source(spec.path.name, samples, spec.prompt, spec.weight))
         reporter.log(f"{spec.path.name}: {len(samples)} training images for prompt '{spec.prompt}'")
 
-    base = load_model(cfg.init).network if cfg.init is not None else None
+    init = load_model(cfg.init) if cfg.init is not None else None
+    base = init.network if init is not None else None
     config = (base.config if base is not None else CPNConfig()).widened(cfg.width)
     network = PromptedCPN(config).to(device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -162,7 +162,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
                      "area_weight": cfg.area_weight, "gap_weight": cfg.gap_weight,
                      "frozen_norm": cfg.frozen_norm, "width": cfg.width,
                      "data": data_summary(sources, cfg.simulate_weight),
-                     "init": _init_summary(cfg.init)},
+                     "init": _init_summary(init)},
     }
     exported = cfg.output / "model.pt"
     log = open(cfg.output / "losses.jsonl", "a")
