@@ -110,6 +110,7 @@ def test_width_sets_the_network_s_channels_for_training_inference_and_resuming(t
     model and never narrows it."""
     assert CPNConfig().widened(1.5).encoder == (48, 96, 144, 192)
     assert CPNConfig().widened(1.5).decoder == (144, 96, 48)
+
     def train(output, *options, steps=2):
         return promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--batch-size", "2", "--crop", "64",
                          "--workers", "0", "--steps", str(steps), "--device", "cpu", "-o", tmp_path / output, *options)

@@ -127,9 +127,8 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         reporter.log(f"{spec.path.name}: {len(samples)} training images for prompt '{spec.prompt}'")
 
     init = load_model(cfg.init) if cfg.init is not None else None
-    base = init.network if init is not None else None
-    config = (base.config if base is not None else CPNConfig()).widened(cfg.width)
-    network = PromptedCPN(config).to(device)
+    config = (init.network.config if init is not None else CPNConfig()).widened(cfg.width)
+    network = (widen(init.network, config) if init is not None else PromptedCPN(config)).to(device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(cfg))
     checkpoint = cfg.output / "checkpoint.pt"
@@ -146,9 +145,8 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         step = state["step"]
         _trim_log(cfg.output / "losses.jsonl", step)
         reporter.log(f"resumed from {checkpoint} at step {step}")
-    elif base is not None:
-        network.load_state_dict(widen(base, config).state_dict())
-        reporter.log(f"fine-tuning from {cfg.init}" + (f", widened {cfg.width}x" if config != base.config else ""))
+    elif init is not None:
+        reporter.log(f"fine-tuning from {cfg.init}" + (f", widened {cfg.width}x" if config != init.network.config else ""))
 
     sampler = CropSampler(sources, cfg.simulate_weight, cfg.crop, config.order, seed=cfg.seed + step,
                           stain_jitter=cfg.stain_jitter)
