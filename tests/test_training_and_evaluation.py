@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from promptseg_cli.model.network import CPNConfig
 from promptseg_cli.model.predictor import Predictor
 from promptseg_cli.model.weights import load_model
 from promptseg_cli.model.widen import widen
+from promptseg_cli.progress import Reporter
+from promptseg_cli.training.train import DataSpec, TrainConfig, train
 from promptseg_cli.training.datasets import validation_ids
 from promptseg_cli.training.simulate import simulate_tissue
 
@@ -58,6 +61,51 @@ def test_train_few_steps_then_resume(tmp_path, tiny_dataset):
     assert model.metadata["prompts"] == ["nuclei", "cells"] and "nucleus" in model.metadata["synonyms"]["nuclei"]
     assert model.metadata["score_threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8) and model.metadata["threshold_search"]["grid"]
     assert model.metadata["training"]["data"][0]["dataset"] == "tiny"
+
+
+class InterruptedAfter(Reporter):
+    """Progress that stops the run (as Ctrl-C does) when it is told a step past ``steps`` is done."""
+
+    def __init__(self, steps: int):
+        super().__init__(quiet=True)
+        self.steps = steps
+
+    @contextmanager
+    def task(self, description, total, completed=0):
+        done = completed
+
+        def advance(n, status=""):
+            nonlocal done
+            done += n
+            if done > self.steps:
+                raise KeyboardInterrupt
+
+        yield advance
+
+
+def test_a_run_interrupted_and_resumed_trains_on_what_an_uninterrupted_run_does(tmp_path, tiny_dataset):
+    """Each step's crops and loss picks depend on the seed and the step alone: a run stopped after its step-2
+    checkpoint (one step later) and resumed, with other numbers of loader processes, logs the losses of a run that
+    went straight through, and ends with its weights."""
+    def config(output, workers):
+        return TrainConfig(data=[DataSpec(tiny_dataset, "nuclei")], output=tmp_path / output, simulate_weight=0.5,
+                           steps=4, batch_size=2, crop=64, workers=workers, checkpoint_every=2, seed=7)
+
+    straight = train(config("straight", workers=0), Reporter(quiet=True))
+    with pytest.raises(KeyboardInterrupt):
+        train(config("resumed", workers=2), InterruptedAfter(2))
+    assert [json.loads(line)["step"] for line in (tmp_path / "resumed" / "losses.jsonl").read_text().splitlines()] == [1, 2, 3]
+    resumed = train(config("resumed", workers=1), Reporter(quiet=True))
+
+    def losses(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"}
+                for line in (path.parent / "losses.jsonl").read_text().splitlines()]
+
+    assert [r["step"] for r in losses(resumed)] == [1, 2, 3, 4]
+    assert losses(resumed) == losses(straight)
+    resumed_weights = load_model(resumed).network.state_dict()
+    for name, value in load_model(straight).network.state_dict().items():
+        assert torch.equal(resumed_weights[name], value), name
 
 
 def test_fine_tuning_starts_from_the_given_model(tmp_path, tiny_dataset):

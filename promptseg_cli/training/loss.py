@@ -38,7 +38,7 @@ def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: 
         return {"loss": objectness, "objectness": objectness, "contour": zero, "refined": zero, "area": zero}
     limit = CONTOUR_PIXELS * prob.shape[0]
     if len(b_idx) > limit:
-        pick = torch.randperm(len(b_idx), generator=generator)[:limit]
+        pick = torch.randperm(len(b_idx), generator=generator)[:limit].to(b_idx.device)
         b_idx, rows, cols = b_idx[pick], rows[pick], cols[pick]
 
     obj = index[b_idx, rows, cols]

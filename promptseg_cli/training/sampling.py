@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,28 +35,37 @@ class Source:
 
 
 class CropSampler(IterableDataset):
-    """Endless stream of augmented crops with CPN targets.
+    """Endless stream of training batches, one per step from ``start`` on. The crops of step k depend on
+    ``(seed, k)`` alone, so a run draws the same batches whether it was resumed and however many loader
+    processes draw them (process w of W draws steps w, w + W, ...; the loader takes them in turn).
 
     ``stain_jitter``: probability that a crop of stained tissue (``STAINED_KINDS``) gets :func:`stain_jitter`.
     """
 
     def __init__(self, sources: list[Source], simulate_weight: float, crop: int, order: int, seed: int,
-                 stain_jitter: float):
+                 stain_jitter: float, batch_size: int, start: int = 0):
         self.sources = sources
         self.stain_jitter = stain_jitter
         self.simulate_weight = simulate_weight
         self.crop = crop
         self.order = order
         self.seed = seed
+        self.batch_size = batch_size
+        self.start = start
         weights = np.array([s.weight for s in sources] + [simulate_weight], float)
         self.source_weights = weights / weights.sum()
         self.image_weights = [s.image_weights() for s in sources]
 
     def __iter__(self):
         info = get_worker_info()
-        rng = np.random.default_rng([self.seed, info.id if info else 0, int(torch.initial_seed() % 2**31)])
-        while True:
-            yield self.draw(rng)
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for step in itertools.count(self.start + worker, workers):
+            yield self.batch(step)
+
+    def batch(self, step: int) -> dict:
+        """The collated crops of ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        return collate([self.draw(rng) for _ in range(self.batch_size)])
 
     def draw(self, rng: np.random.Generator) -> dict:
         choice = int(rng.choice(len(self.source_weights), p=self.source_weights))

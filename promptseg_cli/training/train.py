@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -22,7 +23,7 @@ from ..model.widen import widen
 from ..progress import Reporter
 from .datasets import load_samples
 from .loss import cpn_loss
-from .sampling import CropSampler, Source, collate
+from .sampling import CropSampler, Source
 from .tune import tune_thresholds
 
 
@@ -106,6 +107,13 @@ def data_summary(sources: list[Source], simulate_weight: float) -> list[dict]:
     return summary
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random stream of one training step's loss (which object pixels it scores), fixed by ``(seed, step)``
+    alone: like the step's crops, it does not depend on what drew random numbers before (network construction,
+    earlier steps, a resume)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
+
+
 def _init_summary(init: LoadedModel | None) -> dict | None:
     """Version and training record of the model a fine-tuning run started from."""
     if init is None:
@@ -148,10 +156,9 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
     elif init is not None:
         reporter.log(f"fine-tuning from {cfg.init}" + (f", widened {cfg.width}x" if config != init.network.config else ""))
 
-    sampler = CropSampler(sources, cfg.simulate_weight, cfg.crop, config.order, seed=cfg.seed + step,
-                          stain_jitter=cfg.stain_jitter)
-    loader = DataLoader(sampler, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.workers,
-                        persistent_workers=cfg.workers > 0)
+    sampler = CropSampler(sources, cfg.simulate_weight, cfg.crop, config.order, seed=cfg.seed,
+                          stain_jitter=cfg.stain_jitter, batch_size=cfg.batch_size, start=step)
+    loader = DataLoader(sampler, batch_size=None, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
     metadata = {
         "version": f"{__version__}+{cfg.output.name}",
         "native_mpp": cfg.native_mpp,
@@ -163,20 +170,21 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
                      "init": _init_summary(init)},
     }
     exported = cfg.output / "model.pt"
-    log = open(cfg.output / "losses.jsonl", "a")
     network.train()
     if cfg.frozen_norm:  # normalise with the running statistics, as tiles are at inference, and leave them as they are
         for module in network.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.eval()
     started = time.time()
-    with reporter.task("training", total=cfg.steps, completed=step) as advance:
+    with (open(cfg.output / "losses.jsonl", "a") as log,
+          reporter.task("training", total=cfg.steps, completed=step) as advance):
         for batch in loader:
             if step >= cfg.steps:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
             output = network(batch["image"], batch["prompt"])
-            losses = cpn_loss(output, batch, config, cfg.contour_weight, cfg.area_weight, cfg.gap_weight)
+            losses = cpn_loss(output, batch, config, cfg.contour_weight, cfg.area_weight, cfg.gap_weight,
+                              generator=step_generator(cfg.seed, step))
             optimiser.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
@@ -193,7 +201,6 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
                               "scheduler": scheduler.state_dict(), "step": step,
                               "config": json.loads(json.dumps(asdict(cfg), default=str))}, checkpoint)
                 save_model(exported, network, {**metadata, "trained_steps": step})
-    log.close()
     reporter.log("choosing score and NMS thresholds on the validation split")
     network.eval()
     predictor = Predictor(load_model(exported, device), device)
