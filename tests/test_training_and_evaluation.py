@@ -356,3 +356,18 @@ def test_offsets_and_coefficients_where_asked_are_the_head_s_scaled_outputs_ther
     torch.testing.assert_close(got_coeffs, coeffs[batch, :, rows, cols].unflatten(1, (4, config.order)) * config.coeff_scale)
     (got_offsets.sum() + got_coeffs.sum()).backward()
     assert network.head[1].weight.grad[1 : 3 + 4 * config.order].abs().sum() > 0
+
+
+def test_network_input_is_the_normalised_tiles_zero_padded_in_channel_last_order():
+    """Tiles become the network's input in place: the values of ``normalise_image`` (whole-image percentiles)
+    exactly, zeros in the padding to the stride multiple, laid out channels-last (the layout the convolutions
+    run fastest in on CPU)."""
+    from promptseg_cli.model.network import STRIDE_MULTIPLE, normalise_image
+
+    tiles = np.random.default_rng(4).integers(0, 256, (2, 37, 50, 3), dtype=np.uint8)
+    x = Predictor(load_model()).network_input(tiles, (20.0, 230.0))
+    assert x.shape == (2, 3, 48, 64) and x.shape[2] % STRIDE_MULTIPLE == 0 and x.shape[3] % STRIDE_MULTIPLE == 0
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    expected = normalise_image(torch.from_numpy(tiles).permute(0, 3, 1, 2).float(), 20.0, 230.0)
+    assert torch.equal(x[:, :, :37, :50], expected)
+    assert not x[:, :, 37:].any() and not x[:, :, :, 50:].any()

@@ -224,3 +224,8 @@ def normalise_image(image, low: float, high: float):
     """Map intensities (numpy or torch, 0..255 range) to the network's input range using *whole-image*
     percentiles ``low``/``high``, never statistics of the tile itself."""
     return ((image - low) / max(high - low, 1.0) - 0.5) / 0.5
+
+
+def normalise_image_(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """:func:`normalise_image` of a float tensor in place: the same arithmetic, without full-size temporaries."""
+    return image.sub_(low).div_(max(high - low, 1.0)).sub_(0.5).div_(0.5)

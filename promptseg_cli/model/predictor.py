@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .contours import propose
-from .network import STRIDE_MULTIPLE, CPNOutput, fused_for_inference, mid_intensity, normalise_image
+from .network import STRIDE_MULTIPLE, CPNOutput, fused_for_inference, mid_intensity, normalise_image_
 from .nms import polygon_nms, polygons_from_contours
 from .prompts import prompt_index
 from .weights import LoadedModel
@@ -91,19 +90,28 @@ class Predictor:
     @torch.inference_mode()
     def forward(self, tiles: np.ndarray, prompt: str, intensity: tuple[float, float]) -> CPNOutput:
         """The network's raw output for a batch of tiles (the expensive part)."""
-        b, h, w, _ = tiles.shape
-        # row-major pixels: a transposed view would carry its layout into every convolution (about 30% slower on CPU)
-        x = torch.tensor(np.ascontiguousarray(tiles), device=self.device).permute(0, 3, 1, 2).float()
-        x = normalise_image(x, *intensity)
-        pad_h, pad_w = -h % STRIDE_MULTIPLE, -w % STRIDE_MULTIPLE
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-        prompts = torch.full((b,), prompt_index(prompt), dtype=torch.long, device=self.device)
+        x = self.network_input(tiles, intensity)
+        prompts = torch.full((len(tiles),), prompt_index(prompt), dtype=torch.long, device=self.device)
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             output = self.network(x, prompts)
         if dtype is None:
             return output
         return output.to(torch.float32)
+
+    def network_input(self, tiles: np.ndarray, intensity: tuple[float, float]) -> torch.Tensor:
+        """Tiles ``(B, H, W, 3)`` uint8 as the network's normalised float input, zero-padded to a multiple of its
+        stride, in one buffer filled in place. The buffer keeps the pixels' channel-last order (as a
+        ``channels_last`` tensor): the convolutions run about a third faster in that layout on CPU."""
+        b, h, w, c = tiles.shape
+        pad_h, pad_w = -h % STRIDE_MULTIPLE, -w % STRIDE_MULTIPLE
+        x = torch.empty((b, h + pad_h, w + pad_w, c), device=self.device).permute(0, 3, 1, 2)
+        x[:, :, h:].zero_()
+        x[:, :, :h, w:].zero_()
+        pixels = x[:, :, :h, :w]
+        pixels.copy_(torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2))
+        normalise_image_(pixels, *intensity)
+        return x
 
     @torch.inference_mode()
     def postprocess(self, output: CPNOutput) -> list[Detections]:
