@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -365,9 +366,12 @@ def test_network_input_is_the_normalised_tiles_zero_padded_in_channel_last_order
     from promptseg_cli.model.network import STRIDE_MULTIPLE, normalise_image
 
     tiles = np.random.default_rng(4).integers(0, 256, (2, 37, 50, 3), dtype=np.uint8)
-    x = Predictor(load_model()).network_input(tiles, (20.0, 230.0))
+    tiles.flags.writeable = False  # as arrays from a dask worker's messages may be
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = Predictor(load_model()).network_input(tiles, (20.0, 230.0))
     assert x.shape == (2, 3, 48, 64) and x.shape[2] % STRIDE_MULTIPLE == 0 and x.shape[3] % STRIDE_MULTIPLE == 0
     assert x.is_contiguous(memory_format=torch.channels_last)
-    expected = normalise_image(torch.from_numpy(tiles).permute(0, 3, 1, 2).float(), 20.0, 230.0)
+    expected = normalise_image(torch.tensor(tiles).permute(0, 3, 1, 2).float(), 20.0, 230.0)
     assert torch.equal(x[:, :, :37, :50], expected)
     assert not x[:, :, 37:].any() and not x[:, :, :, 50:].any()

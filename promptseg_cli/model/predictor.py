@@ -109,7 +109,9 @@ class Predictor:
         x[:, :, h:].zero_()
         x[:, :, :h, w:].zero_()
         pixels = x[:, :, :h, :w]
-        pixels.copy_(torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2))
+        if not (tiles.flags.c_contiguous and tiles.flags.writeable):  # what torch takes without a copy (and a warning)
+            tiles = np.array(tiles)
+        pixels.copy_(torch.from_numpy(tiles).permute(0, 3, 1, 2))
         normalise_image_(pixels, *intensity)
         return x
 
