@@ -160,11 +160,11 @@ def test_width_sets_the_network_s_channels_for_training_inference_and_resuming(t
     assert CPNConfig().widened(1.5).encoder == (48, 96, 144, 192)
     assert CPNConfig().widened(1.5).decoder == (144, 96, 48)
 
-    def train(output, *options, steps=2):
+    def train_cli(output, *options, steps=2):
         return promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--batch-size", "2", "--crop", "64",
                          "--workers", "0", "--steps", str(steps), "--device", "cpu", "-o", tmp_path / output, *options)
 
-    run = train("narrow", "--width", "0.5")
+    run = train_cli("narrow", "--width", "0.5")
     assert run.returncode == 0, run.stderr
     model = load_model(tmp_path / "narrow" / "model.pt")
     assert model.network.config.encoder == (16, 32, 48, 64) and model.network.config.decoder == (48, 32, 16)
@@ -172,17 +172,17 @@ def test_width_sets_the_network_s_channels_for_training_inference_and_resuming(t
     pixels = np.repeat(((label > 0) * 200 + 20).astype(np.uint8)[:96, :96, None], 3, axis=2)
     detections = Predictor(model).predict_image(pixels, "nuclei", (0.0, 255.0))
     assert detections.contours.shape[1:] == (32, 2) and np.isfinite(detections.contours).all()
-    resumed = train("narrow")  # the default width against the checkpoint of width 0.5
+    resumed = train_cli("narrow")  # the default width against the checkpoint of width 0.5
     assert resumed.returncode == 2 and "another size" in resumed.stderr and "checkpoint.pt" in resumed.stderr
 
     widen_narrow = ("--init", tmp_path / "narrow" / "model.pt", "--width", "2")
-    widened = train("wide", *widen_narrow)
+    widened = train_cli("wide", *widen_narrow)
     assert widened.returncode == 0, widened.stderr
     assert load_model(tmp_path / "wide" / "model.pt").network.config.encoder == (32, 64, 96, 128)
-    longer = train("wide", *widen_narrow, steps=3)  # the widened run goes on from its checkpoint
+    longer = train_cli("wide", *widen_narrow, steps=3)  # the widened run goes on from its checkpoint
     assert longer.returncode == 0 and "resumed" in longer.stderr, longer.stderr
     assert load_model(tmp_path / "wide" / "model.pt").metadata["trained_steps"] == 3
-    narrowed = train("ft", "--init", "default", "--width", "0.5")
+    narrowed = train_cli("ft", "--init", "default", "--width", "0.5")
     assert narrowed.returncode == 2 and "cannot widen" in narrowed.stderr
     assert not (tmp_path / "ft" / "model.pt").exists()
 
