@@ -236,6 +236,7 @@ def train(
     gap_weight: Annotated[float, typer.Option("--gap-weight", help="Extra objectness weight where two objects meet, so touching ones get separate maxima; 0 leaves it out. Example: --gap-weight 4")] = 0.0,
     frozen_norm: Annotated[bool, typer.Option("--frozen-norm", help="BatchNorm uses its running statistics in training as at inference, and keeps them (for fine-tuning with --init).")] = False,
     width: Annotated[float, typer.Option("--width", help="Channels of every network block times this; with --init, the init model widened so (its trained channels kept, new ones learned). Example: --width 1.5")] = 1.0,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", help="Fit the run to this much training time instead of --steps: the 100 warm-up steps are timed and the number of steps set from their speed (logged and stored in the model, so --steps repeats the run). Example: --minutes 30")] = None,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -261,12 +262,14 @@ def train(
         init = DEFAULT_MODEL
     if init is not None and not init.is_file():
         _fail(reporter, f"{init}: model file not found (--init)")
+    if minutes is not None and minutes <= 0:
+        _fail(reporter, f"--minutes {minutes:g}: must be above 0")
     try:
         cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
                           crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)),
                           workers=workers, init=init, stain_jitter=stain_jitter, contour_weight=contour_weight,
                           area_weight=area_weight, gap_weight=gap_weight, frozen_norm=frozen_norm,
-                          width=width)
+                          width=width, minutes=minutes)
         path = run_training(cfg, reporter)
     except ValueError as exc:
         _fail(reporter, str(exc))

@@ -17,7 +17,7 @@ from promptseg_cli.model.weights import load_model
 from promptseg_cli.model.widen import widen
 from promptseg_cli.progress import Reporter
 from promptseg_cli.training.train import DataSpec, TrainConfig, train
-from promptseg_cli.training.datasets import validation_ids
+from promptseg_cli.training.datasets import load_samples, pack_dataset, validation_ids
 from promptseg_cli.training.simulate import simulate_tissue
 
 from test_cli import promptseg
@@ -107,6 +107,28 @@ def test_a_run_interrupted_and_resumed_trains_on_what_an_uninterrupted_run_does(
     resumed_weights = load_model(resumed).network.state_dict()
     for name, value in load_model(straight).network.state_dict().items():
         assert torch.equal(resumed_weights[name], value), name
+
+
+def test_minutes_fit_the_number_of_steps_to_the_time_and_the_run_is_the_one_those_steps_give(tmp_path, tiny_dataset):
+    """With a time budget the warm-up steps are timed and the total set from their speed; the run then logs what a
+    run told that total logs, its schedule ends at its last step, and resuming it keeps the total."""
+    def config(output, **options):
+        return TrainConfig(data=[DataSpec(tiny_dataset, "nuclei")], output=tmp_path / output, simulate_weight=0.5,
+                           batch_size=2, crop=64, workers=0, warmup=4, seed=3, lr=1e-3, **options)
+
+    def losses(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"}
+                for line in (path.parent / "losses.jsonl").read_text().splitlines()]
+
+    timed = train(config("timed", steps=100_000, minutes=0.05), Reporter(quiet=True))
+    steps = load_model(timed).metadata["training"]["steps"]
+    assert 4 < steps < 100_000 and load_model(timed).metadata["trained_steps"] == steps
+    assert [r["step"] for r in losses(timed)] == list(range(1, steps + 1))
+    assert losses(timed)[-1]["lr"] == pytest.approx(0.05 * 1e-3)
+    assert losses(train(config("fixed", steps=steps), Reporter(quiet=True))) == losses(timed)
+    again = train(config("timed", steps=100_000, minutes=0.05), Reporter(quiet=True))
+    assert len(losses(again)) == steps and load_model(again).metadata["trained_steps"] == steps
+    assert promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--minutes", "0", "-o", tmp_path / "x").returncode == 2
 
 
 def test_fine_tuning_starts_from_the_given_model(tmp_path, tiny_dataset):
@@ -235,6 +257,22 @@ def test_validation_split_is_fixed_and_stratified(data):
         kinds = {r["id"]: r["kind"] for r in csv.DictReader(handle)}
     per_kind = {k: sum(1 for i in held if kinds[i] == k) for k in set(kinds.values())}
     assert per_kind["fluorescence"] >= 60 and per_kind["color"] >= 10 and per_kind["brightfield_gray"] >= 2
+
+
+@pytest.mark.parametrize("dataset", ["cpm15", "tiny"])
+def test_a_packed_dataset_trains_and_validates_on_what_the_original_gives(tmp_path, data, tiny_dataset, dataset):
+    """cpm15: its 40x images are stored at the model's pixel size; tiny (dsb2018): its grey images in one channel."""
+    source = tiny_dataset if dataset == "tiny" else data / dataset
+    packed = tmp_path / "packed" / dataset
+    written = pack_dataset(source, packed, native_mpp=0.35)
+    assert written < sum(f.stat().st_size for f in source.rglob("*") if f.suffix in (".png", ".tif"))
+    assert validation_ids(packed) == validation_ids(source)
+    for split in ("train", "validation"):
+        original, copy = load_samples(source, 0.35, split), load_samples(packed, 0.35, split)
+        assert [s.id for s in copy] == [s.id for s in original] and original
+        for a, b in zip(original, copy):
+            assert (a.kind, a.intensity) == (b.kind, b.intensity)
+            assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
 
 
 def test_simulator_gives_nuclei_inside_cells():

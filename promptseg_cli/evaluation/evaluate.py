@@ -56,7 +56,7 @@ def evaluate(folder: Path, segment: Segmenter, ids: set[str] | None = None, save
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
     for row in rows:
-        image = load_image(folder / "images" / f"{row['id']}.png")
+        image = load_image(folder, row["id"])
         truth = tifffile.imread(folder / "labels" / f"{row['id']}.tif")
         pred = segment(image, float(row["mpp"]) if row.get("mpp") else None)
         overall.add(truth, pred)

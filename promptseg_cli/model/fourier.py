@@ -21,18 +21,24 @@ from .ops import matmul
 ENCODE_POINTS = 64
 
 
+def _next(values: np.ndarray) -> np.ndarray:
+    """``values`` shifted by one along the first axis, the first last (``np.roll(values, -1, 0)``, faster)."""
+    return np.concatenate([values[1:], values[:1]])
+
+
 def canonical_contour(points: np.ndarray, n_points: int = ENCODE_POINTS) -> np.ndarray:
     """Resample a closed polygon ``(N, 2)`` of ``(x, y)`` uniformly by arc length in canonical order."""
     pts = np.asarray(points, dtype=np.float64)
-    if len(pts) > 1 and np.allclose(pts[0], pts[-1]):
+    if len(pts) > 1 and np.all(np.abs(pts[0] - pts[-1]) <= 1e-8 + 1e-5 * np.abs(pts[-1])):  # np.allclose, faster
         pts = pts[:-1]
     x, y = pts[:, 0], pts[:, 1]
-    signed_area = 0.5 * np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)
+    signed_area = 0.5 * np.sum(x * _next(y) - _next(x) * y)
     if signed_area < 0:
         pts = pts[::-1]
     centre = pts.mean(axis=0)
     angle = np.arctan2(pts[:, 1] - centre[1], pts[:, 0] - centre[0])
-    pts = np.roll(pts, -int(np.argmin(np.abs(angle))), axis=0)
+    first = int(np.argmin(np.abs(angle)))
+    pts = np.concatenate([pts[first:], pts[:first]])
     closed = np.vstack([pts, pts[:1]])
     seg = np.linalg.norm(np.diff(closed, axis=0), axis=1)
     arc = np.concatenate([[0.0], np.cumsum(seg)])

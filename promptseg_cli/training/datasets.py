@@ -1,4 +1,5 @@
-"""Annotated datasets on disk (``images/``, ``labels/``, ``index.csv``) and the fixed validation split.
+"""Annotated datasets on disk (``images/<id>.png`` or ``.webp``, ``labels/<id>.tif``, ``index.csv``) and the
+fixed validation split.
 
 Images are resampled to the model's native pixel size when the index gives ``mpp``; datasets without a pixel
 size are used as they are. The validation split is fixed by image, stratified by ``kind``: within each
@@ -79,9 +80,13 @@ def resample_pair(image: np.ndarray, label: np.ndarray, scale: float) -> tuple[n
     return img, resize_label(label, (size[1], size[0]))
 
 
-def load_image(path: Path) -> np.ndarray:
-    image = np.asarray(Image.open(path).convert("RGB"))
-    return np.ascontiguousarray(image)
+def load_image(folder: Path, image_id: str) -> np.ndarray:
+    """Image ``image_id`` of a dataset folder as RGB ``uint8`` (PNG, or lossless WebP as :func:`pack_dataset`
+    writes)."""
+    path = folder / "images" / f"{image_id}.png"
+    if not path.exists() and (folder / "images" / f"{image_id}.webp").exists():
+        path = path.with_suffix(".webp")
+    return np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB")))
 
 
 def load_samples(folder: Path, native_mpp: float, split: str = "train", ids: set[str] | None = None) -> list[Sample]:
@@ -93,10 +98,39 @@ def load_samples(folder: Path, native_mpp: float, split: str = "train", ids: set
             continue
         if split == "train" and row["id"] in held_out or split == "validation" and row["id"] not in held_out:
             continue
-        image = load_image(folder / "images" / f"{row['id']}.png")
+        image = load_image(folder, row["id"])
         label = tifffile.imread(folder / "labels" / f"{row['id']}.tif").astype(np.int32)
         mpp = float(row["mpp"]) if row.get("mpp") else None
         scale = mpp / native_mpp if mpp else 1.0
         image, label = resample_pair(image, label, scale)
         samples.append(Sample(folder.name, row["id"], row["kind"], image, label, scale, intensity_range(image)))
     return samples
+
+
+def pack_dataset(folder: Path, output: Path, native_mpp: float) -> int:
+    """Write a smaller copy of a dataset folder that trains and validates as the original does at ``native_mpp``:
+    images with a pixel size finer than that are stored resampled to it (``index.csv`` then gives ``native_mpp``),
+    all as lossless WebP, grey ones (R = G = B) with one channel. ``load_samples(output, native_mpp, ...)``
+    returns what it returns for ``folder``, and the validation split is the same. For copying training data to a
+    machine where transfers are limited (MODEL_CARD.md, "Training on a GPU machine"). Returns the bytes written."""
+    rows = read_index(folder)
+    (output / "images").mkdir(parents=True, exist_ok=True)
+    (output / "labels").mkdir(parents=True, exist_ok=True)
+    written = 0
+    for row in rows:
+        image = load_image(folder, row["id"])
+        label = tifffile.imread(folder / "labels" / f"{row['id']}.tif")
+        mpp = float(row["mpp"]) if row.get("mpp") else None
+        if mpp is not None and mpp / native_mpp < 1.0:
+            image, label = resample_pair(image, label.astype(np.int32), mpp / native_mpp)
+            row.update(mpp=f"{native_mpp}", height=str(label.shape[0]), width=str(label.shape[1]))
+        grey = bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+        files = output / "images" / f"{row['id']}.webp", output / "labels" / f"{row['id']}.tif"
+        Image.fromarray(image[..., 0] if grey else image).save(files[0], lossless=True, quality=0)
+        tifffile.imwrite(files[1], label.astype(np.uint16), compression="zlib")
+        written += sum(f.stat().st_size for f in files)
+    with open(output / "index.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return written

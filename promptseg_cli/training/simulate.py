@@ -29,6 +29,31 @@ def _seeds(rng: np.random.Generator, size: int, spacing: float) -> np.ndarray:
     return grid[keep] - spacing
 
 
+def _power_cells(seeds: np.ndarray, weights: np.ndarray, shape: tuple[int, int],
+                 reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's seed in the power diagram of ``seeds`` (the one with the least squared distance minus its
+    weight; the first on ties) and its squared distance to it, for every pixel within ``reach`` of a seed (the
+    rest get seed 0 at infinite distance).
+
+    Seed by seed within that reach rather than over the whole picture: with the reach chosen by
+    :func:`simulate_tissue`, every pixel that can belong to a cell gets the seed a whole-picture search gives it.
+    """
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    least = np.full(shape, np.inf)
+    d2_least = np.full(shape, np.inf)
+    nearest = np.zeros(shape, np.intp)
+    for i, ((sx, sy), weight) in enumerate(zip(seeds, weights)):
+        rows = slice(max(0, int(np.floor(sy - reach))), max(0, int(np.ceil(sy + reach)) + 1))
+        cols = slice(max(0, int(np.floor(sx - reach))), max(0, int(np.ceil(sx + reach)) + 1))
+        d2 = (xx[rows, cols] - sx) ** 2 + (yy[rows, cols] - sy) ** 2
+        power = d2 - weight
+        better = power < least[rows, cols]
+        least[rows, cols][better] = power[better]
+        d2_least[rows, cols][better] = d2[better]
+        nearest[rows, cols][better] = i
+    return nearest, d2_least
+
+
 def simulate_tissue(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return ``(rgb uint8 (size, size, 3), nuclei labels, cell labels)``; label ids match between maps."""
     cell_radius = rng.uniform(9, 22)
@@ -36,31 +61,35 @@ def simulate_tissue(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarr
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     wobble = _smooth_noise(rng, (size, size), sigma=cell_radius / 3) * cell_radius * 0.15
     weights = rng.uniform(-0.25, 0.25, len(seeds)) * cell_radius**2
-    d2 = (xx[None] - seeds[:, 0, None, None]) ** 2 + (yy[None] - seeds[:, 1, None, None]) ** 2
-    power = d2 - weights[:, None, None]
-    nearest = power.argmin(0)
+    # A pixel can belong to a cell only within (largest radius - least wobble) of its seed, where that seed's power
+    # is at most that squared + r^2 / 4; a seed further than ``reach`` has a larger power there.
+    largest = max(0.0, 1.6 * cell_radius - float(wobble.min()))
+    nearest, d2 = _power_cells(seeds, weights, (size, size), np.sqrt(largest**2 + 0.5 * cell_radius**2) + 2)
     max_radius = cell_radius * rng.uniform(1.1, 1.6, len(seeds))
-    inside = np.sqrt(np.take_along_axis(d2, nearest[None], 0)[0]) + wobble < max_radius[nearest]
+    inside = np.sqrt(d2) + wobble < max_radius[nearest]
     cells = np.where(inside, nearest + 1, 0).astype(np.int32)
 
     nuclei = np.zeros_like(cells)
-    for i, (sx, sy) in enumerate(seeds, start=1):
-        cell = cells == i
+    boxes = ndimage.find_objects(cells, max_label=len(seeds))
+    for i, ((sx, sy), box) in enumerate(zip(seeds, boxes), start=1):
+        if box is None:
+            continue
+        cell = cells[box] == i  # all of cell i lies in its box, and eroding it there erodes it as in the picture
         area = cell.sum()
         if area < 40:
-            cells[cell] = 0
+            cells[box][cell] = 0
             continue
         r = np.sqrt(area / np.pi) * rng.uniform(0.35, 0.6)
         a, b = r * rng.uniform(1.0, 1.4), r * rng.uniform(0.7, 1.0)
         theta = rng.uniform(0, np.pi)
         cx, cy = sx + rng.normal(0, r * 0.2), sy + rng.normal(0, r * 0.2)
-        u = (xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)
-        v = -(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)
+        u = (xx[box] - cx) * np.cos(theta) + (yy[box] - cy) * np.sin(theta)
+        v = -(xx[box] - cx) * np.sin(theta) + (yy[box] - cy) * np.cos(theta)
         nucleus = ((u / a) ** 2 + (v / b) ** 2 <= 1) & ndimage.binary_erosion(cell, iterations=2)
         if nucleus.sum() < 12:
-            cells[cell] = 0
+            cells[box][cell] = 0
             continue
-        nuclei[nucleus] = i
+        nuclei[box][nucleus] = i
 
     ids = np.unique(cells[cells > 0])
     relabel = np.zeros(cells.max() + 1, np.int32)

@@ -40,10 +40,16 @@ class Targets:
     valid: np.ndarray  # (M,) bool: contour usable for the loss
 
 
+def _padded(mask: np.ndarray, dtype) -> np.ndarray:
+    """``mask`` as ``dtype`` with a border of one zero pixel (``np.pad``, faster for the many small masks)."""
+    padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), dtype)
+    padded[1:-1, 1:-1] = mask
+    return padded
+
+
 def object_contour(mask: np.ndarray, row0: int, col0: int) -> np.ndarray | None:
     """Longest iso-contour of a binary crop as ``(N, 2)`` ``(x, y)`` image coordinates, or None."""
-    padded = np.pad(mask.astype(np.float32), 1)
-    contours = find_contours(padded, 0.5)
+    contours = find_contours(_padded(mask, np.float32), 0.5)
     if not contours:
         return None
     rc = max(contours, key=len)
@@ -61,7 +67,7 @@ def make_targets(label: np.ndarray, order: int) -> Targets:
         if sl is None:
             continue
         mask = label[sl] == obj_id
-        edt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        edt = ndimage.distance_transform_edt(_padded(mask, bool))[1:-1, 1:-1]
         dist[sl][mask] = (edt / max(edt.max(), 1e-6))[mask]
         contour = object_contour(mask, sl[0].start, sl[1].start)
         touches_border = sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w

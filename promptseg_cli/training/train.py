@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,7 @@ class TrainConfig:
     gap_weight: float = 0.0
     frozen_norm: bool = False
     width: float = 1.0  # channels times this, of the default architecture or of the --init model
+    minutes: float | None = None  # fit ``steps`` to this much training time, from the speed of the warm-up steps
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -122,7 +123,14 @@ def _init_summary(init: LoadedModel | None) -> dict | None:
 
 
 def train(cfg: TrainConfig, reporter: Reporter) -> Path:
-    """Train (or resume) into ``cfg.output``; returns the exported model file."""
+    """Train (or resume) into ``cfg.output``; returns the exported model file.
+
+    With ``cfg.minutes`` the warm-up steps run first and are timed; the total number of steps is then set so that
+    training (this invocation's steps, not loading data or choosing thresholds) takes about that long. The warm-up's
+    learning rates do not depend on the total, so the run is the one ``steps`` set to that total gives; the model
+    and checkpoint record it, and a run resumed after its warm-up keeps it.
+    """
+    cfg = replace(cfg)  # the caller's configuration stays as given
     cfg.output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
@@ -151,6 +159,8 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
+        if cfg.minutes is not None and step >= cfg.warmup:
+            cfg.steps = state["config"]["steps"]  # fitted when the run passed its warm-up
         _trim_log(cfg.output / "losses.jsonl", step)
         reporter.log(f"resumed from {checkpoint} at step {step}")
     elif init is not None:
@@ -165,7 +175,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         "training": {"steps": cfg.steps, "batch_size": cfg.batch_size, "crop": cfg.crop, "lr": cfg.lr,
                      "seed": cfg.seed, "stain_jitter": cfg.stain_jitter, "contour_weight": cfg.contour_weight,
                      "area_weight": cfg.area_weight, "gap_weight": cfg.gap_weight,
-                     "frozen_norm": cfg.frozen_norm, "width": cfg.width,
+                     "frozen_norm": cfg.frozen_norm, "width": cfg.width, "minutes": cfg.minutes,
                      "data": data_summary(sources, cfg.simulate_weight),
                      "init": _init_summary(init)},
     }
@@ -175,13 +185,14 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         for module in network.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.eval()
+    batches = iter(loader)
     started = time.time()
-    with (open(cfg.output / "losses.jsonl", "a") as log,
-          reporter.task("training", total=cfg.steps, completed=step) as advance):
-        for batch in loader:
-            if step >= cfg.steps:
-                break
-            batch = {k: v.to(device) for k, v in batch.items()}
+
+    def run(until: int, log, advance) -> None:
+        """Train up to step ``until``: step k trains on the loader's k-th batch."""
+        nonlocal step
+        while step < until:
+            batch = {k: v.to(device) for k, v in next(batches).items()}
             output = network(batch["image"], batch["prompt"])
             losses = cpn_loss(output, batch, config, cfg.contour_weight, cfg.area_weight, cfg.gap_weight,
                               generator=step_generator(cfg.seed, step))
@@ -201,6 +212,20 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
                               "scheduler": scheduler.state_dict(), "step": step,
                               "config": json.loads(json.dumps(asdict(cfg), default=str))}, checkpoint)
                 save_model(exported, network, {**metadata, "trained_steps": step})
+
+    with open(cfg.output / "losses.jsonl", "a") as log:
+        if cfg.minutes is not None and step < cfg.warmup:
+            cfg.steps = cfg.warmup  # until fitted: checkpoints in the warm-up hold a schedule that is not final
+            with reporter.task("warm-up", total=cfg.warmup, completed=step) as advance:
+                run(step + max(1, (cfg.warmup - step) // 4), log, advance)  # the first steps start the loader
+                timed_from, timed_step = time.time(), step
+                run(cfg.warmup, log, advance)
+            per_step = (time.time() - timed_from) / max(1, step - timed_step)
+            cfg.steps = step + max(1, int((cfg.minutes * 60 - (time.time() - started)) / per_step))
+            metadata["training"]["steps"] = cfg.steps
+            reporter.log(f"{cfg.steps} steps fit in {cfg.minutes:g} minutes ({per_step:.3f} s per step)")
+        with reporter.task("training", total=cfg.steps, completed=step) as advance:
+            run(cfg.steps, log, advance)
     reporter.log("choosing score and NMS thresholds on the validation split")
     network.eval()
     predictor = Predictor(load_model(exported, device), device)
