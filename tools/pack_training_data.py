@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def main() -> None:
         written = pack_dataset(folder, args.output / "data" / folder.name, args.native_mpp)
         print(f"{folder.name}: {written / 2**20:.1f} MiB", flush=True)
         total += written
+    shutil.rmtree(args.output / "wheels", ignore_errors=True)  # one version of each, or the install there stops
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", "3.12", "--implementation", "cp",
                     *(f"--platform=manylinux_2_{n}_x86_64" for n in (17, 27, 28, 34)),
