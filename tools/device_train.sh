@@ -13,8 +13,9 @@ python3 -c "import shapely" 2>/dev/null || {
 }
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 [ "$device" = cpu ] || nvidia-smi -L
-run=$(mktemp -d)  # its checkpoint (optimiser state) is larger than what comes back
-trap 'rm -rf "$run"' EXIT
+tmp=$(mktemp -d)  # the checkpoint (optimiser state) is larger than what comes back
+trap 'rm -rf "$tmp"' EXIT
+run=$tmp/device  # the model's version is named after its folder: 0.1.0+device
 python3 -m promptseg_cli train --device "$device" --workers "$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))" \
     --minutes "$minutes" -o "$run" "$@" 2>&1 | tee "$OUT/train.log"
 cp "$run/model.pt" "$run/losses.jsonl" "$OUT/"

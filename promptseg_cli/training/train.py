@@ -223,7 +223,8 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
             per_step = (time.time() - timed_from) / max(1, step - timed_step)
             cfg.steps = step + max(1, int((cfg.minutes * 60 - (time.time() - started)) / per_step))
             metadata["training"]["steps"] = cfg.steps
-            reporter.log(f"{cfg.steps} steps fit in {cfg.minutes:g} minutes ({per_step:.3f} s per step)")
+            unit = "minute" if cfg.minutes == 1 else "minutes"
+            reporter.log(f"{cfg.steps} steps fit in {cfg.minutes:g} {unit} ({per_step:.3f} s per step)")
         with reporter.task("training", total=cfg.steps, completed=step) as advance:
             run(cfg.steps, log, advance)
     reporter.log("choosing score and NMS thresholds on the validation split")
