@@ -159,8 +159,9 @@ def run_batch(slides: list[Path], targets: list[Path], predictor, options, repor
             outcomes.append(Outcome(slide, target, "failed", error=message))
             continue
         counts = ", ".join(f"{n} {p}" for p, n in result.objects.items())
-        reporter.log(f"{slide} -> {target}: {counts} (grid of {result.tiles_total} tiles, {result.tiles_skipped} skipped "
-                     f"as background, the rest run as {result.tiles_run} tissue-fitted tiles, {result.seconds:.1f} s)")
+        reporter.log(f"{slide} -> {target}: {counts} (grid of {result.tiles_total} tiles, {result.tiles_skipped} "
+                     f"skipped as background, the rest run as {result.tiles_run} tissue-fitted tiles, "
+                     f"{result.seconds:.1f} s)")
         outcomes.append(Outcome(slide, target, "done", result.objects, result.seconds))
     return outcomes
 
