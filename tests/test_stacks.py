@@ -178,7 +178,7 @@ def test_an_ome_zarr_stack_from_another_writer(tmp_path, ngff):
     path = tmp_path / f"other{ngff}.ome.zarr"
     fmt = FormatV04() if ngff == "0.4" else FormatV05()
     group = zarr.open_group(str(path), mode="w", zarr_format=2 if ngff == "0.4" else 3)
-    write_image(data, group, axes="czyx", fmt=fmt, scale={"z": 3.0, "y": 0.5, "x": 0.5},
+    write_image(data, group, axes="czyx", fmt=fmt, scale={"c": 1.0, "z": 3.0, "y": 0.5, "x": 0.5},
                 axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"})
     run = promptseg("segment", path, "-o", tmp_path / "out.ome.zarr", "--channels", "nucleus=1,membrane=0")
     assert run.returncode == 0, run.stderr
