@@ -10,7 +10,7 @@ import tifffile
 
 from ..model.predictor import Predictor
 from ..pipeline.rasterize import label_image
-from ..training.datasets import intensity_range, load_image, read_index, resample_pair, resize_label
+from ..training.datasets import intensity_range, load_image, load_label, read_index, resample_pair, resize_label
 from .baseline import otsu_watershed
 from .metrics import Counts
 
@@ -57,7 +57,7 @@ def evaluate(folder: Path, segment: Segmenter, ids: set[str] | None = None, save
         save_dir.mkdir(parents=True, exist_ok=True)
     for row in rows:
         image = load_image(folder, row["id"])
-        truth = tifffile.imread(folder / "labels" / f"{row['id']}.tif")
+        truth = load_label(folder, row["id"])
         pred = segment(image, float(row["mpp"]) if row.get("mpp") else None)
         overall.add(truth, pred)
         by_kind.setdefault(row["kind"], Counts()).add(truth, pred)

@@ -89,6 +89,11 @@ def load_image(folder: Path, image_id: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB")))
 
 
+def load_label(folder: Path, image_id: str) -> np.ndarray:
+    """The instance label map of image ``image_id`` of a dataset folder, as stored (``uint16``)."""
+    return tifffile.imread(folder / "labels" / f"{image_id}.tif")
+
+
 def load_samples(folder: Path, native_mpp: float, split: str = "train", ids: set[str] | None = None) -> list[Sample]:
     """Load the images of ``split`` (``train``, ``validation`` or ``all``) of a dataset folder."""
     held_out = validation_ids(folder) if split != "all" else set()
@@ -99,7 +104,7 @@ def load_samples(folder: Path, native_mpp: float, split: str = "train", ids: set
         if split == "train" and row["id"] in held_out or split == "validation" and row["id"] not in held_out:
             continue
         image = load_image(folder, row["id"])
-        label = tifffile.imread(folder / "labels" / f"{row['id']}.tif").astype(np.int32)
+        label = load_label(folder, row["id"]).astype(np.int32)
         mpp = float(row["mpp"]) if row.get("mpp") else None
         scale = mpp / native_mpp if mpp else 1.0
         image, label = resample_pair(image, label, scale)
@@ -119,7 +124,7 @@ def pack_dataset(folder: Path, output: Path, native_mpp: float) -> int:
     written = 0
     for row in rows:
         image = load_image(folder, row["id"])
-        label = tifffile.imread(folder / "labels" / f"{row['id']}.tif")
+        label = load_label(folder, row["id"])
         mpp = float(row["mpp"]) if row.get("mpp") else None
         if mpp is not None and mpp / native_mpp < 1.0:
             image, label = resample_pair(image, label.astype(np.int32), mpp / native_mpp)
