@@ -10,7 +10,8 @@ import tifffile
 
 from ..model.predictor import Predictor
 from ..pipeline.rasterize import label_image
-from ..training.datasets import intensity_range, load_image, load_label, read_index, resample_pair, resize_label
+from ..training.datasets import (intensity_range, load_image, load_label, read_index, resample_pair, resize_label,
+                                 row_mpp)
 from .baseline import otsu_watershed
 from .metrics import Counts
 
@@ -58,7 +59,7 @@ def evaluate(folder: Path, segment: Segmenter, ids: set[str] | None = None, save
     for row in rows:
         image = load_image(folder, row["id"])
         truth = load_label(folder, row["id"])
-        pred = segment(image, float(row["mpp"]) if row.get("mpp") else None)
+        pred = segment(image, row_mpp(row))
         overall.add(truth, pred)
         by_kind.setdefault(row["kind"], Counts()).add(truth, pred)
         if save_dir is not None:

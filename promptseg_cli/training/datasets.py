@@ -39,6 +39,11 @@ def read_index(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def row_mpp(row: dict[str, str]) -> float | None:
+    """The pixel size (µm) an index row gives, None where it gives none."""
+    return float(row["mpp"]) if row.get("mpp") else None
+
+
 def _hash(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
@@ -105,7 +110,7 @@ def load_samples(folder: Path, native_mpp: float, split: str = "train", ids: set
             continue
         image = load_image(folder, row["id"])
         label = load_label(folder, row["id"]).astype(np.int32)
-        mpp = float(row["mpp"]) if row.get("mpp") else None
+        mpp = row_mpp(row)
         scale = mpp / native_mpp if mpp else 1.0
         image, label = resample_pair(image, label, scale)
         samples.append(Sample(folder.name, row["id"], row["kind"], image, label, scale, intensity_range(image)))
@@ -125,7 +130,7 @@ def pack_dataset(folder: Path, output: Path, native_mpp: float) -> int:
     for row in rows:
         image = load_image(folder, row["id"])
         label = load_label(folder, row["id"])
-        mpp = float(row["mpp"]) if row.get("mpp") else None
+        mpp = row_mpp(row)
         if mpp is not None and mpp / native_mpp < 1.0:
             image, label = resample_pair(image, label.astype(np.int32), mpp / native_mpp)
             row.update(mpp=f"{native_mpp}", height=str(label.shape[0]), width=str(label.shape[1]))
