@@ -9,10 +9,12 @@ as many parallel streams as the pipeline uses (two single-threaded ones on 2 cor
 "end_to_end_vs_model" is the model-only time for the pixels the run processed divided by the run's total time,
 "seconds_per_processed_mpx" the run's time per pixel fed to the network.
 
-Timings on a shared machine vary by several percent from run to run, and drift over minutes: ``--repeat N`` runs
-every slide N times, each run followed by a pass of the model alone, and keeps the fastest of each; it also prints
-the ratio of each run to the model-only pass that followed it ("end_to_end_vs_model_pairs"), which shows how much a
-single run may differ from the fastest.
+Timings on a shared virtual machine vary from run to run and drift over minutes (its hypervisor lends the cores
+to others now and then: "steal" is the share of the cores' time they were away, from ``/proc/stat``).
+``--repeat N`` runs every slide N times, with a pass of the model alone before the first run and after each one;
+each run is compared with the mean of the passes on either side of it ("end_to_end_vs_model_pairs"), and
+"end_to_end_vs_model" is the median of those pairs, so that a run is only ever compared with the model at the same
+machine state. The other timings are the fastest run's.
 
 Usage: python benchmarks/scale.py [--sizes 8192 16384] [--tissue 0.6] [--sparse 0.2] [--layout sections|scattered]
        [--repeat 1]
@@ -87,12 +89,26 @@ def run(slide: Path, out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
-def measure(slide: Path, out: Path, repeat: int) -> list[tuple[dict, float]]:
-    """``repeat`` pipeline runs, each followed by a pass of the model alone, as ``(report, model seconds per
-    pixel)`` pairs in the order taken: runs and passes take turns, so that a machine that slows down or speeds up
-    over minutes weighs on both alike."""
+def cpu_steal() -> tuple[int, int]:
+    """``(steal, total)`` CPU time of the machine so far, in clock ticks (``/proc/stat``; zeros where absent)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return fields[7], sum(fields)
+
+
+def measure(slide: Path, out: Path, repeat: int) -> list[tuple[dict, float, float]]:
+    """``repeat`` pipeline runs with a pass of the model alone before the first and after each one, as
+    ``(report, model seconds per pixel, steal share)`` in the order taken; the model's figure is the mean of the
+    passes before and after the run, so that a machine that slows down or speeds up weighs on both alike."""
     model = ModelOnly(slide)
-    return [(run(slide, out), model.seconds_per_pixel()) for _ in range(repeat)]
+    passes, runs = [model.seconds_per_pixel()], []
+    for _ in range(repeat):
+        (steal0, total0), report, (steal1, total1) = cpu_steal(), run(slide, out), cpu_steal()
+        runs.append((report, (steal1 - steal0) / max(1, total1 - total0)))
+        passes.append(model.seconds_per_pixel())
+    return [(report, (passes[i] + passes[i + 1]) / 2, steal) for i, (report, steal) in enumerate(runs)]
 
 
 def main() -> None:
@@ -100,7 +116,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
     parser.add_argument("--tissue", type=float, default=0.6)
     parser.add_argument("--sparse", type=float, default=0.2)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per slide; the fastest counts")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per slide (see above)")
     parser.add_argument("--layout", choices=("sections", "scattered"), default="sections",
                         help="tissue in contiguous sections (as on slides) or in independently chosen 512-px cells")
     args = parser.parse_args()
@@ -113,18 +129,19 @@ def main() -> None:
             slide = Path(tmp) / f"m{size}_{tissue}.tif"
             mosaic = write_mosaic(slide, size, tissue, seed=size, layout=args.layout)
             pairs = measure(slide, Path(tmp) / f"m{size}_{tissue}.ome.zarr", args.repeat)
-            report = min((r for r, _ in pairs), key=lambda r: r["seconds"]["total"])  # the fastest of each
-            per_pixel = min(p for _, p in pairs)
+            report = min((r for r, _, _ in pairs), key=lambda r: r["seconds"]["total"])  # the fastest run
             tissue_px = mosaic.tissue_pixels()
             processed = report["tiles"]["processed_mpx"] * 1e6  # model pixels
+            ratios = [r["tiles"]["processed_mpx"] * 1e6 * p / r["seconds"]["total"] for r, p, _ in pairs]
             tissue_model_px = tissue_px * model_px_per_px
             row = {"size": size, "layout": args.layout, "tissue": round(tissue_px / size**2, 3), "objects": report["objects"]["nuclei"],
                    "tiles_run": report["tiles"]["run"], "seconds": round(report["seconds"]["total"], 1),
                    "tile_seconds": round(report["seconds"]["tiles"], 1), "peak_rss_mb": report["peak_memory_mb"],
                    "tissue_mpx_per_s": round(tissue_px / 1e6 / report["seconds"]["total"], 3),
-                   "model_only_mpx_per_s": round(1e-6 / per_pixel, 2),
-                   "end_to_end_vs_model": round(processed * per_pixel / report["seconds"]["total"], 3),
-                   **({"end_to_end_vs_model_pairs": [round(processed * p / r["seconds"]["total"], 3) for r, p in pairs]} if len(pairs) > 1 else {}),
+                   "model_only_mpx_per_s": [round(1e-6 / p, 2) for _, p, _ in pairs],
+                   "end_to_end_vs_model": round(float(np.median(ratios)), 3),
+                   **({"end_to_end_vs_model_pairs": [round(r, 3) for r in ratios]} if len(pairs) > 1 else {}),
+                   "steal": [round(s, 3) for _, _, s in pairs],
                    "processed_per_tissue_px": round(processed / tissue_model_px, 3),
                    "seconds_per_tissue_mpx": round(report["seconds"]["total"] / (tissue_px / 1e6), 3),
                    "seconds_per_processed_mpx": round(report["seconds"]["total"] / (processed / 1e6), 3)}
