@@ -9,11 +9,12 @@ as many parallel streams as the pipeline uses (two single-threaded ones on 2 cor
 "end_to_end_vs_model" is the model-only time for the pixels the run processed divided by the run's total time,
 "seconds_per_processed_mpx" the run's time per pixel fed to the network.
 
-Timings on a shared virtual machine vary from run to run and drift over minutes (its hypervisor lends the cores
-to others now and then: "steal" is the share of the cores' time they were away, from ``/proc/stat``).
+Timings on a shared virtual machine vary from run to run and drift over minutes: the same work can take a quarter
+more CPU time from one minute to the next ("steal", the share of the cores' time the hypervisor gave to others,
+from ``/proc/stat``, is printed for each run; it explains little of that).
 ``--repeat N`` runs every slide N times, with a pass of the model alone before the first run and after each one;
 each run is compared with the mean of the passes on either side of it ("end_to_end_vs_model_pairs"), and
-"end_to_end_vs_model" is the median of those pairs, so that a run is only ever compared with the model at the same
+"end_to_end_vs_model" is the median of those pairs, so that a run is only compared with the model at about the same
 machine state. The other timings are the fastest run's.
 
 Usage: python benchmarks/scale.py [--sizes 8192 16384] [--tissue 0.6] [--sparse 0.2] [--layout sections|scattered]
