@@ -119,7 +119,7 @@ def segment(
     pattern: Annotated[Optional[str], typer.Option("--pattern", help="File name pattern for directories (default: all supported types). Example: --pattern '*.svs'")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Process only this part of the sorted inputs, INDEX/COUNT (default: from SLURM/PBS/LSF/SGE array variables). Example: --shard 3/10")] = None,
     shard_count: Annotated[Optional[int], typer.Option("--shard-count", help="Number of array tasks where the scheduler does not say (PBS/Torque). Example: --shard-count 10")] = None,
-    tile_size: Annotated[int, typer.Option("--tile-size", help="Tile core size in model pixels (multiple of 16); rows of tiles along a tissue edge may be lower and wider, never more pixels. Example: --tile-size 2048")] = 1024,
+    tile_size: Annotated[int, typer.Option("--tile-size", help="Tile core size in model pixels (multiple of 16); rows of tiles along a tissue edge may be lower and wider, never more pixels. Example: --tile-size 2048")] = 1152,
     overlap: Annotated[int, typer.Option("--overlap", help="Halo around each tile in model pixels (multiple of 16); must exceed the largest object radius. Example: --overlap 64")] = 32,
     mpp: Annotated[Optional[float], typer.Option("--mpp", help="Level-0 pixel size in microns, overriding the file's. Example: --mpp 0.25")] = None,
     pixel_size: PixelSizeOpt = None,

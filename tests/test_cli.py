@@ -1,5 +1,6 @@
 """The promptseg command as users run it: a real subprocess, real slides, the shipped model."""
 
+import inspect
 import json
 import subprocess
 import sys
@@ -118,6 +119,16 @@ def test_info_json(slides):
     run = promptseg("info", slides / "DAPI-40x-fluorescence.ndpi", "--json")
     facts = json.loads(run.stdout)
     assert facts["vendor"] == "hamamatsu" and len(facts["levels"]) == 7 and facts["associated_images"] == ["macro"]
+
+
+def test_command_line_defaults_are_the_pipeline_defaults():
+    """The options' defaults are literals (``--help`` imports no torch); they must be the pipeline's."""
+    from promptseg_cli import cli
+    from promptseg_cli.pipeline.segment import SegmentOptions
+
+    options = inspect.signature(cli.segment).parameters
+    assert options["tile_size"].default == SegmentOptions.tile_size
+    assert options["overlap"].default == SegmentOptions.overlap
 
 
 def test_help_explains_options_with_examples():

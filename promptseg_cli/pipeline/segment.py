@@ -45,7 +45,9 @@ from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, c
 
 __all__ = ["OutputError", "OutputExistsError", "Interrupted", "SegmentOptions", "SegmentResult", "segment_slide"]
 
-DEFAULT_TILE_SIZE = 1024
+#: Tile core in model pixels: 1216² read with the default halo (11% halo overhead), within the 2 GB memory target
+#: with two model streams on CPU (BENCHMARKS.md, "Memory and throughput at scale").
+DEFAULT_TILE_SIZE = 1152
 DEFAULT_OVERLAP = 32
 
 
