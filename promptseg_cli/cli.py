@@ -234,6 +234,7 @@ def train(
     contour_weight: Annotated[float, typer.Option("--contour-weight", help="Weight of each contour-point loss (before and after refinement) against the objectness loss. Example: --contour-weight 0.1")] = 0.1,
     area_weight: Annotated[float, typer.Option("--area-weight", help="Weight of the loss on each refined outline's size error relative to the object's size (absolute log area ratio); 0 leaves it out. Example: --area-weight 0.5")] = 0.0,
     gap_weight: Annotated[float, typer.Option("--gap-weight", help="Extra objectness weight where two objects meet, so touching ones get separate maxima; 0 leaves it out. Example: --gap-weight 4")] = 0.0,
+    contour_pixels: Annotated[int, typer.Option("--contour-pixels", help="Object pixels per crop (drawn at random from the batch) whose contours the contour losses score. Example: --contour-pixels 256")] = 256,
     frozen_norm: Annotated[bool, typer.Option("--frozen-norm", help="BatchNorm uses its running statistics in training as at inference, and keeps them (for fine-tuning with --init).")] = False,
     width: Annotated[float, typer.Option("--width", help="Channels of every network block times this; with --init, the init model widened so (its trained channels kept, new ones learned). Example: --width 1.5")] = 1.0,
     minutes: Annotated[Optional[float], typer.Option("--minutes", help="Fit the run to this much training time instead of --steps: the 100 warm-up steps are timed and the number of steps set from their speed (logged and stored in the model, so --steps repeats the run). Example: --minutes 30")] = None,
@@ -264,11 +265,14 @@ def train(
         _fail(reporter, f"{init}: model file not found (--init)")
     if minutes is not None and minutes <= 0:
         _fail(reporter, f"--minutes {minutes:g}: must be above 0")
+    if contour_pixels < 1:
+        _fail(reporter, f"--contour-pixels {contour_pixels}: must be at least 1")
     try:
         cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
                           crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)),
                           workers=workers, init=init, stain_jitter=stain_jitter, contour_weight=contour_weight,
-                          area_weight=area_weight, gap_weight=gap_weight, frozen_norm=frozen_norm,
+                          area_weight=area_weight, gap_weight=gap_weight, contour_pixels=contour_pixels,
+                          frozen_norm=frozen_norm,
                           width=width, minutes=minutes)
         path = run_training(cfg, reporter)
     except ValueError as exc:

@@ -126,9 +126,14 @@ def test_command_line_defaults_are_the_pipeline_defaults():
     from promptseg_cli import cli
     from promptseg_cli.pipeline.segment import SegmentOptions
 
+    from promptseg_cli.training.train import TrainConfig
+
     options = inspect.signature(cli.segment).parameters
     assert options["tile_size"].default == SegmentOptions.tile_size
     assert options["overlap"].default == SegmentOptions.overlap
+    options = inspect.signature(cli.train).parameters
+    for name in ("contour_weight", "area_weight", "gap_weight", "contour_pixels", "stain_jitter", "width"):
+        assert options[name].default == getattr(TrainConfig, name), name
 
 
 def test_help_explains_options_with_examples():

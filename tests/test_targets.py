@@ -61,7 +61,8 @@ def test_gaps_mark_where_two_objects_meet_and_nowhere_else():
     assert np.array_equal(make_targets(label, order=8).gap, object_gaps(label)[::HEAD_STRIDE, ::HEAD_STRIDE])
 
 
-def test_gap_weight_adds_to_the_objectness_loss_on_gap_pixels_only():
+def _two_touching_objects() -> tuple[dict, PromptedCPN, object]:
+    """A one-crop batch of two touching rectangles, an untrained network and its output on the batch."""
     label = np.zeros((64, 64), np.int32)
     label[10:40, 8:30] = 1
     label[10:40, 30:52] = 2
@@ -73,11 +74,33 @@ def test_gap_weight_adds_to_the_objectness_loss_on_gap_pixels_only():
     network = PromptedCPN(CPNConfig()).eval()
     with torch.no_grad():
         output = network(batch["image"], batch["prompt"])
+    return batch, network, output
+
+
+def test_gap_weight_adds_to_the_objectness_loss_on_gap_pixels_only():
+    batch, network, output = _two_touching_objects()
+    with torch.no_grad():
         plain = cpn_loss(output, batch, network.config, 0.1, 0.0, gap_weight=0.0)["objectness"]
         weighted = cpn_loss(output, batch, network.config, 0.1, 0.0, gap_weight=5.0)["objectness"]
         per_pixel = F.binary_cross_entropy_with_logits(output.logits[:, 0], batch["prob"], reduction="none")
     assert batch["gap"].sum() > 0
     assert torch.isclose(weighted - plain, 5.0 * (per_pixel * batch["gap"]).mean())
+
+
+def test_contour_pixels_bounds_the_pixels_the_contour_losses_score():
+    batch, network, output = _two_touching_objects()
+    usable = int((batch["index"] >= 0).sum())
+
+    def contour_loss(pixels: int, seed: int) -> float:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            return float(cpn_loss(output, batch, network.config, 0.1, 0.0, generator=generator,
+                                  contour_pixels=pixels)["contour"])
+
+    # every object pixel scored: the random draw does not matter
+    assert contour_loss(usable, 1) == contour_loss(usable, 2) == contour_loss(10 * usable, 3)
+    # one pixel scored: which one is drawn at random, and the loss is that pixel's
+    assert len({contour_loss(1, seed) for seed in range(6)}) > 1
 
 
 def test_polygon_area_of_known_shapes_in_either_orientation():

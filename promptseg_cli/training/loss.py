@@ -9,7 +9,7 @@ from ..model.contours import CONTOUR_POINTS, anchor_positions, refine_contours
 from ..model.fourier import decode
 from ..model.network import CPNConfig, CPNOutput
 
-#: Head pixels per crop used for the contour losses.
+#: Head pixels per crop used for the contour losses, by default.
 CONTOUR_PIXELS = 256
 
 
@@ -21,10 +21,12 @@ def polygon_area(points: torch.Tensor) -> torch.Tensor:
 
 
 def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: float, area_weight: float,
-             gap_weight: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+             gap_weight: float = 0.0, generator: torch.Generator | None = None,
+             contour_pixels: int = CONTOUR_PIXELS) -> dict[str, torch.Tensor]:
     """The total loss (objectness BCE + ``contour_weight`` x each contour term + ``area_weight`` x the refined
     outline's absolute log area ratio to the true one) and its parts. The objectness of a pixel inside an object
-    weighs 3, elsewhere 1, plus ``gap_weight`` where two objects meet (``targets.object_gaps``)."""
+    weighs 3, elsewhere 1, plus ``gap_weight`` where two objects meet (``targets.object_gaps``). The contour terms
+    use up to ``contour_pixels`` object pixels per crop, drawn at random from the whole batch."""
     prob = batch["prob"]
     weight = 1.0 + 2.0 * (prob > 0) + gap_weight * batch["gap"]
     objectness = F.binary_cross_entropy_with_logits(output.logits[:, 0], prob, weight=weight)
@@ -36,7 +38,7 @@ def cpn_loss(output: CPNOutput, batch: dict, config: CPNConfig, contour_weight: 
     if len(b_idx) == 0:
         zero = output.logits.sum() * 0
         return {"loss": objectness, "objectness": objectness, "contour": zero, "refined": zero, "area": zero}
-    limit = CONTOUR_PIXELS * prob.shape[0]
+    limit = contour_pixels * prob.shape[0]
     if len(b_idx) > limit:
         pick = torch.randperm(len(b_idx), generator=generator)[:limit].to(b_idx.device)
         b_idx, rows, cols = b_idx[pick], rows[pick], cols[pick]

@@ -22,7 +22,7 @@ from ..model.weights import LoadedModel, load_model, save_model
 from ..model.widen import widen
 from ..progress import Reporter
 from .datasets import load_samples
-from .loss import cpn_loss
+from .loss import CONTOUR_PIXELS, cpn_loss
 from .sampling import CropSampler, Source
 from .tune import tune_thresholds
 
@@ -69,6 +69,7 @@ class TrainConfig:
     contour_weight: float = 0.1
     area_weight: float = 0.0
     gap_weight: float = 0.0
+    contour_pixels: int = CONTOUR_PIXELS
     frozen_norm: bool = False
     width: float = 1.0  # channels times this, of the default architecture or of the --init model
     minutes: float | None = None  # fit ``steps`` to this much training time, from the speed of the warm-up steps
@@ -175,6 +176,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         "training": {"steps": cfg.steps, "batch_size": cfg.batch_size, "crop": cfg.crop, "lr": cfg.lr,
                      "seed": cfg.seed, "stain_jitter": cfg.stain_jitter, "contour_weight": cfg.contour_weight,
                      "area_weight": cfg.area_weight, "gap_weight": cfg.gap_weight,
+                     "contour_pixels": cfg.contour_pixels,
                      "frozen_norm": cfg.frozen_norm, "width": cfg.width, "minutes": cfg.minutes,
                      "data": data_summary(sources, cfg.simulate_weight),
                      "init": _init_summary(init)},
@@ -195,7 +197,7 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
             batch = {k: v.to(device) for k, v in next(batches).items()}
             output = network(batch["image"], batch["prompt"])
             losses = cpn_loss(output, batch, config, cfg.contour_weight, cfg.area_weight, cfg.gap_weight,
-                              generator=step_generator(cfg.seed, step))
+                              generator=step_generator(cfg.seed, step), contour_pixels=cfg.contour_pixels)
             optimiser.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
