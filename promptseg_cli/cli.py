@@ -272,8 +272,7 @@ def train(
                           crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)),
                           workers=workers, init=init, stain_jitter=stain_jitter, contour_weight=contour_weight,
                           area_weight=area_weight, gap_weight=gap_weight, contour_pixels=contour_pixels,
-                          frozen_norm=frozen_norm,
-                          width=width, minutes=minutes)
+                          frozen_norm=frozen_norm, width=width, minutes=minutes)
         path = run_training(cfg, reporter)
     except ValueError as exc:
         _fail(reporter, str(exc))

@@ -125,7 +125,6 @@ def test_command_line_defaults_are_the_pipeline_defaults():
     """The options' defaults are literals (``--help`` imports no torch); they must be the pipeline's."""
     from promptseg_cli import cli
     from promptseg_cli.pipeline.segment import SegmentOptions
-
     from promptseg_cli.training.train import TrainConfig
 
     options = inspect.signature(cli.segment).parameters
