@@ -34,3 +34,5 @@ def test_area_ratio_of_matched_objects():
     _, larger = _nuclei(11)
     assert abs(tool.area_ratio(truth, larger) - (11 / 10) ** 2) < 0.05
     assert tool.area_ratio(truth, truth) == 1.0
+    halves = np.repeat([[1] * 40 + [2] * 60], 10, axis=0)  # no background pixel at all
+    assert tool.area_ratio(halves, halves) == 1.0

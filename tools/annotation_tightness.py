@@ -42,12 +42,17 @@ def tightness(image: np.ndarray, label: np.ndarray, mpp: float) -> float:
     return float((near - far) / (core - far))
 
 
+def _object_ids(labels: np.ndarray) -> np.ndarray:
+    """The object ids of a label map in ascending order, as the rows and columns of ``iou_matrix``."""
+    ids = np.unique(labels)
+    return ids[ids != 0]
+
+
 def area_ratio(truth: np.ndarray, pred: np.ndarray) -> float:
     """Median predicted/true area of the objects matched at IoU > 0.5."""
     iou = iou_matrix(truth, pred)
     rows, cols = np.nonzero(iou > 0.5)
-    true_area = np.bincount(truth.ravel())[np.unique(truth)[1:]]
-    pred_area = np.bincount(pred.ravel())[np.unique(pred)[1:]]
+    true_area, pred_area = (np.bincount(labels.ravel())[_object_ids(labels)] for labels in (truth, pred))
     return float(np.median(pred_area[cols] / true_area[rows]))
 
 

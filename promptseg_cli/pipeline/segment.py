@@ -45,8 +45,8 @@ from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, c
 
 __all__ = ["OutputError", "OutputExistsError", "Interrupted", "SegmentOptions", "SegmentResult", "segment_slide"]
 
-#: Tile core in model pixels: 1216² read with the default halo (11% halo overhead), within the 2 GB memory target
-#: with two model streams on CPU (BENCHMARKS.md, "Memory and throughput at scale").
+#: Tile core in model pixels: 1216² read with the default halo (11% halo overhead); with two model streams on CPU
+#: the peak is 1.5-1.7 GB up to 1 Gpx, 1.9-2.1 GB at 1.6 Gpx (BENCHMARKS.md, "Memory and throughput at scale").
 DEFAULT_TILE_SIZE = 1152
 DEFAULT_OVERLAP = 32
 
