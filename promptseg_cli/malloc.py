@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
+import time
 
 #: glibc ``mallopt`` parameters.
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
@@ -17,9 +19,12 @@ SETTINGS = {"MALLOC_ARENA_MAX": (M_ARENA_MAX, 1), "MALLOC_MMAP_MAX_": (M_MMAP_MA
 #: Environment variables that leave a setting to the user: any of these set skips it.
 _OVERRIDES = {"MALLOC_MMAP_MAX_": ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_")}
 
-#: Resident size above which :func:`release_free_memory` hands the heap's free pages back: below the issue's 2 GB
-#: bound with room for one tile batch's new allocations.
+#: Resident size above which :class:`MemoryGuard` hands the heap's free pages back: the peak of a run, whatever the
+#: slide's size, unless more than this is in use.
 RELEASE_ABOVE = 1500 * 2**20
+#: Seconds between two looks of :class:`MemoryGuard` at the resident size (the two model streams' allocations
+#: grow it by about 10 MB in that time).
+GUARD_INTERVAL = 0.025
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -41,8 +46,8 @@ def configure_allocator() -> None:
 
     Every tile's network activations are large blocks (tens to hundreds of MB). By default glibc maps each
     afresh and unmaps it when freed, so the kernel zeroes every page again at first touch: about a fifth of the
-    model's CPU time went to that. Kept in the heap, the pages are reused; :func:`release_free_memory` bounds
-    what the heap keeps. One arena, because a thread's own arena keeps what that thread freed. Must run before
+    model's CPU time went to that. Kept in the heap, the pages are reused; :class:`MemoryGuard` bounds what
+    the heap keeps. One arena, because a thread's own arena keeps what that thread freed. Must run before
     any other thread starts (torch's included): threads keep the arena they got.
     """
     if _LIBC is None:
@@ -70,16 +75,60 @@ def resident_bytes() -> int:
         return 0
 
 
-def release_free_memory(above: int = RELEASE_ABOVE) -> None:
+def release_free_memory(above: int = 0) -> bool:
     """Return the heap's free pages to the system (``malloc_trim``) when the process holds more than ``above``
-    bytes.
+    bytes; whether it did."""
+    if _LIBC is None or resident_bytes() <= above:
+        return False
+    try:
+        _LIBC.malloc_trim(0)
+    except AttributeError:
+        return False
+    return True
 
-    The heap only shrinks from its top, so with reads, two model streams and post-processing interleaving their
-    allocations, its resident size creeps up to the worst mix seen so far. Called after every tile batch; below
-    the limit it does nothing, so pages the next batch reuses are not zeroed again.
+
+class MemoryGuard:
+    """A background thread that hands the heap's free pages back whenever the process holds more than ``above``
+    bytes (looking every ``interval`` seconds); a context manager.
+
+    The heap only shrinks from its top, and with reads, two model streams, post-processing and label writing
+    interleaving their allocations in one arena its free memory is in pieces: on a 100 Mpx slide the heap
+    spans 1.6-1.7 GB while at most 0.6 GB of it is in use. Its resident size creeps up towards that span as
+    pieces are reused, and a tile's activations (0.3-0.4 GB, two tiles at once) come in bursts, so a check
+    between tile batches let the peak overshoot a limit by up to 0.5 GB, more often the longer the run. Looking
+    every few hundredths of a second keeps the peak at the limit; below it nothing is released, so pages the
+    next tiles reuse are not zeroed again. When more than ``above`` is in use (released pages come straight
+    back), the guard waits until the process has grown by another quarter of ``above``, or ``backoff``
+    seconds, before releasing again.
     """
-    if _LIBC is not None and resident_bytes() > above:
-        try:
-            _LIBC.malloc_trim(0)
-        except AttributeError:
-            pass
+
+    def __init__(self, above: int = RELEASE_ABOVE, interval: float = GUARD_INTERVAL, backoff: float = 10.0):
+        self.above, self.interval, self.backoff = above, interval, backoff
+        self.releases = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="memory-guard", daemon=True)
+
+    def _watch(self) -> None:
+        trigger, raised_at = self.above, 0.0
+        while not self._stop.wait(self.interval):
+            if trigger > self.above and time.monotonic() - raised_at > self.backoff:
+                trigger = self.above
+            if release_free_memory(above=trigger):
+                self.releases += 1
+                if (held := resident_bytes()) > self.above:  # in use: wait for more growth, or a while
+                    trigger, raised_at = held + self.above // 4, time.monotonic()
+
+    def start(self) -> "MemoryGuard":
+        if _LIBC is not None:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+
+    __enter__ = start
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

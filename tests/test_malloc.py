@@ -1,5 +1,5 @@
 """The command line's allocator settings: one glibc malloc arena, large blocks kept in the heap for reuse, and
-free pages handed back above a resident-size limit."""
+free pages handed back above a resident-size limit, by a guard thread while slides run."""
 
 import subprocess
 import sys
@@ -67,3 +67,44 @@ def test_release_free_memory_hands_freed_heap_pages_back_above_the_limit(above, 
     assert run.returncode == 0, run.stderr
     before, after = map(int, run.stdout.split())
     assert (before - after > 100) == released  # MB: the freed chunks below the pinned top are no longer resident
+
+
+GUARD = """
+import sys, time
+from promptseg_cli.malloc import MemoryGuard, resident_bytes
+
+limit_mb, live_mb, backoff = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+live = [bytearray(64 * 1024) for _ in range(live_mb * 16)]  # in use throughout
+chunks = [bytearray(64 * 1024) for _ in range(2000)]  # 128 MB of heap, then freed
+pin = chunks[-1]
+del chunks
+before = resident_bytes()
+with MemoryGuard(above=before + limit_mb * 2**20, interval=0.01, backoff=backoff) as guard:
+    time.sleep(0.5)
+print(before // 2**20, resident_bytes() // 2**20, guard.releases)
+"""
+
+
+def _guarded(limit_mb: int, live_mb: int = 0, backoff: float = 10.0) -> tuple[int, int]:
+    """Run GUARD with a limit ``limit_mb`` from the resident size after 128 MB were freed; returns (MB released,
+    number of releases)."""
+    run = subprocess.run([sys.executable, "-c", GUARD, str(limit_mb), str(live_mb), str(backoff)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    before, after, releases = map(int, run.stdout.split())
+    return before - after, releases
+
+
+def test_memory_guard_releases_free_pages_once_the_process_holds_more_than_its_limit():
+    released, releases = _guarded(limit_mb=-64)
+    assert released > 100 and releases == 1  # back under the limit after one release
+    released, releases = _guarded(limit_mb=64)
+    assert released < 20 and releases == 0  # under the limit: freed pages stay for reuse
+
+
+def test_memory_guard_backs_off_while_more_than_its_limit_is_in_use():
+    # 256 MB in use, the limit 200 MB below what the process holds: a release cannot bring it under
+    released, releases = _guarded(limit_mb=-200, live_mb=256)
+    assert released > 100 and releases == 1  # then it waits for growth or the backoff time (10 s)
+    released, releases = _guarded(limit_mb=-200, live_mb=256, backoff=0.1)
+    assert 2 <= releases <= 6  # one release per backoff period, not one every look (0.01 s)

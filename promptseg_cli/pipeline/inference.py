@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import zarr
 
-from ..malloc import allocator_exports, release_free_memory
+from ..malloc import MemoryGuard, allocator_exports
 from ..model.predictor import Detections, Predictor
 from ..slide.readers import SlideReader, open_slide
 from .measure import INTENSITY_CHANNELS, mean_intensities
@@ -47,16 +47,13 @@ def infer_batch(predictor: Predictor, pixels: np.ndarray, prompts: list[str], in
 
 def finish_batch(predictor: Predictor, outputs: dict, pixels: np.ndarray, measure: bool) -> TileResults:
     """The post-processing half of :func:`infer_batch`, from the network outputs of each prompt. Without
-    ``measure`` (no table or GeoJSON asked for) the intensities are NaN: they cost about a tenth of the run.
-    Then, when the process holds more than ``malloc.RELEASE_ABOVE``, the heap's free pages (earlier batches'
-    activations and reads) go back to the system (:func:`release_free_memory`)."""
+    ``measure`` (no table or GeoJSON asked for) the intensities are NaN: they cost about a tenth of the run."""
     out: TileResults = [{} for _ in range(len(pixels))]
     for prompt, output in outputs.items():
         for i, det in enumerate(predictor.postprocess(output)):
             det.intensities = mean_intensities(pixels[i], det.contours) if measure else \
                 np.full((len(det), len(INTENSITY_CHANNELS)), np.nan, np.float32)
             out[i][prompt] = det
-    release_free_memory()
     return out
 
 
@@ -147,6 +144,8 @@ def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int],
     """Runs on a dask worker: the slide and the model are opened once per worker process."""
     from ..model.weights import load_model
 
+    if "memory guard" not in _worker_cache:  # one per worker process, for as long as it lives
+        _worker_cache["memory guard"] = MemoryGuard().start()
     key = (model_path, settings)
     if key not in _worker_cache:
         torch.set_num_threads(_worker_threads())

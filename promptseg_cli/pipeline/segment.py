@@ -26,7 +26,7 @@ from .. import __version__
 from ..io.geojson import GeoJsonSink
 from ..io.omezarr import OmeZarrLayout, OmeZarrWriter, PropertiesSink
 from ..io.tables import TableSink
-from ..malloc import release_free_memory
+from ..malloc import MemoryGuard, release_free_memory
 from ..model.predictor import Predictor
 from ..progress import Reporter
 from ..slide.readers import SlideReader, open_slide
@@ -45,8 +45,8 @@ from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, c
 
 __all__ = ["OutputError", "OutputExistsError", "Interrupted", "SegmentOptions", "SegmentResult", "segment_slide"]
 
-#: Tile core in model pixels: 1216² read with the default halo (11% halo overhead); with two model streams on CPU
-#: the peak is 1.5-1.7 GB up to 1 Gpx, 1.9-2.1 GB at 1.6 Gpx (BENCHMARKS.md, "Memory and throughput at scale").
+#: Tile core in model pixels: 1216² read with the default halo (11% halo overhead); two model streams on CPU keep
+#: at most about 0.8 GB of the heap in use, under ``malloc.RELEASE_ABOVE`` (BENCHMARKS.md, "Session 26").
 DEFAULT_TILE_SIZE = 1152
 DEFAULT_OVERLAP = 32
 
@@ -143,10 +143,11 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
         if extra is not None and extra.resolve() not in claimed:
             check_writable(extra, options.overwrite)
     try:
-        with open_slide(path, options.channels) as reader, run_directory(output, options.overwrite) as work:
+        with MemoryGuard(), open_slide(path, options.channels) as reader, \
+                run_directory(output, options.overwrite) as work:
             return SlideRun(path, output, work, reader, predictor, options, reporter, client).run()
     finally:
-        release_free_memory(above=0)  # between slides of a batch or an ingestion watch, hold no freed memory
+        release_free_memory()  # between slides of a batch or an ingestion watch, hold no freed memory
 
 
 class SlideRun:
