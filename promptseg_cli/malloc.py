@@ -21,7 +21,7 @@ _OVERRIDES = {"MALLOC_MMAP_MAX_": ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_")
 
 #: Resident size above which :class:`MemoryGuard` hands the heap's free pages back: the peak of a run, whatever the
 #: slide's size, unless more than this is in use.
-RELEASE_ABOVE = 1500 * 2**20
+RELEASE_ABOVE = 1700 * 2**20
 #: Seconds between two looks of :class:`MemoryGuard` at the resident size (the two model streams' allocations
 #: grow it by about 10 MB in that time).
 GUARD_INTERVAL = 0.025

@@ -12,18 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def polygon_pixels(contours: np.ndarray, shape: tuple[int, int],
-                   origin: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixels of an image of ``shape`` whose centre lies inside each of ``contours`` ``(N, P, 2)``.
-
-    Contours are ``(x, y)`` in the pixel-corner convention; ``origin`` is the ``(x, y)`` of pixel ``[0, 0]``'s
-    corner. Returns ``(index, rows, cols)``: the contour index of each pixel (ascending) and its position. Work
-    and memory are proportional to the pixels covered inside the image, not to the polygons' extent.
-    """
+def _spans(contours: np.ndarray, shape: tuple[int, int],
+           origin: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The inside of each of ``contours`` as runs of pixels along rows: ``(index, rows, start, length)`` per run,
+    contour indices ascending (see :func:`polygon_pixels`)."""
     height, width = shape
     if len(contours) == 0 or height == 0 or width == 0:
         empty = np.zeros(0, np.int64)
-        return empty, empty, empty
+        return empty, empty, empty, empty
     broken = ~np.isfinite(contours).all(axis=(1, 2))
     if broken.any():  # a contour with NaN or infinite points covers nothing
         contours = np.where(broken[:, None, None], 0, contours)
@@ -44,9 +40,24 @@ def polygon_pixels(contours: np.ndarray, shape: tuple[int, int],
     index, rows, crossing = index[order][0::2], rows[order][0::2], crossing[order]
     start = np.clip(np.ceil(crossing[0::2]), 0, width).astype(np.int64)
     length = np.maximum(np.clip(np.ceil(crossing[1::2]), 0, width).astype(np.int64) - start, 0)
-    span = np.repeat(np.arange(length.size), length)
-    cols = start[span] + np.arange(span.size) - np.repeat(np.cumsum(length) - length, length)
-    return index[span], rows[span], cols
+    return index, rows, start, length
+
+
+def _runs(first: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """``first[i], first[i] + 1, ..., first[i] + length[i] - 1`` for every run ``i``, concatenated."""
+    return np.repeat(first - (np.cumsum(length) - length), length) + np.arange(int(length.sum()))
+
+
+def polygon_pixels(contours: np.ndarray, shape: tuple[int, int],
+                   origin: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels of an image of ``shape`` whose centre lies inside each of ``contours`` ``(N, P, 2)``.
+
+    Contours are ``(x, y)`` in the pixel-corner convention; ``origin`` is the ``(x, y)`` of pixel ``[0, 0]``'s
+    corner. Returns ``(index, rows, cols)``: the contour index of each pixel (ascending) and its position. Work
+    and memory are proportional to the pixels covered inside the image, not to the polygons' extent.
+    """
+    index, rows, start, length = _spans(contours, shape, origin)
+    return np.repeat(index, length), np.repeat(rows, length), _runs(start, length)
 
 
 def paint(label: np.ndarray, contours: np.ndarray, ids: np.ndarray, scores: np.ndarray,
@@ -57,12 +68,13 @@ def paint(label: np.ndarray, contours: np.ndarray, ids: np.ndarray, scores: np.n
     inside it. Where two objects overlap, the one with the higher score wins (the later one on equal scores).
     """
     order = np.argsort(scores, kind="stable")
-    rank, rows, cols = polygon_pixels(contours[order], label.shape, origin)
-    if not len(rank):
+    rank, rows, start, length = _spans(contours[order], label.shape, origin)
+    if not length.sum():
         return label
-    pixel = rows * label.shape[1] + cols  # flat indices: a third of the time of (rows, cols) index pairs
+    pixel = _runs(rows * label.shape[1] + start, length)  # flat indices: a third of the time of (rows, cols) pairs
+    rank = np.repeat(rank.astype(np.int32), length)
     winner = np.full(label.size, -1, np.int32)
-    np.maximum.at(winner, pixel, rank.astype(np.int32))
+    np.maximum.at(winner, pixel, rank)
     label.put(pixel, ids[order][winner[pixel]])  # every write to a pixel writes its winner: order-free
     return label
 

@@ -33,10 +33,12 @@ def source_span(start: int, size: int, factor: float) -> tuple[int, int]:
     return lo, hi
 
 
-def _bands(start: int, size: int, factor: float, src_lo: int, src_len: int) -> list[tuple[slice, slice, torch.Tensor]]:
-    """The filter of native pixels ``[start, start + size)`` along one axis, as ``(outputs, sources, weights)``
-    bands: ``weights`` (outputs x sources) maps source pixels ``sources`` (relative to ``src_lo``) to native
-    pixels ``outputs`` (relative to ``start``). Weights are normalised and quantised, from global coordinates."""
+def _bands(start: int, size: int, factor: float, src_lo: int,
+           src_len: int) -> tuple[list[tuple[slice, slice]], torch.Tensor]:
+    """The filter of native pixels ``[start, start + size)`` along one axis, in bands of ``BAND`` outputs:
+    ``(outputs, sources)`` slices per band (native pixels relative to ``start``, source pixels relative to
+    ``src_lo``) and their weights, ``(bands, BAND, widest band's sources)``, zero beyond each band's sources.
+    Weights are normalised and quantised, from global coordinates."""
     support = max(1.0, factor)
     centres = (np.arange(start, start + size) + 0.5) * factor  # continuous source coordinate
     first = np.floor(centres - support - 0.5).astype(np.int64) + 1  # first source pixel with centre inside
@@ -45,14 +47,14 @@ def _bands(start: int, size: int, factor: float, src_lo: int, src_len: int) -> l
     quantised = np.rint(weights / weights.sum(axis=1, keepdims=True) * 2**WEIGHT_BITS)
     quantised[np.arange(size), quantised.argmax(axis=1)] += 2**WEIGHT_BITS - quantised.sum(axis=1)  # sum exactly 1
     index = np.clip(index - src_lo, 0, src_len - 1)  # taps beyond the region have weight 0
-    bands = []
-    for b0 in range(0, size, BAND):
-        taps, w = index[b0 : b0 + BAND], quantised[b0 : b0 + BAND]
-        lo, hi = int(taps.min()), int(taps.max()) + 1
-        dense = np.zeros((len(taps), hi - lo))
-        np.add.at(dense, (np.repeat(np.arange(len(taps)), taps.shape[1]), (taps - lo).ravel()), w.ravel())
-        bands.append((slice(b0, b0 + len(taps)), slice(lo, hi), torch.from_numpy((dense / 2**WEIGHT_BITS).astype(np.float32))))
-    return bands
+    bands = -(-size // BAND)
+    output = np.arange(size)
+    lo = np.minimum.reduceat(index.min(axis=1), np.arange(0, size, BAND))  # first source of each band
+    hi = np.maximum.reduceat(index.max(axis=1), np.arange(0, size, BAND)) + 1
+    dense = np.zeros((bands, BAND, int((hi - lo).max())))
+    np.add.at(dense, ((output // BAND)[:, None], (output % BAND)[:, None], index - lo[output // BAND, None]), quantised)
+    slices = [(slice(b * BAND, min(size, (b + 1) * BAND)), slice(int(lo[b]), int(hi[b]))) for b in range(bands)]
+    return slices, torch.from_numpy((dense / 2**WEIGHT_BITS).astype(np.float32))
 
 
 def resample_region(region: np.ndarray, src_origin: tuple[int, int], native_origin: tuple[int, int],
@@ -72,14 +74,19 @@ def resample_region(region: np.ndarray, src_origin: tuple[int, int], native_orig
     height, width, channels = region.shape
     source = torch.from_numpy(np.ascontiguousarray(region)).reshape(height, width * channels).float()
     rows = torch.empty((nh, width * channels))
-    for out, src, weights in _bands(ny, nh, factor, sy, height):
-        torch.matmul(weights * 2**ROW_BITS, source[src], out=rows[out])
+    slices, weights = _bands(ny, nh, factor, sy, height)
+    weights *= 2**ROW_BITS
+    for (out, src), w in zip(slices, weights):
+        torch.matmul(w[: out.stop - out.start, : src.stop - src.start], source[src], out=rows[out])
     rows.round_()
     native = torch.empty((nh, nw * channels))
-    per_channel = torch.eye(channels) / 2**ROW_BITS
-    for out, src, weights in _bands(nx, nw, factor, sx, width):
-        expanded = (weights.T[:, None, :, None] * per_channel[None, :, None, :]).reshape(-1, weights.shape[0] * channels)
-        torch.matmul(rows[:, src.start * channels : src.stop * channels], expanded,
+    slices, weights = _bands(nx, nw, factor, sx, width)
+    # each band's weights acting on every channel: (bands, sources * C, BAND * C), kron(weights.T, I_C) per band
+    expanded = torch.einsum("bos,cd->bscod", weights / 2**ROW_BITS, torch.eye(channels))
+    expanded = expanded.reshape(len(weights), -1, BAND * channels)
+    for (out, src), w in zip(slices, expanded):
+        torch.matmul(rows[:, src.start * channels : src.stop * channels],
+                     w[: (src.stop - src.start) * channels, : (out.stop - out.start) * channels],
                      out=native[:, out.start * channels : out.stop * channels])
     values = native.numpy()
     np.rint(values, out=values)  # in numpy: about twice as fast as torch's round and cast
