@@ -17,6 +17,13 @@ each run is compared with the mean of the passes on either side of it ("end_to_e
 "end_to_end_vs_model" is the median of those pairs, so that a run is only compared with the model at about the same
 machine state. The other timings are the fastest run's.
 
+Two figures come from within one run, so the machine's drift between runs does not touch them (``cpu_seconds`` of
+its ``report.json``, the CPU time of each stage's threads): "model_share_of_cpu", the share of the run's CPU time
+that went to the network and post-processing of the tiles (what the model-only figure times), and
+"cpu_beside_model_s", the rest (reads, reframing with its windows' forward passes, merging and labels, image copy,
+planning, zarr's threads). When the run keeps every core busy and the model's work costs what it costs alone, the
+end-to-end ratio is about the model's share; it cannot go much above it.
+
 Usage: python benchmarks/scale.py [--sizes 8192 16384] [--tissue 0.6] [--sparse 0.2] [--layout sections|scattered]
        [--repeat 1]
 """
@@ -135,6 +142,8 @@ def main() -> None:
             processed = report["tiles"]["processed_mpx"] * 1e6  # model pixels
             ratios = [r["tiles"]["processed_mpx"] * 1e6 * p / r["seconds"]["total"] for r, p, _ in pairs]
             tissue_model_px = tissue_px * model_px_per_px
+            cpu = report["cpu_seconds"]
+            model_cpu = cpu["network"] + cpu["post-processing"]
             row = {"size": size, "layout": args.layout, "tissue": round(tissue_px / size**2, 3), "objects": report["objects"]["nuclei"],
                    "tiles_run": report["tiles"]["run"], "seconds": round(report["seconds"]["total"], 1),
                    "tile_seconds": round(report["seconds"]["tiles"], 1), "peak_rss_mb": report["peak_memory_mb"],
@@ -145,7 +154,9 @@ def main() -> None:
                    "steal": [round(s, 3) for _, _, s in pairs],
                    "processed_per_tissue_px": round(processed / tissue_model_px, 3),
                    "seconds_per_tissue_mpx": round(report["seconds"]["total"] / (tissue_px / 1e6), 3),
-                   "seconds_per_processed_mpx": round(report["seconds"]["total"] / (processed / 1e6), 3)}
+                   "seconds_per_processed_mpx": round(report["seconds"]["total"] / (processed / 1e6), 3),
+                   "model_share_of_cpu": round(model_cpu / cpu["total"], 3),
+                   "cpu_beside_model_s": round(cpu["total"] - model_cpu, 1)}
             rows.append(row)
             slide.unlink()
             print(json.dumps(row), flush=True)

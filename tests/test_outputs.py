@@ -103,3 +103,7 @@ def test_ngff_properties_preview_and_report(run):
     assert (tiles["total"], tiles["run"], tiles["skipped"]) == (result.tiles_total, result.tiles_run, result.tiles_skipped)
     assert 0 <= tiles["skipped"] < tiles["total"] <= tiles["run"] + tiles["skipped"]  # a grid tile on tissue runs whole or split
     assert report["peak_memory_mb"] > 0 and report["model"]["version"] == "dark-object-test-detector"
+    cpu = report["cpu_seconds"]  # where the run's CPU went, by stage
+    stages = {"planning", "reads", "network", "post-processing", "reframing", "merging and labels", "image copy"}
+    assert stages <= set(cpu) and min(cpu.values()) >= 0 and cpu["reads"] > 0 and cpu["merging and labels"] > 0
+    assert sum(v for k, v in cpu.items() if k != "total") == pytest.approx(cpu["total"], abs=0.1)

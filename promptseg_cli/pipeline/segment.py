@@ -42,6 +42,7 @@ from .reframe import reach
 from .tiling import plane_tiles
 from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, claim_extras, claimed_extras,
                      run_directory, stop_requested)
+from .stage_clock import StageClock
 
 __all__ = ["OutputError", "OutputExistsError", "Interrupted", "SegmentOptions", "SegmentResult", "segment_slide"]
 
@@ -158,6 +159,7 @@ class SlideRun:
         self.path, self.output, self.work, self.reader = path, output, work, reader
         self.predictor, self.options, self.reporter, self.client = predictor, options, reporter, client
         self.started = time.time()
+        self.clock = StageClock()
         self.warnings: list[str] = []
         self.mpp0 = options.mpp or reader.mpp
         if self.mpp0 is None:
@@ -200,7 +202,7 @@ class SlideRun:
             self.plane_stats = state["plane_stats"]
         abandon = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="image") as background:
-            image_copy = background.submit(_copy_image, self.reader, writer, abandon)  # overlaps with inference
+            image_copy = background.submit(_copy_image, self.reader, writer, abandon, self.clock)  # beside inference
             tiles_started = time.time()
             try:
                 first = state["plane"] if state else 0
@@ -229,7 +231,7 @@ class SlideRun:
                                sum(p.skipped for p in stats), sum(p.pixels + p.reframed for p in stats),
                                sum(p.reframed for p in stats), time.time() - self.started, self.mpp0, self.warnings)
         _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor,
-                      [p.intensity for p in stats], tiles_seconds, self.reader, self.layout)
+                      [p.intensity for p in stats], tiles_seconds, self.clock.seconds(), self.reader, self.layout)
         return result
 
     def _run_plane(self, index: int, state: dict | None) -> None:
@@ -237,7 +239,8 @@ class SlideRun:
         self.plane_index = index
         t, z = self.layout.planes[index]
         reader = self.reader.plane_reader(t, z)
-        tiles, total, intensity = plane_tiles(reader, self.plan, self.options.tissue_detection)
+        with self.clock.stage("planning"):
+            tiles, total, intensity = plane_tiles(reader, self.plan, self.options.tissue_detection)
         del self.plane_stats[index:]  # a resumed plane is counted once
         self.plane_stats.append(PlaneStats(total, len(tiles), total - len({(tile.row, tile.col) for tile in tiles}),
                                            sum(tile.read_pixels for tile in tiles), intensity))
@@ -272,7 +275,7 @@ class SlideRun:
         batches = list(_batches(tiles, options.batch_size))
         if self.client is None:
             results = local_results(self.predictor, reader, plan, batches, start, options.prompts, intensity, fill,
-                                    self.measure, options.streams)
+                                    self.measure, options.streams, self.clock)
         else:
             results = cluster_results(self.client, self.predictor, self.path, options.channels,
                                       self.layout.planes[self.plane_index], plan, batches, start, options.prompts,
@@ -290,7 +293,7 @@ class SlideRun:
                     if stop_requested.is_set():
                         raise Interrupted(f"{self.path}: stopped; run the same command again to resume")
                     # merging and writing overlap with the model's next batch
-                    taking = merging.submit(self._take, batches, index, result)
+                    taking = merging.submit(self._take_timed, batches, index, result)
                 if taking is not None:
                     taking.result()
                     advance(len(batches[-1]), f"{sum(s.count for s in self.streams.values())} objects")
@@ -298,6 +301,10 @@ class SlideRun:
             results.close()  # waits for reads in flight, so the slide is not closed under them
         if not batches:
             self._checkpoint(0)
+
+    def _take_timed(self, batches: list[list[Tile]], index: int, result: BatchResult) -> None:
+        with self.clock.stage("merging and labels"):
+            self._take(batches, index, result)
 
     def _take(self, batches: list[list[Tile]], index: int, result: BatchResult) -> None:
         """Merge one batch's detections; after the last batch of a tile row, write what is final and checkpoint."""
@@ -344,9 +351,10 @@ class SlideRun:
 
 
 def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: SegmentOptions, predictor: Predictor,
-                  intensity: list[tuple[float, float]], inference_seconds: float, reader: SlideReader,
-                  layout: OmeZarrLayout) -> None:
-    """``report.json`` inside the output: inputs, model, settings, tiles, counts, timing, memory, warnings."""
+                  intensity: list[tuple[float, float]], inference_seconds: float, cpu_seconds: dict[str, float],
+                  reader: SlideReader, layout: OmeZarrLayout) -> None:
+    """``report.json`` inside the output: inputs, model, settings, tiles, counts, timing (wall, and CPU per stage:
+    ``stage_clock.py``), memory, warnings."""
     report = {
         "promptseg": __version__,
         "input": str(result.input), "output": str(result.output), "backend": reader.backend,
@@ -364,6 +372,7 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
                   "reframed_mpx": round(result.pixels_reframed / 1e6, 2)},
         "objects": result.objects,
         "seconds": {"total": round(result.seconds, 2), "tiles": round(inference_seconds, 2)},
+        "cpu_seconds": cpu_seconds,
         "peak_memory_mb": round(peak_rss_mb(), 1),
         "warnings": result.warnings,
     }
@@ -383,7 +392,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _copy_image(reader: SlideReader, writer: OmeZarrWriter, abandon: threading.Event) -> None:
+def _copy_image(reader: SlideReader, writer: OmeZarrWriter, abandon: threading.Event, clock: StageClock) -> None:
     """Copy level 0 of every plane into the output image with its pyramid (until ``abandon`` is set); this runs
     in the background while the tiles are segmented."""
     planes: dict[tuple[int, int], SlideReader] = {}
@@ -393,4 +402,5 @@ def _copy_image(reader: SlideReader, writer: OmeZarrWriter, abandon: threading.E
             planes[plane] = reader.plane_reader(*plane)
         return planes[plane].read(0, x, y, width, height, fill=255)
 
-    writer.write_image(read, abandon)
+    with clock.stage("image copy"):
+        writer.write_image(read, abandon)
