@@ -47,13 +47,13 @@ def _bands(start: int, size: int, factor: float, src_lo: int,
     quantised = np.rint(weights / weights.sum(axis=1, keepdims=True) * 2**WEIGHT_BITS)
     quantised[np.arange(size), quantised.argmax(axis=1)] += 2**WEIGHT_BITS - quantised.sum(axis=1)  # sum exactly 1
     index = np.clip(index - src_lo, 0, src_len - 1)  # taps beyond the region have weight 0
-    bands = -(-size // BAND)
-    output = np.arange(size)
-    lo = np.minimum.reduceat(index.min(axis=1), np.arange(0, size, BAND))  # first source of each band
-    hi = np.maximum.reduceat(index.max(axis=1), np.arange(0, size, BAND)) + 1
-    dense = np.zeros((bands, BAND, int((hi - lo).max())))
-    np.add.at(dense, ((output // BAND)[:, None], (output % BAND)[:, None], index - lo[output // BAND, None]), quantised)
-    slices = [(slice(b * BAND, min(size, (b + 1) * BAND)), slice(int(lo[b]), int(hi[b]))) for b in range(bands)]
+    starts = np.arange(0, size, BAND)  # first output of each band
+    band, row = np.divmod(np.arange(size), BAND)  # each output's band and row in it
+    lo = np.minimum.reduceat(index.min(axis=1), starts)  # first source of each band
+    hi = np.maximum.reduceat(index.max(axis=1), starts) + 1
+    dense = np.zeros((len(starts), BAND, int((hi - lo).max())))
+    np.add.at(dense, (band[:, None], row[:, None], index - lo[band, None]), quantised)
+    slices = [(slice(b0, min(size, b0 + BAND)), slice(int(l0), int(h0))) for b0, l0, h0 in zip(starts, lo, hi)]
     return slices, torch.from_numpy((dense / 2**WEIGHT_BITS).astype(np.float32))
 
 
