@@ -108,3 +108,22 @@ def test_memory_guard_backs_off_while_more_than_its_limit_is_in_use():
     assert released > 100 and releases == 1  # then it waits for growth or the backoff time (10 s)
     released, releases = _guarded(limit_mb=-200, live_mb=256, backoff=0.1)
     assert 2 <= releases <= 6  # one release per backoff period, not one every look (0.01 s)
+
+
+LOOKS = """
+import sys, time
+from promptseg_cli.malloc import MemoryGuard, resident_bytes
+
+with MemoryGuard(above=resident_bytes() + int(sys.argv[1]) * 2**20, interval=0.01) as guard:
+    time.sleep(1.0)
+print(guard.looks, guard.releases)
+"""
+
+
+@pytest.mark.parametrize("headroom_mb, fewest, most", [(1024, 2, 6), (64, 30, 110)])
+def test_memory_guard_looks_less_often_far_below_its_limit(headroom_mb, fewest, most):
+    run = subprocess.run([sys.executable, "-c", LOOKS, str(headroom_mb)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    looks, releases = map(int, run.stdout.split())
+    # 1 GB below: every GUARD_LONGEST (0.25 s); within a burst of the limit: every interval (0.01 s)
+    assert fewest <= looks <= most and releases == 0
