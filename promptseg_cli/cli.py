@@ -231,6 +231,7 @@ def train(
     workers: Annotated[int, typer.Option("--workers", help="Data loader processes. Example: --workers 1")] = 1,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from this model file's weights (fine-tuning); 'default' for the shipped model. Example: --init default")] = None,
     stain_jitter: Annotated[float, typer.Option("--stain-jitter", help="Probability that a crop of stained tissue (H&E) gets haematoxylin/eosin amounts varied by colour deconvolution; 0 turns it off. Example: --stain-jitter 0.5")] = 0.5,
+    affine: Annotated[float, typer.Option("--affine", help="Probability that a dataset crop is turned by any angle, stretched along its axes and sheared (beyond flips, rot90 and zoom). Example: --affine 0.5")] = 0.0,
     contour_weight: Annotated[float, typer.Option("--contour-weight", help="Weight of each contour-point loss (before and after refinement) against the objectness loss. Example: --contour-weight 0.1")] = 0.1,
     area_weight: Annotated[float, typer.Option("--area-weight", help="Weight of the loss on each refined outline's size error relative to the object's size (absolute log area ratio); 0 leaves it out. Example: --area-weight 0.5")] = 0.0,
     gap_weight: Annotated[float, typer.Option("--gap-weight", help="Extra objectness weight where two objects meet, so touching ones get separate maxima; 0 leaves it out. Example: --gap-weight 4")] = 0.0,
@@ -270,7 +271,7 @@ def train(
     try:
         cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
                           crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)),
-                          workers=workers, init=init, stain_jitter=stain_jitter, contour_weight=contour_weight,
+                          workers=workers, init=init, stain_jitter=stain_jitter, affine=affine, contour_weight=contour_weight,
                           area_weight=area_weight, gap_weight=gap_weight, contour_pixels=contour_pixels,
                           frozen_norm=frozen_norm, width=width, minutes=minutes)
         path = run_training(cfg, reporter)

@@ -131,7 +131,7 @@ def test_command_line_defaults_are_the_pipeline_defaults():
     assert options["tile_size"].default == SegmentOptions.tile_size
     assert options["overlap"].default == SegmentOptions.overlap
     options = inspect.signature(cli.train).parameters
-    for name in ("contour_weight", "area_weight", "gap_weight", "contour_pixels", "stain_jitter", "width"):
+    for name in ("contour_weight", "area_weight", "gap_weight", "contour_pixels", "stain_jitter", "affine", "width"):
         assert options[name].default == getattr(TrainConfig, name), name
 
 

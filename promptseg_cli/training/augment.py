@@ -1,4 +1,5 @@
-"""Augmentation of (image, label) training crops: scale, flips/rot90, colour/stain jitter, gamma, blur, noise."""
+"""Augmentation of (image, label) training crops: scale, flips/rot90 or any rotation with stretch and shear, colour/stain
+jitter, gamma, blur, noise."""
 
 from __future__ import annotations
 
@@ -29,6 +30,32 @@ def random_crop(rng: np.random.Generator, image: np.ndarray, label: np.ndarray, 
     valid[:] = 1
     val = Image.fromarray(valid).crop(box).resize((size, size), Image.Resampling.NEAREST)
     return np.asarray(img, np.float32), np.asarray(lab, np.int32), np.asarray(val, bool)
+
+
+def random_affine_crop(rng: np.random.Generator, image: np.ndarray, label: np.ndarray, size: int,
+                       zoom: tuple[float, float] = (0.7, 1.4), stretch: float = 0.15,
+                       shear: float = 0.15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As :func:`random_crop`, with the crop turned by any angle, stretched along each of its axes by up to
+    ``exp(±stretch)`` beyond the zoom, and sheared by up to ``±shear``: shapes and orientations that flips,
+    rot90 and a zoom alone do not give a small dataset."""
+    factor = float(np.exp(rng.uniform(np.log(zoom[0]), np.log(zoom[1]))))
+    scales = factor * np.exp(rng.uniform(-stretch, stretch, 2))
+    angle, skew = rng.uniform(0, 2 * np.pi), rng.uniform(-shear, shear)
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    to_source = turn @ np.array([[1.0, skew], [0.0, 1.0]]) @ np.diag(1 / scales)  # (x, y) from the crop's centre
+    reach = np.abs(to_source) @ np.full(2, size / 2)  # the crop's half-extent in the source, (x, y)
+    h, w = label.shape
+    centre = [rng.uniform(min(r, n - r), max(r, n - r)) for r, n in zip(reach, (w, h))]
+    offset = np.asarray(centre) - to_source @ np.full(2, size / 2)
+    data = (*to_source[0], offset[0], *to_source[1], offset[1])  # output pixel centres to source coordinates
+
+    def warp(array: np.ndarray, resample: Image.Resampling) -> np.ndarray:
+        return np.asarray(Image.fromarray(array).transform((size, size), Image.Transform.AFFINE, data, resample))
+
+    img = warp(np.ascontiguousarray(image), Image.Resampling.BILINEAR)
+    lab = warp(label.astype(np.int32), Image.Resampling.NEAREST)
+    valid = warp(np.ones((h, w), np.uint8), Image.Resampling.NEAREST)
+    return img.astype(np.float32), lab.astype(np.int32), valid.astype(bool)
 
 
 def random_orientation(rng: np.random.Generator, *arrays: np.ndarray) -> list[np.ndarray]:

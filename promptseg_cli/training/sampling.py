@@ -11,7 +11,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..model.network import normalise_image
 from ..model.prompts import prompt_index
-from .augment import STAINED_KINDS, colour_jitter, random_crop, random_orientation, stain_jitter
+from .augment import STAINED_KINDS, colour_jitter, random_affine_crop, random_crop, random_orientation, stain_jitter
 from .datasets import Sample, intensity_range
 from .simulate import simulate_tissue
 from .targets import make_targets
@@ -39,13 +39,15 @@ class CropSampler(IterableDataset):
     ``(seed, k)`` alone, so a run draws the same batches whether it was resumed and however many loader
     processes draw them (process w of W draws steps w, w + W, ...; the loader takes them in turn).
 
-    ``stain_jitter``: probability that a crop of stained tissue (``STAINED_KINDS``) gets :func:`stain_jitter`.
+    ``stain_jitter``: probability that a crop of stained tissue (``STAINED_KINDS``) gets :func:`stain_jitter`;
+    ``affine``: probability that a dataset crop is :func:`random_affine_crop`'s instead of :func:`random_crop`'s.
     """
 
     def __init__(self, sources: list[Source], simulate_weight: float, crop: int, order: int, seed: int,
-                 stain_jitter: float, batch_size: int, start: int = 0):
+                 stain_jitter: float, batch_size: int, start: int = 0, affine: float = 0.0):
         self.sources = sources
         self.stain_jitter = stain_jitter
+        self.affine = affine
         self.simulate_weight = simulate_weight
         self.crop = crop
         self.order = order
@@ -79,7 +81,9 @@ class CropSampler(IterableDataset):
         else:
             source = self.sources[choice]
             sample = source.samples[int(rng.choice(len(source.samples), p=self.image_weights[choice]))]
-            image, label, valid = random_crop(rng, sample.image, sample.label, self.crop)
+            # without --affine no number is drawn for it, so earlier runs' crops stay as they were
+            crop = random_affine_crop if self.affine and rng.random() < self.affine else random_crop
+            image, label, valid = crop(rng, sample.image, sample.label, self.crop)
             if sample.kind in STAINED_KINDS and rng.random() < self.stain_jitter:
                 image = stain_jitter(rng, image)
             image = colour_jitter(rng, image)

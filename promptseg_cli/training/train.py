@@ -66,6 +66,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     init: Path | None = None
     stain_jitter: float = 0.5
+    affine: float = 0.0  # share of dataset crops turned by any angle, stretched and sheared
     contour_weight: float = 0.1
     area_weight: float = 0.0
     gap_weight: float = 0.0
@@ -168,13 +169,13 @@ def train(cfg: TrainConfig, reporter: Reporter) -> Path:
         reporter.log(f"fine-tuning from {cfg.init}" + (f", widened {cfg.width}x" if config != init.network.config else ""))
 
     sampler = CropSampler(sources, cfg.simulate_weight, cfg.crop, config.order, seed=cfg.seed,
-                          stain_jitter=cfg.stain_jitter, batch_size=cfg.batch_size, start=step)
+                          stain_jitter=cfg.stain_jitter, batch_size=cfg.batch_size, start=step, affine=cfg.affine)
     loader = DataLoader(sampler, batch_size=None, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
     metadata = {
         "version": f"{__version__}+{cfg.output.name}",
         "native_mpp": cfg.native_mpp,
         "training": {"steps": cfg.steps, "batch_size": cfg.batch_size, "crop": cfg.crop, "lr": cfg.lr,
-                     "seed": cfg.seed, "stain_jitter": cfg.stain_jitter, "contour_weight": cfg.contour_weight,
+                     "seed": cfg.seed, "stain_jitter": cfg.stain_jitter, "affine": cfg.affine, "contour_weight": cfg.contour_weight,
                      "area_weight": cfg.area_weight, "gap_weight": cfg.gap_weight,
                      "contour_pixels": cfg.contour_pixels,
                      "frozen_norm": cfg.frozen_norm, "width": cfg.width, "minutes": cfg.minutes,
