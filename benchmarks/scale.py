@@ -22,7 +22,10 @@ its ``report.json``, the CPU time of each stage's threads): "model_share_of_cpu"
 that went to the network and post-processing of the tiles (what the model-only figure times), and
 "cpu_beside_model_s", the rest (reads, reframing with its windows' forward passes, merging and labels, image copy,
 planning, zarr's threads). When the run keeps every core busy and the model's work costs what it costs alone, the
-end-to-end ratio is about the model's share; it cannot go much above it.
+end-to-end ratio is about the model's share; it cannot go much above it. "end_to_end_from_cpu" goes one step
+further: the model's CPU time in the run over what the allocated cores could give in the run's time (network and
+post-processing CPU-s / (cores x seconds)), the end-to-end ratio as it would be if the model alone cost the same
+CPU per pixel and kept every core busy: the share times how busy the run kept the cores.
 
 Usage: python benchmarks/scale.py [--sizes 8192 16384] [--tissue 0.6] [--sparse 0.2] [--layout sections|scattered]
        [--repeat 1]
@@ -156,6 +159,7 @@ def main() -> None:
                    "seconds_per_tissue_mpx": round(report["seconds"]["total"] / (tissue_px / 1e6), 3),
                    "seconds_per_processed_mpx": round(report["seconds"]["total"] / (processed / 1e6), 3),
                    "model_share_of_cpu": round(model_cpu / cpu["total"], 3),
+                   "end_to_end_from_cpu": round(model_cpu / (allocated_cpus() * report["seconds"]["total"]), 3),
                    "cpu_beside_model_s": round(cpu["total"] - model_cpu, 1)}
             rows.append(row)
             slide.unlink()
