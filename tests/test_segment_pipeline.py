@@ -275,3 +275,18 @@ def test_objects_larger_than_the_halo_are_whole_at_seams(tmp_path):
     with open_slide(slide) as reader:
         plan = SlidePlan.create(reader, DarkObjectDetector().model.native_mpp, reader.mpp, 256, 32)
         assert result.pixels_processed - result.pixels_reframed == sum(t.read_pixels for t in plane_tiles(reader, plan)[0])
+
+
+@pytest.mark.parametrize("tissue_detection", [True, False])
+def test_a_crop_of_glass_has_no_nuclei(tmp_path, slides, tissue_detection):
+    """Real glass from CMU-1 with the shipped model: neither the tissue mask nor the intensity range may turn
+    glass noise into nuclei (before: 506 of them, with the tissue mask or without)."""
+    from promptseg_cli.model.predictor import Predictor
+    from promptseg_cli.model.weights import load_model
+
+    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
+        glass = reader.read(0, 100, 150, 500, 350)
+    slide = write_pyramid_tiff(tmp_path / "glass.tif", glass, mpp=0.5, levels=1, compression="zlib")
+    options = SegmentOptions(["nuclei"], tissue_detection=tissue_detection)
+    result = segment_slide(slide, tmp_path / "glass.ome.zarr", Predictor(load_model()), options, Reporter(quiet=True))
+    assert result.objects["nuclei"] == 0

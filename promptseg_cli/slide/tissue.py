@@ -8,6 +8,11 @@ from skimage.filters import threshold_otsu
 
 #: Mask pixels by which the detected tissue is grown (after closing), so borders and sparse nuclei stay in.
 DILATION = 2
+#: Brightfield: darkness or saturation above which a pixel is tissue whatever Otsu says, and the least margin
+#: above the palest pixels (the glass) that it takes; so an overview of glass alone has no tissue.
+TISSUE_SIGNAL, GLASS_MARGIN = 40.0, 10.0
+#: Fluorescence: the least brightness of tissue.
+FLUORESCENCE_SIGNAL = 8.0
 
 
 def is_fluorescence(overview: np.ndarray) -> bool:
@@ -19,8 +24,10 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
     """Boolean mask of tissue on an RGB overview.
 
     Brightfield: pixels that are coloured or darker than the glass (Otsu on ``255 - min(RGB)`` and on
-    saturation). Fluorescence: pixels brighter than the dark background (Otsu on the brightest channel). The
-    mask is closed and dilated a little so that tissue borders and sparse nuclei are not cut off.
+    saturation, at most ``TISSUE_SIGNAL`` and at least ``GLASS_MARGIN`` above the palest pixels, so that the
+    noise of a glass-only overview is not split in two). Fluorescence: pixels brighter than the dark background
+    (Otsu on the brightest channel, at least ``FLUORESCENCE_SIGNAL``). The mask is closed and dilated a little
+    so that tissue borders and sparse nuclei are not cut off.
     """
     red, green, blue = (overview[..., c] for c in range(3))  # channel-wise uint8 ops: no float copy of the overview
     brightest = np.maximum(np.maximum(red, green), blue)
@@ -31,9 +38,15 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
         darkest = np.minimum(np.minimum(red, green), blue)
         signal = np.maximum(255 - darkest, brightest - darkest)  # darkness or saturation
     signal = ndimage.gaussian_filter(signal.astype(np.float32), 1.0)
-    if float(signal.max() - signal.min()) < 8:
-        return np.zeros(signal.shape, bool) if signal.max() < 8 else np.ones(signal.shape, bool)
-    threshold = max(threshold_otsu(signal), 8.0) if fluorescence else min(threshold_otsu(signal), 40.0)
+    spread = float(signal.max() - signal.min())
+    if fluorescence:
+        if spread < FLUORESCENCE_SIGNAL:  # no edge to find: all background or all tissue
+            return np.full(signal.shape, bool(signal.max() >= FLUORESCENCE_SIGNAL))
+        threshold = max(threshold_otsu(signal), FLUORESCENCE_SIGNAL)
+    else:
+        glass = float(np.percentile(signal, 0.5))
+        otsu = threshold_otsu(signal) if spread > 0 else glass
+        threshold = min(max(otsu, glass + GLASS_MARGIN), TISSUE_SIGNAL)
     mask = signal > threshold
     mask = ndimage.binary_closing(mask, iterations=2)
     return ndimage.binary_dilation(mask, iterations=DILATION)

@@ -19,6 +19,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from ..slide.tissue import is_fluorescence
+
 VALIDATION_FRACTION = 0.15
 VALIDATION_MINIMUM = 2
 
@@ -60,10 +62,19 @@ def validation_ids(folder: Path) -> set[str]:
     return held_out
 
 
+#: The least span of a bright-background (brightfield) image's intensity range: narrower ones are widened
+#: downwards, so that glass (a crop of glass, or glass around a little tissue) is not stretched until its noise
+#: looks like nuclei. Every brightfield image of the training data spans at least 67.
+BRIGHTFIELD_SPAN = 64.0
+
+
 def intensity_range(image: np.ndarray) -> tuple[float, float]:
-    """Whole-image intensity percentiles (1, 99.8) over all channels."""
+    """Whole-image intensity percentiles (1, 99.8) over all channels; at least ``BRIGHTFIELD_SPAN`` apart for an
+    image with a bright background (``tissue.is_fluorescence``)."""
     sample = image[:: max(1, image.shape[0] // 512), :: max(1, image.shape[1] // 512)]
     low, high = np.percentile(sample, [1.0, 99.8])
+    if not is_fluorescence(sample):
+        low = min(low, high - BRIGHTFIELD_SPAN)
     return float(low), float(max(high, low + 1.0))
 
 
