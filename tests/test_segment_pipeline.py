@@ -184,6 +184,18 @@ def test_png_without_pixel_size_runs_at_native_resolution_with_a_warning(tmp_pat
     assert "unit" not in group.attrs["ome"]["multiscales"][0]["axes"][1]
 
 
+def test_a_print_resolution_is_not_taken_for_a_pixel_size(tmp_path):
+    """72 dpi (what image editors write) would be 353 um per pixel, resampled a thousand-fold to the model's."""
+    import tifffile
+
+    image, centres, _ = disc_slide((300, 400), seams=128)
+    tifffile.imwrite(tmp_path / "discs.tif", image, resolution=(72, 72), resolutionunit="INCH")
+    result = segment_slide(tmp_path / "discs.tif", tmp_path / "discs.ome.zarr", DarkObjectDetector(),
+                           SegmentOptions(["nuclei"], tile_size=128), Reporter(quiet=True))
+    assert result.mpp is None and "print resolution (72 dpi)" in result.warnings[0]
+    assert result.objects["nuclei"] == len(centres) and result.pixels_processed < 3 * 300 * 400
+
+
 def test_mixed_precision_finds_the_same_objects(data):
     """bf16 autocast (what GPUs use as fp16/bf16) agrees with fp32 on a real image."""
     from PIL import Image

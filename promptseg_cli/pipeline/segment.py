@@ -50,6 +50,9 @@ __all__ = ["OutputError", "OutputExistsError", "Interrupted", "SegmentOptions", 
 #: at most about 0.8 GB of the heap in use, under ``malloc.RELEASE_ABOVE`` (BENCHMARKS.md, "Session 26").
 DEFAULT_TILE_SIZE = 1152
 DEFAULT_OVERLAP = 32
+#: A pixel size in the file coarser than this (microns) is taken for what image editors write (72-1200 dpi, i.e.
+#: 21-353 um) and ignored: resampled to the model's pixel size, a 72-dpi image would grow a million-fold.
+MAX_FILE_MPP = 20.0
 
 
 @dataclass
@@ -162,7 +165,13 @@ class SlideRun:
         self.clock = StageClock()
         self.warnings: list[str] = []
         self.mpp0 = options.mpp or reader.mpp
-        if self.mpp0 is None:
+        if options.mpp is None and self.mpp0 is not None and self.mpp0 > MAX_FILE_MPP:
+            self.warnings.append(f"{path}: the file's pixel size, {self.mpp0:.4g} um, is a print resolution "
+                                 f"({25400 / self.mpp0:.0f} dpi), not a microscope's; running at native resolution "
+                                 "(set --mpp to fix)")
+            reporter.warn(self.warnings[-1])
+            self.mpp0 = None
+        elif self.mpp0 is None:
             self.warnings.append(f"{path}: no pixel size in the file; running at native resolution (set --mpp to fix)")
             reporter.warn(self.warnings[-1])
         self.plan = SlidePlan.create(reader, options.pixel_size or predictor.model.native_mpp, self.mpp0,
