@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from promptseg_cli.slide.readers import open_slide
-from promptseg_cli.slide.tissue import tissue_mask
+from promptseg_cli.slide.tissue import DILATION, is_fluorescence, tissue_mask
 from promptseg_cli.training.datasets import BRIGHTFIELD_SPAN, intensity_range
 
 #: Level-0 boxes (x, y, width, height) of CMU-1-Small-Region.svs: glass with a few specks, and the same glass with
@@ -44,3 +44,18 @@ def test_a_tissue_range_is_the_plain_percentiles(slides):
     sample = image[:: max(1, image.shape[0] // 512), :: max(1, image.shape[1] // 512)]
     assert (low, high) == tuple(np.percentile(sample, [1.0, 99.8]))
     assert high - low > BRIGHTFIELD_SPAN
+
+
+def test_unscanned_black_is_neither_tissue_nor_part_of_the_range(slides):
+    """Black fill (areas a scanner never scanned, as Bio-Formats gives them) over 60% of CMU-1: before, it made
+    the slide 'fluorescence' and every pixel of it tissue."""
+    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
+        overview = reader.read(0, 0, 0, *reader.level_dimensions[0])[::4, ::4]
+    edge = int(0.6 * overview.shape[1])
+    filled = overview.copy()
+    filled[:, :edge] = 0
+    assert not is_fluorescence(filled)
+    mask, plain = tissue_mask(filled), tissue_mask(overview)
+    assert not mask[:, : edge - DILATION - 1].any()
+    assert (mask[:, edge + 8 :] == plain[:, edge + 8 :]).mean() > 0.99
+    assert intensity_range(filled) == intensity_range(np.ascontiguousarray(overview[:, edge:]))

@@ -15,19 +15,28 @@ TISSUE_SIGNAL, GLASS_MARGIN = 40.0, 10.0
 FLUORESCENCE_SIGNAL = 8.0
 
 
+def unscanned(image: np.ndarray) -> np.ndarray:
+    """Pixels that are black in every channel: what scanners and converters (Bio-Formats for MRXS or VSI) fill
+    areas never scanned with. On brightfield they are neither tissue nor part of the intensity range."""
+    return image.max(axis=-1) == 0 if image.ndim == 3 else image == 0
+
+
 def is_fluorescence(overview: np.ndarray) -> bool:
-    """Dark background (fluorescence) rather than bright background (brightfield)."""
-    return float(np.median(overview)) < 100
+    """Dark background (fluorescence) rather than bright background (brightfield), unscanned areas left out: the
+    median of the rest is below 100 (on every DSB2018 fluorescence image, however much of it is black)."""
+    scanned = overview[~unscanned(overview)]
+    return scanned.size == 0 or float(np.median(scanned)) < 100
 
 
 def tissue_mask(overview: np.ndarray) -> np.ndarray:
     """Boolean mask of tissue on an RGB overview.
 
     Brightfield: pixels that are coloured or darker than the glass (Otsu on ``255 - min(RGB)`` and on
-    saturation, at most ``TISSUE_SIGNAL`` and at least ``GLASS_MARGIN`` above the palest pixels, so that the
-    noise of a glass-only overview is not split in two). Fluorescence: pixels brighter than the dark background
-    (Otsu on the brightest channel, at least ``FLUORESCENCE_SIGNAL``). The mask is closed and dilated a little
-    so that tissue borders and sparse nuclei are not cut off.
+    saturation of the scanned pixels, at most ``TISSUE_SIGNAL`` and at least ``GLASS_MARGIN`` above the palest
+    ones, so that the noise of a glass-only overview is not split in two; unscanned black is not tissue).
+    Fluorescence: pixels brighter than the dark background (Otsu on the brightest channel, at least
+    ``FLUORESCENCE_SIGNAL``). The mask is closed and dilated a little so that tissue borders and sparse nuclei
+    are not cut off.
     """
     red, green, blue = (overview[..., c] for c in range(3))  # channel-wise uint8 ops: no float copy of the overview
     brightest = np.maximum(np.maximum(red, green), blue)
@@ -37,6 +46,7 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
     else:
         darkest = np.minimum(np.minimum(red, green), blue)
         signal = np.maximum(255 - darkest, brightest - darkest)  # darkness or saturation
+        signal[brightest == 0] = 0  # unscanned: as pale as glass can be
     signal = ndimage.gaussian_filter(signal.astype(np.float32), 1.0)
     spread = float(signal.max() - signal.min())
     if fluorescence:
@@ -44,8 +54,9 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
             return np.full(signal.shape, bool(signal.max() >= FLUORESCENCE_SIGNAL))
         threshold = max(threshold_otsu(signal), FLUORESCENCE_SIGNAL)
     else:
-        glass = float(np.percentile(signal, 0.5))
-        otsu = threshold_otsu(signal) if spread > 0 else glass
+        scanned = signal[brightest > 0] if (brightest > 0).any() else signal.ravel()
+        glass = float(np.percentile(scanned, 0.5))
+        otsu = threshold_otsu(scanned) if scanned.max() > scanned.min() else glass
         threshold = min(max(otsu, glass + GLASS_MARGIN), TISSUE_SIGNAL)
     mask = signal > threshold
     mask = ndimage.binary_closing(mask, iterations=2)

@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..slide.tissue import is_fluorescence
+from ..slide.tissue import is_fluorescence, unscanned
 
 VALIDATION_FRACTION = 0.15
 VALIDATION_MINIMUM = 2
@@ -69,11 +69,12 @@ BRIGHTFIELD_SPAN = 64.0
 
 
 def intensity_range(image: np.ndarray) -> tuple[float, float]:
-    """Whole-image intensity percentiles (1, 99.8) over all channels; at least ``BRIGHTFIELD_SPAN`` apart for an
-    image with a bright background (``tissue.is_fluorescence``)."""
+    """Whole-image intensity percentiles (1, 99.8) over all channels. For an image with a bright background
+    (``tissue.is_fluorescence``) unscanned black is left out, and they are at least ``BRIGHTFIELD_SPAN`` apart."""
     sample = image[:: max(1, image.shape[0] // 512), :: max(1, image.shape[1] // 512)]
-    low, high = np.percentile(sample, [1.0, 99.8])
-    if not is_fluorescence(sample):
+    brightfield = not is_fluorescence(sample)
+    low, high = np.percentile(sample[~unscanned(sample)] if brightfield else sample, [1.0, 99.8])
+    if brightfield:
         low = min(low, high - BRIGHTFIELD_SPAN)
     return float(low), float(max(high, low + 1.0))
 
