@@ -38,6 +38,7 @@ from promptseg_cli.pipeline.tiling import plane_tiles
 from promptseg_cli.progress import Reporter
 from promptseg_cli.slide.lazy import thumbnail
 from promptseg_cli.slide.readers import open_slide
+from promptseg_cli.slide.tissue import tissue_mask
 from promptseg_cli.training.datasets import intensity_range
 
 from mosaic import CELL, write_mosaic
@@ -103,7 +104,8 @@ def main() -> None:
         tissue = np.kron(mosaic.choice >= 0, np.ones((CELL, CELL), bool))[: args.size, : args.size]
         image = tifffile.imread(slide, key=0)
         with open_slide(slide) as reader:
-            intensity = intensity_range(thumbnail(reader)[0])
+            overview = thumbnail(reader)[0]
+            intensity = intensity_range(overview, tissue_mask(overview))  # as the pipeline's
         started = time.time()
         with torch.inference_mode():
             det = predictor.predict_image(image, "nuclei", intensity)

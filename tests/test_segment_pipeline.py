@@ -148,6 +148,7 @@ def test_tiled_result_matches_whole_image_with_the_real_model(tmp_path, data):
     from promptseg_cli.pipeline.rasterize import label_image
     from promptseg_cli.slide.lazy import thumbnail
     from promptseg_cli.slide.readers import open_slide
+    from promptseg_cli.slide.tissue import tissue_mask
     from promptseg_cli.training.datasets import intensity_range
 
     predictor = Predictor(load_model())
@@ -158,7 +159,8 @@ def test_tiled_result_matches_whole_image_with_the_real_model(tmp_path, data):
                              for p in names], axis=1)
     slide = write_pyramid_tiff(tmp_path / "mosaic.tif", mosaic, mpp=native, compression="zlib")
     with open_slide(slide) as reader:
-        intensity = intensity_range(thumbnail(reader)[0])
+        overview = thumbnail(reader)[0]
+        intensity = intensity_range(overview, tissue_mask(overview))  # as the pipeline's
     det = predictor.predict_image(mosaic, "nuclei", intensity)
     whole = label_image(det.contours, det.scores, mosaic.shape[:2])
     out = tmp_path / "mosaic.ome.zarr"
@@ -302,3 +304,18 @@ def test_a_crop_of_glass_has_no_nuclei(tmp_path, slides, tissue_detection):
     options = SegmentOptions(["nuclei"], tissue_detection=tissue_detection)
     result = segment_slide(slide, tmp_path / "glass.ome.zarr", Predictor(load_model()), options, Reporter(quiet=True))
     assert result.objects["nuclei"] == 0
+
+
+def test_the_intensity_range_is_the_tissues_with_or_without_tissue_detection(tmp_path, slides):
+    from test_tissue import GLASS, TISSUE, sparse_tissue
+
+    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
+        canvas = sparse_tissue({box: reader.read(0, *box) for box in (GLASS, TISSUE)})
+    slide = write_pyramid_tiff(tmp_path / "sparse.tif", canvas, mpp=0.5, levels=1, compression="zlib")
+    ranges = []
+    for detection in (True, False):
+        out = tmp_path / f"sparse-{detection}.ome.zarr"
+        segment_slide(slide, out, DarkObjectDetector(), SegmentOptions(["nuclei"], tissue_detection=detection),
+                      Reporter(quiet=True))
+        ranges.append(json.loads((out / "report.json").read_text())["intensity_range"])
+    assert ranges[0] == ranges[1] and ranges[0][0] < 60

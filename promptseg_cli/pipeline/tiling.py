@@ -60,10 +60,10 @@ def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float,
 def plane_tiles(reader: SlideReader, plan: SlidePlan,
                 tissue_detection: bool = True) -> tuple[list[Tile], int, tuple[float, float]]:
     """The tiles to run on one plane and the size of their grid (see :func:`tissue_tiles`), and the plane's
-    whole-image intensity range, both from one streamed overview."""
+    intensity range (its tissue's, also without ``tissue_detection``), both from one streamed overview."""
     overview, downsample = thumbnail(reader)
-    mask = tissue_mask(overview) if tissue_detection else None
-    return *tissue_tiles(plan, mask, downsample, DILATION), intensity_range(overview)
+    mask = tissue_mask(overview)
+    return *tissue_tiles(plan, mask if tissue_detection else None, downsample, DILATION), intensity_range(overview, mask)
 
 
 #: A native rectangle ``(x0, y0, x1, y1)``, half-open.

@@ -68,14 +68,18 @@ def validation_ids(folder: Path) -> set[str]:
 BRIGHTFIELD_SPAN = 64.0
 
 
-def intensity_range(image: np.ndarray) -> tuple[float, float]:
+def intensity_range(image: np.ndarray, tissue: np.ndarray | None = None) -> tuple[float, float]:
     """Whole-image intensity percentiles (1, 99.8) over all channels. For an image with a bright background
-    (``tissue.is_fluorescence``) unscanned black is left out, and they are at least ``BRIGHTFIELD_SPAN`` apart."""
+    (``tissue.is_fluorescence``) unscanned black is left out, the low end is taken on the ``tissue`` mask where
+    one is given (the darkest 1% of a slide that is 1% tissue is glass: the tissue would be normalised as if it
+    were darker than anything in training), and the two are at least ``BRIGHTFIELD_SPAN`` apart."""
     sample = image[:: max(1, image.shape[0] // 512), :: max(1, image.shape[1] // 512)]
-    brightfield = not is_fluorescence(sample)
-    low, high = np.percentile(sample[~unscanned(sample)] if brightfield else sample, [1.0, 99.8])
-    if brightfield:
-        low = min(low, high - BRIGHTFIELD_SPAN)
+    if is_fluorescence(sample):
+        low, high = np.percentile(sample, [1.0, 99.8])
+    else:
+        high = np.percentile(sample[~unscanned(sample)], 99.8)
+        stained = image[tissue] if tissue is not None and tissue.any() else sample[~unscanned(sample)]
+        low = min(np.percentile(stained, 1.0), high - BRIGHTFIELD_SPAN)
     return float(low), float(max(high, low + 1.0))
 
 
