@@ -79,3 +79,16 @@ def test_the_low_end_of_a_slide_with_little_tissue_is_its_tissues(regions):
     low, high = intensity_range(canvas, mask)
     assert low < np.percentile(regions[TISSUE], 5.0)  # the tissue's darkest, or dust on the glass around it
     assert high == intensity_range(canvas)[1] and intensity_range(canvas)[0] - low > 100
+
+
+def test_the_high_end_of_a_fluorescence_slide_with_few_cells_is_theirs(slides):
+    """DAPI nuclei on 0.1% of a dark slide: the whole image's 99.8th percentile is background noise (0-7), which
+    the model then sees as bright as nuclei (a 256-px patch of them on a 4096-px slide: 40 objects, 29 now, 31 with
+    the patch among more nuclei)."""
+    with open_slide(slides / "DAPI-40x-fluorescence.ndpi") as reader:
+        background, cells = reader.read(0, 256, 4480, 256, 256), reader.read(0, 256, 1536, 64, 64)
+    canvas = np.tile(background, (8, 8, 1))
+    canvas[1000:1064, 1000:1064] = cells
+    low, high = intensity_range(canvas, tissue_mask(canvas))
+    assert is_fluorescence(canvas) and intensity_range(canvas)[1] < 10
+    assert low == intensity_range(canvas)[0] and high > 200

@@ -69,17 +69,20 @@ BRIGHTFIELD_SPAN = 64.0
 
 
 def intensity_range(image: np.ndarray, tissue: np.ndarray | None = None) -> tuple[float, float]:
-    """Whole-image intensity percentiles (1, 99.8) over all channels. For an image with a bright background
-    (``tissue.is_fluorescence``) unscanned black is left out, the low end is taken on the ``tissue`` mask where
-    one is given (the darkest 1% of a slide that is 1% tissue is glass: the tissue would be normalised as if it
-    were darker than anything in training), and the two are at least ``BRIGHTFIELD_SPAN`` apart."""
+    """Whole-image intensity percentiles (1, 99.8) over all channels, except that the end belonging to the stain
+    is taken on the ``tissue`` mask where one is given: on a bright background (``tissue.is_fluorescence``) the
+    low end (the darkest 1% of a slide that is 1% tissue is glass, and its tissue would be normalised as if darker
+    than anything in training), on a dark one the high end. On a bright background unscanned black is left out,
+    and the two ends are at least ``BRIGHTFIELD_SPAN`` apart."""
     sample = image[:: max(1, image.shape[0] // 512), :: max(1, image.shape[1] // 512)]
+    on_tissue = image[tissue] if tissue is not None and tissue.any() else None
     if is_fluorescence(sample):
-        low, high = np.percentile(sample, [1.0, 99.8])
+        low = np.percentile(sample, 1.0)
+        high = np.percentile(sample if on_tissue is None else on_tissue, 99.8)
     else:
-        high = np.percentile(sample[~unscanned(sample)], 99.8)
-        stained = image[tissue] if tissue is not None and tissue.any() else sample[~unscanned(sample)]
-        low = min(np.percentile(stained, 1.0), high - BRIGHTFIELD_SPAN)
+        scanned = sample[~unscanned(sample)]
+        high = np.percentile(scanned, 99.8)
+        low = min(np.percentile(scanned if on_tissue is None else on_tissue, 1.0), high - BRIGHTFIELD_SPAN)
     return float(low), float(max(high, low + 1.0))
 
 
