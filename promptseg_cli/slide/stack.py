@@ -6,9 +6,9 @@ with Z planes or time points are segmented one 2-D plane at a time: :meth:`Compo
 the reader of one ``(t, z)`` plane.
 
 The model sees RGB: ``--channels nucleus=DAPI,membrane=2`` puts the nucleus channel in blue and the membrane (or
-cytoplasm) channel in green, each scaled to 0..255 by its 1st/99.8th percentile over the *whole image* (read
-from the smallest pyramid level), never per tile. Without a mapping a single channel is shown as grey and a
-3-channel 8-bit image as RGB.
+cytoplasm) channel in green, each scaled to 0..255 by its 1st percentile over the *whole image* and its 99.8th
+over where it is brighter than its background (read from the smallest pyramid level), never per tile. Without a
+mapping a single channel is shown as grey and a 3-channel 8-bit image as RGB.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import zarr
 
 from .readers import SlideError, SlideReader
+from .tissue import bright_region
 
 ROLES = {"nucleus": 2, "nuclei": 2, "membrane": 1, "cytoplasm": 1, "cell": 1}
 
@@ -157,17 +158,22 @@ class CompositeReader(SlideReader):
         self.scaled = not (n == 3 and np.dtype(stack.levels[0].dtype) == np.uint8 and not channels)
 
     def _range(self, channel: int) -> tuple[float, float]:
-        """1st/99.8th percentile of a channel over the whole image: smallest level, up to ``RANGE_PLANES`` planes."""
+        """1st percentile of a channel over the whole image, 99.8th over where it is brighter than its background
+        (``tissue.bright_region``; on the whole image that would be background noise when the cells cover less
+        than 0.2% of it): smallest level, up to ``RANGE_PLANES`` planes."""
         smallest = len(self.stack.levels) - 1
         width, height = self.level_dimensions[smallest]
         step = max(1, -(-max(width, height) // 1024))  # read every step-th pixel: at most ~1024 x 1024 per plane
         planes = self.planes
         chosen = [planes[i] for i in np.linspace(0, len(planes) - 1, min(RANGE_PLANES, len(planes))).round().astype(int)]
-        samples = []
+        samples, bright = [], []
         for t, z in chosen:
             data = self.stack.plane(smallest, channel, slice(None, None, step), slice(None, None, step), t, z)
             samples.append(data.astype(np.float32).ravel())
-        low, high = np.percentile(np.concatenate(samples), [1, 99.8])
+            bright.append(data[bright_region(data)].astype(np.float32))
+        low = np.percentile(np.concatenate(samples), 1)
+        bright_values = np.concatenate(bright)
+        high = np.percentile(bright_values if bright_values.size else samples[0], 99.8)
         return float(low), float(max(high, low + 1e-6))
 
     @property

@@ -58,6 +58,18 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
         glass = float(np.percentile(scanned, 0.5))
         otsu = threshold_otsu(scanned) if scanned.max() > scanned.min() else glass
         threshold = min(max(otsu, glass + GLASS_MARGIN), TISSUE_SIGNAL)
-    mask = signal > threshold
-    mask = ndimage.binary_closing(mask, iterations=2)
-    return ndimage.binary_dilation(mask, iterations=DILATION)
+    return _grown(signal > threshold)
+
+
+def bright_region(channel: np.ndarray) -> np.ndarray:
+    """Where one channel of any depth (a 16-bit DAPI plane, say) is brighter than its background: Otsu on the
+    smoothed channel, grown as the tissue mask is."""
+    signal = ndimage.gaussian_filter(channel.astype(np.float32), 1.0)
+    if signal.max() <= signal.min():
+        return np.zeros(signal.shape, bool)
+    return _grown(signal > threshold_otsu(signal))
+
+
+def _grown(mask: np.ndarray) -> np.ndarray:
+    """``mask`` closed and dilated a little, so that tissue borders and sparse nuclei are not cut off."""
+    return ndimage.binary_dilation(ndimage.binary_closing(mask, iterations=2), iterations=DILATION)
