@@ -74,8 +74,13 @@ def intensity_range(image: np.ndarray, tissue: np.ndarray | None = None) -> tupl
     low end (the darkest 1% of a slide that is 1% tissue is glass, and its tissue would be normalised as if darker
     than anything in training), on a dark one the high end. On a bright background unscanned black is left out,
     and the two ends are at least ``BRIGHTFIELD_SPAN`` apart."""
-    sample = image[:: max(1, image.shape[0] // 512), :: max(1, image.shape[1] // 512)]
-    on_tissue = image[tissue] if tissue is not None and tissue.any() else None
+    step = max(1, image.shape[0] // 512), max(1, image.shape[1] // 512)
+    sample = image[:: step[0], :: step[1]]
+    on_tissue = None
+    if tissue is not None:  # the sample's pixels on tissue, or all of the tissue's where it holds few of them
+        on_tissue = sample[tissue[:: step[0], :: step[1]]]
+        if len(on_tissue) < 4096:
+            on_tissue = image[tissue] if tissue.any() else None
     if is_fluorescence(sample):
         low = np.percentile(sample, 1.0)
         high = np.percentile(sample if on_tissue is None else on_tissue, 99.8)
