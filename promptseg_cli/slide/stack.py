@@ -171,9 +171,9 @@ class CompositeReader(SlideReader):
             data = self.stack.plane(smallest, channel, slice(None, None, step), slice(None, None, step), t, z)
             samples.append(data.astype(np.float32).ravel())
             bright.append(data[bright_region(data)].astype(np.float32))
-        low = np.percentile(np.concatenate(samples), 1)
-        bright_values = np.concatenate(bright)
-        high = np.percentile(bright_values if bright_values.size else samples[0], 99.8)
+        values, bright_values = np.concatenate(samples), np.concatenate(bright)
+        low = np.percentile(values, 1)
+        high = np.percentile(bright_values if bright_values.size else values, 99.8)
         return float(low), float(max(high, low + 1e-6))
 
     @property

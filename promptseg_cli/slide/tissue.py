@@ -49,13 +49,12 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
         signal = np.maximum(255 - darkest, brightest - darkest)  # darkness or saturation
         signal[brightest == 0] = 0  # unscanned: as pale as glass can be
     signal = ndimage.gaussian_filter(signal.astype(np.float32), 1.0)
-    spread = float(signal.max() - signal.min())
     if fluorescence:
-        if spread < FLUORESCENCE_SIGNAL:  # no edge to find: all background or all tissue
+        if float(signal.max() - signal.min()) < FLUORESCENCE_SIGNAL:  # no edge to find: all background or tissue
             return np.full(signal.shape, bool(signal.max() >= FLUORESCENCE_SIGNAL))
         threshold = max(threshold_otsu(signal), FLUORESCENCE_SIGNAL)
     else:
-        scanned = signal[brightest > 0] if (brightest > 0).any() else signal.ravel()
+        scanned = signal[brightest > 0]  # never empty: brightfield's median is bright
         glass = float(np.percentile(scanned, 0.5))
         otsu = threshold_otsu(scanned) if scanned.max() > scanned.min() else glass
         threshold = min(max(otsu, glass + GLASS_MARGIN), TISSUE_SIGNAL)
