@@ -1,4 +1,4 @@
-"""Tissue detection and the whole-image intensity range on real brightfield glass (CMU-1, level 0)."""
+"""Tissue detection and the intensity range on real slides: CMU-1 (brightfield) glass and tissue, DAPI nuclei."""
 
 import numpy as np
 import pytest
@@ -64,7 +64,7 @@ def test_unscanned_black_is_neither_tissue_nor_part_of_the_range(slides):
 
 
 def sparse_tissue(regions) -> np.ndarray:
-    """CMU-1's glass, 3 x 4 times, with three patches of its tissue: 1% of the area, as on a cytology slide."""
+    """CMU-1's glass, 3 x 4 times, with three patches of its tissue: 3% of the area, as on a cytology slide."""
     canvas = np.tile(regions[GLASS], (3, 4, 1))
     for y, x in ((100, 200), (600, 1100), (800, 1700)):
         canvas[y : y + 150, x : x + 150] = regions[TISSUE]
