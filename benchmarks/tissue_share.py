@@ -23,9 +23,9 @@ from promptseg_cli.evaluation.metrics import Counts
 from promptseg_cli.model.predictor import Predictor
 from promptseg_cli.model.weights import load_model
 from promptseg_cli.pipeline.rasterize import label_image
-from promptseg_cli.slide.tissue import is_fluorescence
-from promptseg_cli.training.datasets import (BRIGHTFIELD_SPAN, intensity_range, load_image, load_label, read_index,
-                                             row_mpp, validation_ids)
+from promptseg_cli.slide.tissue import BRIGHTFIELD_SPAN, is_fluorescence
+from promptseg_cli.training.datasets import (intensity_range, load_image, load_label, read_index, row_mpp,
+                                             validation_ids)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

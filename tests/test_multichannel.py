@@ -84,3 +84,20 @@ def test_a_few_cells_on_a_large_dark_field_are_not_clipped_to_white(tmp_path, sl
         patch = reader.read(0, 1000, 1000, 256, 256)[..., 2]
         assert np.median(reader.read(0, 0, 0, 256, 256)) < 10
     assert (patch == 255).mean() < 0.02 and np.percentile(patch, 99) > 150
+
+
+def test_glass_in_a_16_bit_grey_image_is_not_stretched_into_nuclei(tmp_path, slides):
+    """Transmitted light in 16 bits (CMU-1's glass with its 1% of cells, as grey): the channel's percentiles span
+    a few percent of the glass's brightness, whose noise then filled the model's input (378 objects before)."""
+    from promptseg_cli.model.predictor import Predictor
+    from promptseg_cli.model.weights import load_model
+    from promptseg_cli.pipeline.segment import SegmentOptions, segment_slide
+    from promptseg_cli.progress import Reporter
+
+    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
+        grey = reader.read(0, 0, 0, 600, 500).mean(axis=-1)
+    tifffile.imwrite(tmp_path / "grey16.tif", (grey * 200).astype(np.uint16), resolution=(2e4, 2e4),
+                     resolutionunit="CENTIMETER")
+    result = segment_slide(tmp_path / "grey16.tif", tmp_path / "grey16.ome.zarr", Predictor(load_model()),
+                           SegmentOptions(["nuclei"]), Reporter(quiet=True))
+    assert result.objects["nuclei"] <= 20

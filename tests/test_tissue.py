@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from promptseg_cli.slide.readers import open_slide
-from promptseg_cli.slide.tissue import DILATION, is_fluorescence, tissue_mask
-from promptseg_cli.training.datasets import BRIGHTFIELD_SPAN, intensity_range
+from promptseg_cli.slide.tissue import BRIGHTFIELD_SPAN, DILATION, is_fluorescence, tissue_mask
+from promptseg_cli.training.datasets import intensity_range
 
 #: Level-0 boxes (x, y, width, height) of CMU-1-Small-Region.svs: glass with a few specks, and the same glass with
 #: a small cluster of cells at its left edge (about 1% of the area, rows 65-110, columns 0-40).

@@ -22,7 +22,7 @@ import numpy as np
 import zarr
 
 from .readers import SlideError, SlideReader
-from .tissue import bright_region
+from .tissue import BRIGHTFIELD_SPAN, bright_region
 
 ROLES = {"nucleus": 2, "nuclei": 2, "membrane": 1, "cytoplasm": 1, "cell": 1}
 
@@ -160,7 +160,8 @@ class CompositeReader(SlideReader):
     def _range(self, channel: int) -> tuple[float, float]:
         """1st percentile of a channel over the whole image, 99.8th over where it is brighter than its background
         (``tissue.bright_region``; on the whole image that would be background noise when the cells cover less
-        than 0.2% of it): smallest level, up to ``RANGE_PLANES`` planes."""
+        than 0.2% of it): smallest level, up to ``RANGE_PLANES`` planes. On a bright background the two are at
+        least ``BRIGHTFIELD_SPAN`` / 255 of the high end apart."""
         smallest = len(self.stack.levels) - 1
         width, height = self.level_dimensions[smallest]
         step = max(1, -(-max(width, height) // 1024))  # read every step-th pixel: at most ~1024 x 1024 per plane
@@ -174,6 +175,8 @@ class CompositeReader(SlideReader):
         values, bright_values = np.concatenate(samples), np.concatenate(bright)
         low = np.percentile(values, 1)
         high = np.percentile(bright_values if bright_values.size else values, 99.8)
+        if np.median(values) > (low + high) / 2:  # bright background (transmitted light): as for 8-bit brightfield
+            low = min(low, high * (1 - BRIGHTFIELD_SPAN / 255))
         return float(low), float(max(high, low + 1e-6))
 
     @property

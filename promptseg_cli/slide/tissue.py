@@ -13,6 +13,10 @@ DILATION = 2
 TISSUE_SIGNAL, GLASS_MARGIN = 40.0, 10.0
 #: Fluorescence: the least brightness of tissue.
 FLUORESCENCE_SIGNAL = 8.0
+#: The least span (of 255) of a bright-background (brightfield) image's intensity range: narrower ones are widened
+#: downwards, so that glass (a crop of glass, or glass around a little tissue) is not stretched until its noise
+#: looks like nuclei. Every brightfield image of the training data spans at least 67.
+BRIGHTFIELD_SPAN = 64.0
 
 
 def unscanned(image: np.ndarray) -> np.ndarray:

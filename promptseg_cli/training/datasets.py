@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..slide.tissue import is_fluorescence, unscanned
+from ..slide.tissue import BRIGHTFIELD_SPAN, is_fluorescence, unscanned
 
 VALIDATION_FRACTION = 0.15
 VALIDATION_MINIMUM = 2
@@ -60,12 +60,6 @@ def validation_ids(folder: Path) -> set[str]:
         n = min(len(ids) - 1, max(VALIDATION_MINIMUM, math.ceil(VALIDATION_FRACTION * len(ids))))
         held_out.update(sorted(ids, key=_hash)[: max(n, 0)])
     return held_out
-
-
-#: The least span of a bright-background (brightfield) image's intensity range: narrower ones are widened
-#: downwards, so that glass (a crop of glass, or glass around a little tissue) is not stretched until its noise
-#: looks like nuclei. Every brightfield image of the training data spans at least 67.
-BRIGHTFIELD_SPAN = 64.0
 
 
 def intensity_range(image: np.ndarray, tissue: np.ndarray | None = None) -> tuple[float, float]:
