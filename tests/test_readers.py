@@ -233,3 +233,30 @@ def test_tiffslide_levels_with_fractional_downsample_are_read_at_the_asked_pixel
         assert reader.backend == "tiffslide" and not reader._tiled.pages and reader.level_downsamples[1] != 2.0
         for x, y in [(0, 0), (1999, 7), (1234, 1999), (1500, 1501)]:
             assert (reader.read(1, x, y, 1, 1)[0, 0] == image[2 * y, 2 * x]).all(), (x, y)
+
+
+def test_a_tiff_of_several_images_warns_that_only_the_first_is_segmented(tmp_path):
+    """Three fields saved as three images of one TIFF: only the first was segmented, silently."""
+    from promptseg_cli.pipeline.segment import SegmentOptions, segment_slide
+    from promptseg_cli.progress import Reporter
+
+    from detectors import DarkObjectDetector, disc_slide
+
+    image, centres, _ = disc_slide((300, 400), seams=128)
+    with tifffile.TiffWriter(tmp_path / "fields.tif") as tif:
+        for _ in range(3):
+            tif.write(image)
+        tif.write(image[::8, ::8])  # a thumbnail is not an image to segment
+    with tifffile.TiffWriter(tmp_path / "one.tif") as tif:
+        tif.write(image)
+        tif.write(image[::8, ::8])
+    with open_slide(tmp_path / "one.tif") as reader:
+        assert reader.warnings == []
+    result = segment_slide(tmp_path / "fields.tif", tmp_path / "fields.ome.zarr", DarkObjectDetector(),
+                           SegmentOptions(["nuclei"], mpp=0.5), Reporter(quiet=True))
+    assert result.objects["nuclei"] == len(centres)
+    assert any("3 images in the file; only the first is segmented" in w for w in result.warnings)
+    pages = tmp_path / "pages.tif"
+    tifffile.imwrite(pages, np.stack([image] * 3))  # one series of three RGB pages
+    with pytest.raises(SlideError, match="several images in one file"):
+        open_slide(pages)

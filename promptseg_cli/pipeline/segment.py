@@ -174,6 +174,9 @@ class SlideRun:
         elif self.mpp0 is None:
             self.warnings.append(f"{path}: no pixel size in the file; running at native resolution (set --mpp to fix)")
             reporter.warn(self.warnings[-1])
+        for warning in reader.warnings:
+            self.warnings.append(warning)
+            reporter.warn(warning)
         self.plan = SlidePlan.create(reader, options.pixel_size or predictor.model.native_mpp, self.mpp0,
                                      options.tile_size, options.overlap)
         width0, height0 = reader.level_dimensions[0]

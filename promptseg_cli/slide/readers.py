@@ -40,6 +40,7 @@ class SlideReader(ABC):
 
     def __init__(self, path: Path):
         self.path = path
+        self.warnings: list[str] = []  # what a run should tell the user about this file
 
     @property
     @abstractmethod
@@ -119,6 +120,18 @@ class SlideReader(ABC):
 
 #: Microns per unit of the ``unit`` that ImageJ/Fiji writes into its metadata.
 IMAGEJ_UNITS = {"micron": 1.0, "um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "nm": 1e-3, "mm": 1e3}
+
+
+def other_images(path: Path, tif) -> list[str]:
+    """A warning when a TIFF holds more images (series) than the first, the one segmented; thumbnails and label
+    images (under a sixteenth of its pixels) do not count."""
+    def pixels(series) -> int:
+        return int(np.prod([n for n, a in zip(series.shape, series.axes) if a in "YX"]))
+
+    others = [s for s in tif.series[1:] if 16 * pixels(s) >= pixels(tif.series[0])]
+    if not others:
+        return []
+    return [f"{path}: {1 + len(others)} images in the file; only the first is segmented (save one image per file)"]
 
 
 def tiff_mpp(tif) -> float | None:
@@ -335,6 +348,7 @@ class TifffileReader(SlideReader):
         group = zarr.open(store, mode="r")
         self._levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(len(series.levels))]
         self._mpp = tiff_mpp(self._tif)
+        self.warnings += other_images(path, self._tif)
 
     def _yx_shape(self, level: int) -> tuple[int, int]:
         shape = self._levels[level].shape

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ class ImageStack:
     mpp: float | None  # x/y pixel size in um
     z_spacing: float | None = None  # um between Z planes
     t_interval: float | None = None  # seconds between time points
+    warnings: list[str] = field(default_factory=list)  # what a run should tell the user about this file
 
     def size(self, axis: str) -> int:
         return self.levels[0].shape[self.axes.index(axis)] if axis in self.axes else 1
@@ -55,7 +56,7 @@ def open_stack(path: Path) -> ImageStack:
 def _open_tiff(path: Path) -> ImageStack:
     import tifffile
 
-    from .readers import tiff_mpp
+    from .readers import other_images, tiff_mpp
 
     with tifffile.TiffFile(str(path)) as tif:
         series = tif.series[0]
@@ -69,13 +70,15 @@ def _open_tiff(path: Path) -> ImageStack:
             z_spacing = float(imagej["spacing"]) if imagej.get("spacing") else None
             t_interval = float(imagej["finterval"]) if imagej.get("finterval") else None
         n_levels = len(series.levels)
+        warnings = other_images(path, tif)
     if not set(axes) <= set("TCZYX") or len(set(axes)) != len(axes):
-        raise SlideError(f"{path}: unsupported axes {series.axes}")
+        raise SlideError(f"{path}: unsupported axes {series.axes} (several images in one file? promptseg reads one "
+                         "image, or one stack with OME or ImageJ axes, per file)")
     group = zarr.open(tifffile.imread(str(path), aszarr=True), mode="r")
     levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(n_levels)]
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
     return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp,
-                      z_spacing, t_interval)
+                      z_spacing, t_interval, warnings)
 
 
 def _ome_value(ome: str | None, name: str, units: dict[str, float]) -> float | None:
@@ -141,6 +144,7 @@ class CompositeReader(SlideReader):
 
     def __init__(self, stack: ImageStack, channels: str | None):
         super().__init__(stack.path)
+        self.warnings += stack.warnings
         self.stack = stack
         self.t = self.z = 0
         self.backend = "ome-zarr" if stack.path.is_dir() else "tifffile"
