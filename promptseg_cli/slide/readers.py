@@ -375,6 +375,12 @@ class TifffileReader(SlideReader):
         self._tif.close()
 
 
+#: Pillow modes whose arrays are not grey, RGB or RGBA values, and what they are converted to (a CMYK JPEG's
+#: array read as RGBA is its inks, not its colours).
+PILLOW_CONVERSIONS = {"P": "RGBA", "PA": "RGBA", "LA": "RGBA", "La": "RGBA", "RGBa": "RGBA", "RGBX": "RGB",
+                      "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
 class PillowReader(SlideReader):
     backend = "pillow"
 
@@ -384,7 +390,8 @@ class PillowReader(SlideReader):
 
         with Image.open(path) as image:
             image.load()
-            self._array = _to_rgb(np.asarray(image.convert("RGBA") if image.mode in ("P", "LA", "PA") else image))
+            conversion = PILLOW_CONVERSIONS.get(image.mode)
+            self._array = _to_rgb(np.asarray(image.convert(conversion) if conversion else image))
 
     @property
     def level_dimensions(self) -> list[tuple[int, int]]:
