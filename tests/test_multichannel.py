@@ -101,3 +101,26 @@ def test_glass_in_a_16_bit_grey_image_is_not_stretched_into_nuclei(tmp_path, sli
     result = segment_slide(tmp_path / "grey16.tif", tmp_path / "grey16.ome.zarr", Predictor(load_model()),
                            SegmentOptions(["nuclei"]), Reporter(quiet=True))
     assert result.objects["nuclei"] <= 20
+
+
+def test_a_48_bit_rgb_tiff_is_read_as_colour(tmp_path, slides):
+    """A 16-bit-per-sample RGB TIFF (photometric RGB) was refused ('say which channels to use'); it is a colour
+    image, scaled to 8 bits with one range for its three channels, and segments as its 8-bit original does."""
+    from promptseg_cli.evaluation.metrics import Counts
+    from promptseg_cli.model.predictor import Predictor
+    from promptseg_cli.model.weights import load_model
+    from promptseg_cli.pipeline.segment import SegmentOptions, segment_slide
+    from promptseg_cli.progress import Reporter
+
+    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
+        region = reader.read(0, 1000, 1000, 600, 500)
+    tifffile.imwrite(tmp_path / "rgb48.tif", region.astype(np.uint16) * 257, photometric="rgb")
+    tifffile.imwrite(tmp_path / "rgb24.tif", region, photometric="rgb")
+    predictor, labels = Predictor(load_model()), {}
+    for name in ("rgb48", "rgb24"):
+        out = tmp_path / f"{name}.ome.zarr"
+        segment_slide(tmp_path / f"{name}.tif", out, predictor, SegmentOptions(["nuclei"], mpp=0.5), Reporter(quiet=True))
+        labels[name] = np.asarray(zarr.open_group(str(out), mode="r")["labels/nuclei/0"])[0]
+    counts = Counts()
+    counts.add(labels["rgb24"], labels["rgb48"])
+    assert counts.summary()["n_true"] > 200 and counts.summary()["f1@0.5"] > 0.95

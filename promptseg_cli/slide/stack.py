@@ -37,6 +37,7 @@ class ImageStack:
     z_spacing: float | None = None  # um between Z planes
     t_interval: float | None = None  # seconds between time points
     warnings: list[str] = field(default_factory=list)  # what a run should tell the user about this file
+    rgb: bool = False  # the channels are a colour image's red, green and blue (a TIFF's samples, e.g. 48-bit RGB)
 
     def size(self, axis: str) -> int:
         return self.levels[0].shape[self.axes.index(axis)] if axis in self.axes else 1
@@ -71,6 +72,7 @@ def _open_tiff(path: Path) -> ImageStack:
             t_interval = float(imagej["finterval"]) if imagej.get("finterval") else None
         n_levels = len(series.levels)
         warnings = other_images(path, tif)
+        rgb = "S" in series.axes and series.shape[series.axes.index("S")] == 3
     if not set(axes) <= set("TCZYX") or len(set(axes)) != len(axes):
         raise SlideError(f"{path}: unsupported axes {series.axes} (several images in one file? promptseg reads one "
                          "image, or one stack with OME or ImageJ axes, per file)")
@@ -78,7 +80,7 @@ def _open_tiff(path: Path) -> ImageStack:
     levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(n_levels)]
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
     return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp,
-                      z_spacing, t_interval, warnings)
+                      z_spacing, t_interval, warnings, rgb)
 
 
 def _ome_value(ome: str | None, name: str, units: dict[str, float]) -> float | None:
@@ -153,12 +155,15 @@ class CompositeReader(SlideReader):
             self.mapping = parse_channels(channels, stack.channel_names, stack.path)
         elif n == 1:
             self.mapping = {0: 0, 1: 0, 2: 0}
-        elif n == 3 and np.dtype(stack.levels[0].dtype) == np.uint8:
+        elif n == 3 and (stack.rgb or np.dtype(stack.levels[0].dtype) == np.uint8):
             self.mapping = {0: 0, 1: 1, 2: 2}
         else:
             raise SlideError(f"{stack.path}: {n} channels ({', '.join(stack.channel_names)}); say which to use, "
                              "e.g. --channels nucleus=DAPI,membrane=1")
         self.ranges = {channel: self._range(channel) for channel in set(self.mapping.values())}
+        if stack.rgb and not channels:  # one range for the three, so that colours keep their hue
+            common = min(low for low, _ in self.ranges.values()), max(high for _, high in self.ranges.values())
+            self.ranges = dict.fromkeys(self.ranges, common)
         self.scaled = not (n == 3 and np.dtype(stack.levels[0].dtype) == np.uint8 and not channels)
 
     def _range(self, channel: int) -> tuple[float, float]:
