@@ -39,7 +39,7 @@ from ..model.network import mid_intensity
 from .plan import SlidePlan, Tile
 from .preview import write_preview
 from .reframe import reach
-from .tiling import plane_tiles
+from .tiling import plane_tiles, stack_intensity
 from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, claim_extras, claimed_extras,
                      run_directory, stop_requested)
 from .stage_clock import StageClock
@@ -193,6 +193,7 @@ class SlideRun:
         identity = {"input": str(path.resolve()), "size": path.stat().st_size, **self.parameters, "measure": self.measure}
         self.checkpoints = Checkpoints(work, json.loads(json.dumps(identity)))
         self.plane_stats: list[PlaneStats] = []  # one per plane started; checkpoints keep the finished planes
+        self.stack_intensity = stack_intensity(reader) if len(planes) > 1 else None  # one range for every plane
 
     def run(self) -> SegmentResult:
         state = self.checkpoints.load()
@@ -252,7 +253,7 @@ class SlideRun:
         t, z = self.layout.planes[index]
         reader = self.reader.plane_reader(t, z)
         with self.clock.stage("planning"):
-            tiles, total, intensity = plane_tiles(reader, self.plan, self.options.tissue_detection)
+            tiles, total, intensity = plane_tiles(reader, self.plan, self.options.tissue_detection, self.stack_intensity)
         del self.plane_stats[index:]  # a resumed plane is counted once
         self.plane_stats.append(PlaneStats(total, len(tiles), total - len({(tile.row, tile.col) for tile in tiles}),
                                            sum(tile.read_pixels for tile in tiles), intensity))

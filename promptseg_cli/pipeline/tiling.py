@@ -27,6 +27,7 @@ import numpy as np
 from ..model.network import STRIDE_MULTIPLE
 from ..slide.lazy import thumbnail
 from ..slide.readers import SlideReader
+from ..slide.stack import sampled_planes
 from ..slide.tissue import DILATION, tissue_mask
 from ..training.datasets import intensity_range
 from .plan import MIN_TILE_SIZE, SlidePlan, Tile, stride_padded
@@ -57,13 +58,22 @@ def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float,
     return TissueFit(plan, mask, scale, margin=max(0.0, TISSUE_MARGIN - grown / scale)).layout()
 
 
-def plane_tiles(reader: SlideReader, plan: SlidePlan,
-                tissue_detection: bool = True) -> tuple[list[Tile], int, tuple[float, float]]:
+def plane_tiles(reader: SlideReader, plan: SlidePlan, tissue_detection: bool = True,
+                intensity: tuple[float, float] | None = None) -> tuple[list[Tile], int, tuple[float, float]]:
     """The tiles to run on one plane and the size of their grid (see :func:`tissue_tiles`), and the plane's
-    intensity range (its tissue's, also without ``tissue_detection``), both from one streamed overview."""
+    intensity range (its tissue's, also without ``tissue_detection``), both from one streamed overview; a stack's
+    planes are all given ``intensity``, the stack's (:func:`stack_intensity`)."""
     overview, downsample = thumbnail(reader)
     mask = tissue_mask(overview)
-    return *tissue_tiles(plan, mask if tissue_detection else None, downsample, DILATION), intensity_range(overview, mask)
+    tiles = tissue_tiles(plan, mask if tissue_detection else None, downsample, DILATION)
+    return *tiles, intensity or intensity_range(overview, mask)
+
+
+def stack_intensity(reader: SlideReader) -> tuple[float, float]:
+    """The intensity range of a stack's planes together (overviews of up to ``stack.RANGE_PLANES`` of them, on
+    each one's tissue): every plane is normalised alike, and one without cells is not stretched over its noise."""
+    overviews = [thumbnail(reader.plane_reader(t, z))[0] for t, z in sampled_planes(reader.planes)]
+    return intensity_range(np.concatenate(overviews), np.concatenate([tissue_mask(o) for o in overviews]))
 
 
 #: A native rectangle ``(x0, y0, x1, y1)``, half-open.

@@ -25,6 +25,13 @@ from .readers import SlideError, SlideReader
 from .tissue import BRIGHTFIELD_SPAN, bright_region
 
 ROLES = {"nucleus": 2, "nuclei": 2, "membrane": 1, "cytoplasm": 1, "cell": 1}
+#: At most this many planes of a stack are sampled for its whole-image intensity percentiles.
+RANGE_PLANES = 8
+
+
+def sampled_planes(planes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Up to ``RANGE_PLANES`` of a stack's ``(t, z)`` planes, spread evenly through it."""
+    return [planes[i] for i in np.linspace(0, len(planes) - 1, min(RANGE_PLANES, len(planes))).round().astype(int)]
 
 
 @dataclass
@@ -135,8 +142,6 @@ def parse_channels(text: str, names: list[str], path: Path) -> dict[int, int]:
     return mapping
 
 
-#: At most this many planes of a stack are sampled for the whole-image intensity percentiles.
-RANGE_PLANES = 8
 
 
 class CompositeReader(SlideReader):
@@ -174,10 +179,8 @@ class CompositeReader(SlideReader):
         smallest = len(self.stack.levels) - 1
         width, height = self.level_dimensions[smallest]
         step = max(1, -(-max(width, height) // 1024))  # read every step-th pixel: at most ~1024 x 1024 per plane
-        planes = self.planes
-        chosen = [planes[i] for i in np.linspace(0, len(planes) - 1, min(RANGE_PLANES, len(planes))).round().astype(int)]
         samples, bright = [], []
-        for t, z in chosen:
+        for t, z in sampled_planes(self.planes):
             data = self.stack.plane(smallest, channel, slice(None, None, step), slice(None, None, step), t, z)
             samples.append(data.astype(np.float32).ravel())
             bright.append(data[bright_region(data)].astype(np.float32))
