@@ -169,13 +169,11 @@ class SlideRun:
             self.warnings.append(f"{path}: the file's pixel size, {self.mpp0:.4g} um, is a print resolution "
                                  f"({25400 / self.mpp0:.0f} dpi), not a microscope's; running at native resolution "
                                  "(set --mpp to fix)")
-            reporter.warn(self.warnings[-1])
             self.mpp0 = None
         elif self.mpp0 is None:
             self.warnings.append(f"{path}: no pixel size in the file; running at native resolution (set --mpp to fix)")
-            reporter.warn(self.warnings[-1])
-        for warning in reader.warnings:
-            self.warnings.append(warning)
+        self.warnings += reader.warnings
+        for warning in self.warnings:
             reporter.warn(warning)
         self.plan = SlidePlan.create(reader, options.pixel_size or predictor.model.native_mpp, self.mpp0,
                                      options.tile_size, options.overlap)

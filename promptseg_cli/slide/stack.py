@@ -142,8 +142,6 @@ def parse_channels(text: str, names: list[str], path: Path) -> dict[int, int]:
     return mapping
 
 
-
-
 class CompositeReader(SlideReader):
     """One ``(t, z)`` plane of a multichannel image or stack presented as the model's RGB (see module docstring)."""
 
