@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .slide.readers import SUPPORTED_SUFFIXES, is_ome_zarr
+from .slide.readers import DICOM_SUFFIX, SUPPORTED_SUFFIXES, is_dicom_folder, is_ome_zarr
 
 
 class BatchError(ValueError):
@@ -106,17 +106,18 @@ def read_input_list(path: Path) -> list[Path]:
 
 
 def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
-    """Files (and OME-Zarr images) as given; directories searched recursively for slides (matching ``pattern``)."""
+    """Files (and OME-Zarr images) as given; directories searched recursively for slides (matching ``pattern``).
+    A folder holding ``.dcm`` files is one slide (a DICOM whole-slide image), found or given."""
     found: list[Path] = []
     for item in items:
-        if not item.is_dir() or is_ome_zarr(item):
+        if not item.is_dir() or is_ome_zarr(item) or is_dicom_folder(item):
             found.append(item)
             continue
-        slides = sorted(
-            p for p in item.rglob("*")
+        slides = sorted({
+            p.parent if p.suffix.lower() == DICOM_SUFFIX else p for p in item.rglob("*")
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts)
             and (fnmatch(p.name, pattern) if pattern else p.suffix.lower() in SUPPORTED_SUFFIXES)
-        )
+        })
         if not slides:
             looked_for = pattern or ", ".join(sorted(SUPPORTED_SUFFIXES))
             raise BatchError(f"{item}: directory contains no slides (looked for {looked_for})")

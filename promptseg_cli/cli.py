@@ -104,7 +104,12 @@ def _check_pixel_size(pixel_size: float | None, reporter: Reporter) -> None:
 
 
 def output_name(path: Path) -> str:
-    """``slide.svs`` -> ``slide.ome.zarr`` (also strips ``.ome`` of ``.ome.tif``)."""
+    """``slide.svs`` -> ``slide.ome.zarr`` (also strips ``.ome`` of ``.ome.tif``); a DICOM folder keeps its whole
+    name (series folders are often named by UID, whose dots are no suffix)."""
+    from .slide.readers import is_dicom_folder
+
+    if is_dicom_folder(path):
+        return path.name + ".ome.zarr"
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     return (stem[:-4] if stem.lower().endswith(".ome") else stem) + ".ome.zarr"
 
@@ -421,7 +426,8 @@ def info(
                      "mpp": stack.mpp, "z_spacing_um": stack.z_spacing, "t_interval_s": stack.t_interval}
         else:
             with open_slide(slide) as reader:
-                facts = {"file": str(slide), "format": slide.suffix.lstrip(".").lower(), "backend": reader.backend,
+                facts = {"file": str(slide), "format": "dcm" if slide.is_dir() else slide.suffix.lstrip(".").lower(),
+                         "backend": reader.backend,
                          "vendor": reader.vendor, "dimensions": list(reader.level_dimensions[0]),
                          "levels": [{"dimensions": list(d), "downsample": round(ds, 4)}
                                     for d, ds in zip(reader.level_dimensions, reader.level_downsamples)],

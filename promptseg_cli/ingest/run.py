@@ -23,6 +23,7 @@ from pathlib import Path
 from ..pipeline.segment import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Interrupted, SegmentOptions, output_is_current,
                                 run_parameters, segment_slide)
 from ..progress import Reporter
+from ..slide.readers import dicom_files
 from .manifest import Manifest, fingerprint
 from .scan import SlideUnit, find_units, stable_units
 
@@ -98,7 +99,7 @@ class Ingest:
 
     def output_for(self, unit: SlideUnit) -> Path:
         rel = unit.path.relative_to(self.config.inbox)
-        stem = "__".join(rel.with_suffix("").parts)
+        stem = "__".join((rel if unit.path.is_dir() else rel.with_suffix("")).parts)  # a DICOM folder: its whole name
         return self.config.output_dir / f"{stem[:-4] if stem.lower().endswith('.ome') else stem}.ome.zarr"
 
     def run_once(self) -> dict:
@@ -121,6 +122,9 @@ class Ingest:
         started = time.time()
         if not self.config.inbox.is_dir():
             raise ValueError(f"{self.config.inbox}: inbox is not a directory")
+        if dicom_files(self.config.inbox):
+            self.log.warning("%s: .dcm files directly in the inbox are left alone; put each DICOM slide's files in "
+                             "a folder of its own", self.config.inbox)
         todo = [u for u in find_units(self.config.inbox, self.config.pattern) if self._wanted(u, manifest)]
         ready = stable_units(todo, self.config.quiet_seconds) if todo else []
         for unit in todo:

@@ -2,8 +2,9 @@
 
 Temporary names used by copy tools are ignored (rsync's hidden ``.name.XXXXXX``, ``*.part``, ``*.tmp``, ...),
 as are hidden folders such as ``.failed`` and ``.done``. A multi-file slide (MRXS: ``slide.mrxs`` plus the
-folder ``slide/``) is one unit. A unit is taken only when the size and modification time of all its files are
-unchanged across the quiet period, so a file still being copied is left for a later pass.
+folder ``slide/``; DICOM: a folder of ``.dcm`` files, not the inbox itself) is one unit. A unit is taken only when
+the size and modification time of all its files are unchanged across the quiet period, so a file still being
+copied is left for a later pass.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from ..slide.readers import SUPPORTED_SUFFIXES
+from ..slide.readers import DICOM_SUFFIX, SUPPORTED_SUFFIXES, slide_files
 
 TEMPORARY_PATTERNS = ("*.part", "*.tmp", "*.partial", "*.crdownload", "*.filepart", "*.download", "~$*", "*.swp")
 
@@ -42,7 +43,7 @@ def _is_temporary(name: str) -> bool:
 
 def find_units(inbox: Path, pattern: str | None = None) -> list[SlideUnit]:
     """Slides under ``inbox`` (recursively), with their companion files."""
-    units = []
+    units: dict[Path, SlideUnit] = {}
     companion_dirs = {p.with_suffix("") for p in inbox.rglob("*.mrxs")}
     for path in sorted(inbox.rglob("*")):
         rel = path.relative_to(inbox)
@@ -52,11 +53,10 @@ def find_units(inbox: Path, pattern: str | None = None) -> list[SlideUnit]:
             continue
         if pattern and not fnmatch(path.name, pattern):
             continue
-        files = [path]
-        if path.suffix.lower() == ".mrxs" and path.with_suffix("").is_dir():
-            files += sorted(p for p in path.with_suffix("").rglob("*") if p.is_file())
-        units.append(SlideUnit(path, tuple(files)))
-    return units
+        slide = path.parent if path.suffix.lower() == DICOM_SUFFIX else path  # a DICOM slide is its folder
+        if slide != inbox and slide not in units:
+            units[slide] = SlideUnit(slide, tuple(slide_files(slide)))
+    return list(units.values())
 
 
 def stable_units(units: list[SlideUnit], quiet_seconds: float) -> list[SlideUnit]:

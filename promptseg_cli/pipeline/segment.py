@@ -29,7 +29,7 @@ from ..io.tables import TableSink
 from ..malloc import MemoryGuard, release_free_memory
 from ..model.predictor import Predictor
 from ..progress import Reporter
-from ..slide.readers import SlideReader, open_slide
+from ..slide.readers import SlideReader, open_slide, slide_files
 from .catalog import Catalog, ObjectBatch, Sink
 from .labels import LabelStream
 from .link_z import link_z_planes
@@ -188,7 +188,8 @@ class SlideRun:
             reporter.warn(self.warnings[-1])
         self.parameters = run_parameters(predictor, options)
         self.measure = options.table is not None or options.geojson is not None  # intensities are for those
-        identity = {"input": str(path.resolve()), "size": path.stat().st_size, **self.parameters, "measure": self.measure}
+        size = sum(f.stat().st_size for f in slide_files(path))
+        identity = {"input": str(path.resolve()), "size": size, **self.parameters, "measure": self.measure}
         self.checkpoints = Checkpoints(work, json.loads(json.dumps(identity)))
         self.plane_stats: list[PlaneStats] = []  # one per plane started; checkpoints keep the finished planes
         self.stack_intensity = stack_intensity(reader) if len(planes) > 1 else None  # one range for every plane

@@ -5,9 +5,12 @@ Backends, tried in this order:
 * Pillow for PNG/JPEG (small images, read whole);
 * tiffslide for OME-TIFF (pyramids stored as SubIFDs, which OpenSlide sees as one level);
 * openslide-python (with the ``openslide-bin`` wheel) for everything OpenSlide recognises: SVS, NDPI, MRXS,
-  SCN, BIF, generic tiled TIFF, ...;
+  SCN, BIF, DICOM, generic tiled TIFF, ...;
 * tifffile for other TIFFs (strips, no tiles), read lazily through its zarr store;
 * tiffslide as a last resort.
+
+A DICOM whole-slide image is a folder of ``.dcm`` files (one per level, label and overview), as scanners and
+the Imaging Data Commons deliver them: the folder is the slide, or any one of its files.
 
 Every reader reports levels, dimensions, pixel size and returns RGB ``uint8`` regions. Coordinates passed to
 :meth:`SlideReader.read` are in pixels of the requested level.
@@ -25,7 +28,8 @@ import numpy as np
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
-SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", *TIFF_SUFFIXES}
+DICOM_SUFFIX = ".dcm"
+SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", DICOM_SUFFIX, *TIFF_SUFFIXES}
 SUPPORTED_SUFFIXES = SLIDE_SUFFIXES | IMAGE_SUFFIXES
 
 
@@ -423,13 +427,64 @@ def is_ome_zarr(path: Path) -> bool:
     return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zattrs").is_file())
 
 
+#: SOP class of DICOM whole-slide images (VL Whole Slide Microscopy Image Storage).
+WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """The ``.dcm`` files directly in ``folder`` (hidden ones left out), sorted."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() == DICOM_SUFFIX and not p.name.startswith(".") and p.is_file())
+
+
+def is_dicom_folder(path: Path) -> bool:
+    """A folder holding ``.dcm`` files: one DICOM whole-slide image."""
+    return path.is_dir() and not is_ome_zarr(path) and bool(dicom_files(path))
+
+
+def dicom_series_file(folder: Path) -> Path:
+    """The file of the DICOM whole-slide image in ``folder`` that OpenSlide is given (a level of its volume;
+    OpenSlide finds the rest of the series beside it). Every whole-slide file there must be of one series: files
+    of several slides in one folder are refused rather than one of them segmented silently."""
+    import pydicom
+
+    series: dict[str, list[tuple[bool, Path]]] = {}
+    for file in dicom_files(folder):
+        try:
+            header = pydicom.dcmread(file, stop_before_pixels=True,
+                                     specific_tags=["SOPClassUID", "SeriesInstanceUID", "ImageType"])
+        except Exception as exc:
+            raise SlideError(f"{file}: not a readable DICOM file ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})") from exc
+        if header.get("SOPClassUID") == WSI_SOP_CLASS:
+            volume = "VOLUME" in list(header.get("ImageType") or [])
+            series.setdefault(str(header.get("SeriesInstanceUID")), []).append((volume, file))
+    if not series:
+        raise SlideError(f"{folder}: none of its .dcm files is a DICOM whole-slide image (VL Whole Slide Microscopy)")
+    if len(series) > 1:
+        raise SlideError(f"{folder}: holds {len(series)} DICOM whole-slide series (several slides?); put each slide's "
+                         "files in a folder of its own, or give one .dcm file of the slide to segment")
+    files = next(iter(series.values()))
+    return next((file for volume, file in files if volume), files[0][1])
+
+
+def slide_files(path: Path) -> list[Path]:
+    """Every file a slide consists of: the ``.dcm`` files of a DICOM folder, an MRXS file with the files of its
+    companion folder, or the file itself."""
+    if is_dicom_folder(path):
+        return dicom_files(path)
+    companions = path.with_suffix("")
+    if path.suffix.lower() == ".mrxs" and companions.is_dir():
+        return [path, *sorted(p for p in companions.rglob("*") if p.is_file())]
+    return [path]
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise SlideError(f"{path}: file not found")
-    if is_ome_zarr(path):
+    if is_ome_zarr(path) or is_dicom_folder(path):
         return
     if path.is_dir():
-        raise SlideError(f"{path}: is a directory, not a slide")
+        raise SlideError(f"{path}: is a directory, not a slide (neither OME-Zarr nor a folder of DICOM files)")
     if not os.access(path, os.R_OK):
         raise SlideError(f"{path}: permission denied")
     if path.stat().st_size == 0:
@@ -490,12 +545,13 @@ def open_slide(path: str | Path, channels: str | None = None) -> SlideReader:
             raise
         except Exception as exc:
             raise SlideError(f"{path}: cannot open as a multichannel image ({exc})") from exc
+    source = dicom_series_file(path) if path.is_dir() else path
     problems = []
-    for backend in _candidates(path):
+    for backend in _candidates(source):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                reader = backend(path)
+                reader = backend(source)
             reader.read(len(reader.level_dimensions) - 1, 0, 0, 1, 1)
             return reader
         except SlideError:
