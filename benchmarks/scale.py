@@ -28,7 +28,7 @@ post-processing CPU-s / (cores x seconds)), the end-to-end ratio as it would be 
 CPU per pixel and kept every core busy: the share times how busy the run kept the cores.
 
 Usage: python benchmarks/scale.py [--sizes 8192 16384] [--tissue 0.6] [--sparse 0.2] [--layout sections|scattered]
-       [--repeat 1]
+       [--repeat 1] [--no-image]
 """
 
 from __future__ import annotations
@@ -91,10 +91,10 @@ class ModelOnly:
             return (time.perf_counter() - started) / self.processed
 
 
-def run(slide: Path, out: Path) -> dict:
-    """``report.json`` of a fresh ``promptseg segment`` run."""
+def run(slide: Path, out: Path, extra: list[str]) -> dict:
+    """``report.json`` of a fresh ``promptseg segment`` run (with the options ``extra``)."""
     proc = subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", str(slide), "-o", str(out), "-q",
-                           "--overwrite"], capture_output=True, text=True)
+                           "--overwrite", *extra], capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(proc.stderr)
     return json.loads((out / "report.json").read_text())
@@ -109,14 +109,14 @@ def cpu_steal() -> tuple[int, int]:
     return fields[7], sum(fields)
 
 
-def measure(slide: Path, out: Path, repeat: int) -> list[tuple[dict, float, float]]:
+def measure(slide: Path, out: Path, repeat: int, extra: list[str]) -> list[tuple[dict, float, float]]:
     """``repeat`` pipeline runs with a pass of the model alone before the first and after each one, as
     ``(report, model seconds per pixel, steal share)`` in the order taken; the model's figure is the mean of the
     passes before and after the run, so that a machine that slows down or speeds up weighs on both alike."""
     model = ModelOnly(slide)
     passes, runs = [model.seconds_per_pixel()], []
     for _ in range(repeat):
-        (steal0, total0), report, (steal1, total1) = cpu_steal(), run(slide, out), cpu_steal()
+        (steal0, total0), report, (steal1, total1) = cpu_steal(), run(slide, out, extra), cpu_steal()
         runs.append((report, (steal1 - steal0) / max(1, total1 - total0)))
         passes.append(model.seconds_per_pixel())
     return [(report, (passes[i] + passes[i + 1]) / 2, steal) for i, (report, steal) in enumerate(runs)]
@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per slide (see above)")
     parser.add_argument("--layout", choices=("sections", "scattered"), default="sections",
                         help="tissue in contiguous sections (as on slides) or in independently chosen 512-px cells")
+    parser.add_argument("--no-image", action="store_true", help="run segment with --no-image (no image copy)")
     args = parser.parse_args()
     configure_allocator()  # as `promptseg` does: the model alone runs faster with it too
     print(f"halo overhead at default settings: {(TILE + 2 * OVERLAP) ** 2 / TILE ** 2:.3f} pixels processed per output pixel")
@@ -139,7 +140,8 @@ def main() -> None:
         for size, tissue in [(s, args.tissue) for s in args.sizes] + [(args.sizes[0], 1.0), (args.sizes[0], args.sparse)]:
             slide = Path(tmp) / f"m{size}_{tissue}.tif"
             mosaic = write_mosaic(slide, size, tissue, seed=size, layout=args.layout)
-            pairs = measure(slide, Path(tmp) / f"m{size}_{tissue}.ome.zarr", args.repeat)
+            pairs = measure(slide, Path(tmp) / f"m{size}_{tissue}.ome.zarr", args.repeat,
+                            ["--no-image"] if args.no_image else [])
             report = min((r for r, _, _ in pairs), key=lambda r: r["seconds"]["total"])  # the fastest run
             tissue_px = mosaic.tissue_pixels()
             processed = report["tiles"]["processed_mpx"] * 1e6  # model pixels
@@ -147,7 +149,7 @@ def main() -> None:
             tissue_model_px = tissue_px * model_px_per_px
             cpu = report["cpu_seconds"]
             model_cpu = cpu["network"] + cpu["post-processing"]
-            row = {"size": size, "layout": args.layout, "tissue": round(tissue_px / size**2, 3), "objects": report["objects"]["nuclei"],
+            row = {"size": size, "layout": args.layout, "image": not args.no_image, "tissue": round(tissue_px / size**2, 3), "objects": report["objects"]["nuclei"],
                    "tiles_run": report["tiles"]["run"], "seconds": round(report["seconds"]["total"], 1),
                    "tile_seconds": round(report["seconds"]["tiles"], 1), "peak_rss_mb": report["peak_memory_mb"],
                    "tissue_mpx_per_s": round(tissue_px / 1e6 / report["seconds"]["total"], 3),

@@ -140,6 +140,7 @@ def segment(
     precision: Annotated[str, typer.Option("--precision", help="Network arithmetic: fp32, or mixed precision fp16/bf16 (for GPUs). Example: --precision fp16")] = "fp32",
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: what the scheduler allocated, else the CPU affinity). Example: --threads 4")] = None,
     no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
+    no_image: Annotated[bool, typer.Option("--no-image", help="Do not copy the slide's pixels into the output (labels only: the image arrays stay empty, a fraction of the disk space; view the labels over the slide itself).")] = False,
     score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Objectness threshold (default from the model). Example: --score-threshold 0.4")] = None,
     geojson: Annotated[Optional[str], typer.Option("--geojson", help="Also write QuPath GeoJSON (.gz to compress); {stem} is replaced by each input's name. Example: --geojson out/{stem}.geojson.gz")] = None,
     table: Annotated[Optional[str], typer.Option("--table", help="Also write a measurements table per prompt into OUTPUT/tables/: parquet or csv. Example: --table parquet")] = None,
@@ -200,7 +201,8 @@ def segment(
     if batch_size is None:
         batch_size = 1 if predictor.device.type == "cpu" else 8
     options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, streams, ngff, not no_tissue_detection,
-                             overwrite, table=table, channels=channels, link_z=link_z, pixel_size=pixel_size)
+                             overwrite, table=table, channels=channels, link_z=link_z, pixel_size=pixel_size,
+                             image=not no_image)
 
     try:
         client = connect(scheduler, cluster, workers, worker_cores, worker_memory)
@@ -348,6 +350,7 @@ def ingest(
     keep_failed: Annotated[Optional[bool], typer.Option("--keep-failed", help="Leave quarantined slides in place instead of moving them to INBOX/.failed/.")] = None,
     table: Annotated[Optional[str], typer.Option("--table", help="Also write measurement tables: parquet or csv. Example: --table parquet")] = None,
     geojson: Annotated[Optional[bool], typer.Option("--geojson", help="Also write OUT/<stem>.geojson.gz for QuPath.")] = None,
+    no_image: Annotated[Optional[bool], typer.Option("--no-image", help="Do not copy the slides' pixels into the outputs (as for segment).")] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
@@ -375,7 +378,7 @@ def ingest(
             config, inbox=inbox, output_dir=output_dir, prompts=prompts, pattern=pattern, quiet_seconds=quiet_seconds,
             max_attempts=max_attempts, retry_delay=retry_delay, reprocess_on_change=reprocess_on_change,
             done_action=done_action, on_complete=on_complete, move_failed=None if keep_failed is None else not keep_failed,
-            watch_interval=interval, table=table, geojson=geojson)
+            watch_interval=interval, table=table, geojson=geojson, image=None if no_image is None else not no_image)
     except (ValueError, OSError) as exc:
         _fail(reporter, str(exc))
     if not settings.inbox.is_dir():

@@ -139,9 +139,11 @@ def test_config_file_settings_and_command_line_precedence(tmp_path):
     from promptseg_cli.ingest.scan import find_units
 
     config = tmp_path / "ingest.toml"
-    config.write_text('inbox = "/data/inbox"\noutput_dir = "/data/out"\nquiet_seconds = 90\nmax_attempts = 5\n')
+    config.write_text('inbox = "/data/inbox"\noutput_dir = "/data/out"\nquiet_seconds = 90\nmax_attempts = 5\n'
+                      'image = false\n')
     settings = IngestConfig.from_sources(config, max_attempts=2, inbox=None)
     assert settings.quiet_seconds == 90 and settings.max_attempts == 2 and str(settings.inbox) == "/data/inbox"
+    assert settings.image is False and IngestConfig.from_sources(config, image=True).image is True
     config.write_text('inbox = "/x"\noutput_dir = "/y"\nquiet = 3\n')
     with pytest.raises(ValueError, match="unknown settings quiet"):
         IngestConfig.from_sources(config)

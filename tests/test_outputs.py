@@ -107,3 +107,24 @@ def test_ngff_properties_preview_and_report(run):
     stages = {"planning", "reads", "network", "post-processing", "reframing", "merging and labels", "image copy"}
     assert stages <= set(cpu) and min(cpu.values()) >= 0 and cpu["reads"] > 0 and cpu["merging and labels"] > 0
     assert sum(v for k, v in cpu.items() if k != "total") == pytest.approx(cpu["total"], abs=0.1)
+
+
+def test_no_image_gives_the_same_labels_and_preview_without_the_pixels(run, tmp_path):
+    """``--no-image``: the output keeps the image's geometry (a valid NGFF image with its labels) but no pixels;
+    the preview is drawn from the slide instead."""
+    from ome_zarr_models.v05.image import Image as Image05
+
+    tmp, _, labels, _ = run
+    options = SegmentOptions(["nuclei", "cells"], tile_size=256, preview=tmp_path / "discs.png", image=False)
+    segment_slide(tmp / "discs.tif", tmp_path / "discs.ome.zarr", DarkObjectDetector(cell_margin=1), options,
+                  Reporter(quiet=True))
+    group = zarr.open_group(str(tmp_path / "discs.ome.zarr"), mode="r")
+    assert Image05.from_zarr(group).labels.label_paths == ["nuclei", "cells"]
+    for prompt in ("nuclei", "cells"):
+        np.testing.assert_array_equal(np.asarray(group[f"labels/{prompt}/0"])[0], labels[prompt])
+    assert group["0"].shape == zarr.open_group(str(tmp / "discs.ome.zarr"), mode="r")["0"].shape
+    assert all(group[key].nchunks_initialized == 0 for key in ("0", "1", "2"))
+    assert not any(channel["active"] for channel in group.attrs["ome"]["omero"]["channels"])  # viewers hide it
+    assert json.loads((tmp_path / "discs.ome.zarr" / "report.json").read_text())["parameters"]["image"] is False
+    drawn, copied = (np.asarray(Image.open(folder / "discs.png")).astype(int) for folder in (tmp_path, tmp))
+    assert drawn.shape == copied.shape and np.abs(drawn - copied).mean() < 2

@@ -49,6 +49,7 @@ class IngestConfig:
     overlap: int = DEFAULT_OVERLAP
     table: str | None = None
     geojson: bool = False
+    image: bool = True  # copy each slide's pixels into its output (``--no-image``: labels only)
 
     @classmethod
     def from_sources(cls, config_file: Path | None, **given) -> "IngestConfig":
@@ -94,7 +95,7 @@ class Ingest:
     def __init__(self, config: IngestConfig, predictor, logger: logging.Logger, streams: int = 1):
         self.config, self.predictor, self.log = config, predictor, logger
         self.options = SegmentOptions(config.prompts, config.tile_size, config.overlap, table=config.table,
-                                      streams=streams)
+                                      streams=streams, image=config.image)
         self.parameters = run_parameters(predictor, self.options)
 
     def output_for(self, unit: SlideUnit) -> Path:

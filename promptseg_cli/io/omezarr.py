@@ -173,11 +173,13 @@ def _ceil_to(value: int, multiple: int) -> int:
 class OmeZarrWriter:
     """Creates the store and its arrays; callers fill level 0 block by block, then build the pyramids."""
 
-    def __init__(self, path: Path, layout: OmeZarrLayout, label_names: list[str], source: dict):
+    def __init__(self, path: Path, layout: OmeZarrLayout, label_names: list[str], source: dict, image: bool = True):
+        """``image=False``: the image's pixels will not be written; its channels are marked inactive, so that
+        viewers show the labels alone rather than over black."""
         self.path = path
         self.layout = layout
         self.root = zarr.open_group(str(path), mode="w", zarr_format=layout.zarr_format)
-        self._create_arrays(label_names, source)
+        self._create_arrays(label_names, source, image)
 
     @classmethod
     def reopen(cls, path: Path, layout: OmeZarrLayout, label_names: list[str]) -> "OmeZarrWriter":
@@ -189,14 +191,14 @@ class OmeZarrWriter:
         writer.labels = {name: [writer.root[f"labels/{name}/{i}"] for i in range(layout.n_levels)] for name in label_names}
         return writer
 
-    def _create_arrays(self, label_names: list[str], source: dict) -> None:
+    def _create_arrays(self, label_names: list[str], source: dict, image: bool) -> None:
         layout = self.layout
         n = layout.n_levels
         self.image = [_create(self.root, str(i), layout.shape(3, i), np.uint8, layout, layout.block, layout.block)
                       for i in range(n)]
         image_meta = {"multiscales": layout.multiscales("image"),
                       "omero": {"channels": [{"label": c, "color": col, "window": {"start": 0, "end": 255, "min": 0, "max": 255},
-                                              "active": True} for c, col in zip("RGB", ("FF0000", "00FF00", "0000FF"))],
+                                              "active": image} for c, col in zip("RGB", ("FF0000", "00FF00", "0000FF"))],
                                 "rdefs": {"model": "color"}}}
         if layout.ngff == "0.4":
             image_meta["omero"]["version"] = "0.4"

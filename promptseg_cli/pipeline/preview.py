@@ -11,6 +11,8 @@ from skimage.segmentation import find_boundaries
 
 from ..io.geojson import CLASS_NAMES
 from ..io.omezarr import OmeZarrLayout, level_shape
+from ..slide.lazy import thumbnail
+from ..slide.readers import SlideReader
 
 OVERVIEW_SIZE = 1536
 CROP_SIZE = 768
@@ -23,16 +25,26 @@ def _outline(image: np.ndarray, labels: dict[str, np.ndarray]) -> np.ndarray:
     return out
 
 
-def write_preview(store: Path, prompts: list[str], path: Path, layout: OmeZarrLayout) -> tuple[int, int]:
+def write_preview(store: Path, prompts: list[str], path: Path, layout: OmeZarrLayout,
+                  slide: SlideReader | None = None) -> tuple[int, int]:
     """Write ``path`` (PNG) from a finished OME-Zarr; returns its ``(width, height)``. A stack shows its first
-    time point's middle Z plane."""
+    time point's middle Z plane. The pixels come from the output's image, or from ``slide`` when the output holds
+    none (``--no-image``)."""
     group = zarr.open_group(str(store), mode="r")
     plane, every = (0, layout.z // 2), slice(None)
     level = next((i for i in range(layout.n_levels) if max(level_shape(layout.width, layout.height, i)) <= OVERVIEW_SIZE),
                  layout.n_levels - 1)
+    source = slide.plane_reader(*plane) if slide is not None else None
 
     def image(lvl: int, ys: slice, xs: slice) -> np.ndarray:
-        return np.asarray(group[str(lvl)][layout.index(plane, every, ys, xs)]).transpose(1, 2, 0)
+        if source is None:
+            return np.asarray(group[str(lvl)][layout.index(plane, every, ys, xs)]).transpose(1, 2, 0)
+        height, width = level_shape(layout.width, layout.height, lvl)
+        if lvl > 0:  # the whole level, from the slide's overview
+            small, _ = thumbnail(source, 2 * max(height, width))
+            return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR))
+        (x0, x1, _), (y0, y1, _) = xs.indices(width), ys.indices(height)
+        return source.read(0, x0, y0, x1 - x0, y1 - y0, fill=255)
 
     def label(prompt: str, lvl: int, ys: slice, xs: slice) -> np.ndarray:
         return np.asarray(group[f"labels/{prompt}/{lvl}"][layout.index(plane, 0, ys, xs)])

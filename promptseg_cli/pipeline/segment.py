@@ -72,6 +72,7 @@ class SegmentOptions:
     channels: str | None = None
     link_z: bool = False
     pixel_size: float | None = None  # microns per model pixel; None: the model's native pixel size
+    image: bool = True  # copy the slide's pixels into the output image; False: its arrays stay empty (no chunks)
 
 
 @dataclass
@@ -107,7 +108,7 @@ def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
             "overlap": options.overlap, "mpp_override": options.mpp, "ngff": options.ngff,
             "tissue_detection": options.tissue_detection, "score_threshold": getattr(predictor, "score_threshold", None),
             "precision": getattr(predictor, "precision", "fp32"), "channels": options.channels,
-            "table": options.table, "link_z": options.link_z, "pixel_size": options.pixel_size}
+            "table": options.table, "link_z": options.link_z, "pixel_size": options.pixel_size, "image": options.image}
 
 
 def output_is_current(output: Path, predictor: Predictor, options: SegmentOptions) -> bool:
@@ -199,7 +200,8 @@ class SlideRun:
         prompts = self.options.prompts
         if state is None:
             shutil.rmtree(self.work, ignore_errors=True)
-            writer = OmeZarrWriter(self.work, self.layout, prompts, {"input": str(self.path), **self.parameters})
+            writer = OmeZarrWriter(self.work, self.layout, prompts, {"input": str(self.path), **self.parameters},
+                                   self.options.image)
         else:
             writer = OmeZarrWriter.reopen(self.work, self.layout, prompts)
             where = f" of plane {state['plane'] + 1}/{len(self.layout.planes)}" if len(self.layout.planes) > 1 else ""
@@ -214,7 +216,8 @@ class SlideRun:
             self.plane_stats = state["plane_stats"]
         abandon = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="image") as background:
-            image_copy = background.submit(_copy_image, self.reader, writer, abandon, self.clock)  # beside inference
+            image_copy = (background.submit(_copy_image, self.reader, writer, abandon, self.clock)  # beside inference
+                          if self.options.image else None)
             tiles_started = time.time()
             try:
                 first = state["plane"] if state else 0
@@ -224,7 +227,8 @@ class SlideRun:
                 abandon.set()
                 raise
             tiles_seconds = time.time() - tiles_started
-            image_copy.result()
+            if image_copy is not None:
+                image_copy.result()
         counts = {p: s.count for p, s in self.streams.items()}
         links = link_z_planes(writer, counts, self.checkpoints.parts) if self.options.link_z and self.layout.z > 1 else {}
         claim_extras(self.work, [p for p in (self.options.geojson, self.options.preview) if p is not None])
@@ -237,7 +241,7 @@ class SlideRun:
             self._write_records(writer, links)
             pyramids.result()
         if self.options.preview is not None:
-            write_preview(self.work, prompts, self.options.preview, self.layout)
+            write_preview(self.work, prompts, self.options.preview, self.layout, None if self.options.image else self.reader)
         stats = self.plane_stats
         result = SegmentResult(self.path, self.output, counts, sum(p.total for p in stats), sum(p.run for p in stats),
                                sum(p.skipped for p in stats), sum(p.pixels + p.reframed for p in stats),
