@@ -135,6 +135,13 @@ class Outcome:
     error: str = ""
 
 
+def extra_paths(target: Path, templates: dict[str, str | None]) -> dict[str, Path | None]:
+    """The GeoJSON and preview paths that go with the output ``target``: each template with ``{stem}`` replaced by
+    the output's name without ``.ome.zarr``."""
+    stem = target.name[: -len(".ome.zarr")]
+    return {name: Path(template.replace("{stem}", stem)) if template else None for name, template in templates.items()}
+
+
 def run_batch(slides: list[Path], targets: list[Path], predictor, options, reporter, templates: dict[str, str | None],
               client=None) -> list[Outcome]:
     """Segment each slide into its target; up-to-date outputs are skipped and failures do not stop the rest."""
@@ -143,9 +150,8 @@ def run_batch(slides: list[Path], targets: list[Path], predictor, options, repor
 
     outcomes = []
     for slide, target in zip(slides, targets):
-        stem = target.name[: -len(".ome.zarr")]
-        options.geojson = Path(templates["geojson"].replace("{stem}", stem)) if templates.get("geojson") else None
-        options.preview = Path(templates["preview"].replace("{stem}", stem)) if templates.get("preview") else None
+        extras = extra_paths(target, templates)
+        options.geojson, options.preview = extras.get("geojson"), extras.get("preview")
         if not options.overwrite and output_is_current(target, predictor, options):
             reporter.log(f"{slide}: {target} is up to date (same model and parameters); skipped")
             outcomes.append(Outcome(slide, target, "up to date"))

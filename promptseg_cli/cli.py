@@ -156,7 +156,9 @@ def segment(
     Example: promptseg segment slide.svs --prompt nuclei -o slide.ome.zarr
     """
     reporter = Reporter(quiet, verbose)
-    from .batch import BatchError, allocated_cpus, collect_inputs, parse_shard, print_summary, read_input_list, run_batch, shard_from_environment
+    from .batch import (BatchError, allocated_cpus, collect_inputs, extra_paths, parse_shard, print_summary, read_input_list,
+                        run_batch, shard_from_environment)
+    from .slide.readers import slide_files
     from .pipeline.segment import Interrupted, SegmentOptions
 
     if ngff not in ("0.4", "0.5"):
@@ -194,6 +196,12 @@ def segment(
     for name, template in (("--geojson", geojson), ("--preview", preview)):
         if template is not None and len(slides) > 1 and "{stem}" not in template:
             _fail(reporter, f"{name} with several inputs needs {{stem}} in the path, e.g. {name} results/{{stem}}.ext")
+    taken = {p.resolve() for slide in slides for p in slide_files(slide)} | {t.resolve() for t in targets}
+    for slide, target in zip(slides, targets):
+        for name, path in extra_paths(target, {"--geojson": geojson, "--preview": preview}).items():
+            if path is not None and path.resolve() in taken:
+                _fail(reporter, f"{slide}: {name} {path} would replace an input or another output; choose another path")
+            taken |= {path.resolve()} if path is not None else set()
     from .pipeline.inference import configure_threads, connect
 
     predictor = _load_predictor(model, device, reporter, score_threshold, precision)

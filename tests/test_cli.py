@@ -11,6 +11,9 @@ import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from ome_zarr_models.v05.image import Image as Image05
+from PIL import Image
+
+from promptseg_cli.slide.readers import open_slide
 
 from conftest import REPO
 
@@ -102,6 +105,20 @@ def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
     assert len(errors) == 1 and message in errors[0], run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "x.ome.zarr").exists() and not (tmp_path / "y.ome.zarr").exists()
+
+
+@pytest.mark.parametrize("extra", [["--preview", "{stem}.png"], ["--geojson", "slide.png"],
+                                   ["--geojson", "slide.ome.zarr"], ["--geojson", "x.json", "--preview", "x.json"]])
+def test_a_geojson_or_preview_path_never_replaces_an_input_or_output(tmp_path, slides, extra):
+    """``--preview {stem}.png`` for slide.png is the input itself: with --overwrite it replaced the slide by its
+    own preview; the GeoJSON could land on the input or the OME-Zarr output, or the two extras on each other."""
+    slide = tmp_path / "slide.png"
+    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
+        Image.fromarray(reader.read(0, 800, 1200, 200, 200)).save(slide)
+    before = slide.read_bytes()
+    run = promptseg("segment", slide, "--overwrite", *extra, cwd=tmp_path)
+    assert run.returncode == 2 and "would replace an input or another output" in run.stderr, run.stderr
+    assert slide.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["slide.png"]
 
 
 def test_a_truncated_tiff_gets_one_line_and_no_output(tmp_path):
