@@ -68,6 +68,12 @@ def test_files_of_several_slides_in_one_folder_are_refused(series):
 
 
 def test_a_folder_without_whole_slide_files_is_refused_clearly(series):
+    for file in series.glob("*.dcm"):  # only a label: wsidicomizer wrote such a folder for a one-level TIFF
+        header = pydicom.dcmread(file)
+        header.ImageType = ["ORIGINAL", "PRIMARY", "LABEL", "NONE"]
+        header.save_as(file)
+    with pytest.raises(SlideError, match="hold no VOLUME image"):
+        open_slide(series)
     for file in series.glob("*.dcm"):
         header = pydicom.dcmread(file)
         header.SOPClassUID = header.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage

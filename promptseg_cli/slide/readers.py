@@ -463,8 +463,10 @@ def dicom_series_file(folder: Path) -> Path:
     if len(series) > 1:
         raise SlideError(f"{folder}: holds {len(series)} DICOM whole-slide series (several slides?); put each slide's "
                          "files in a folder of its own, or give one .dcm file of the slide to segment")
-    files = next(iter(series.values()))
-    return next((file for volume, file in files if volume), files[0][1])
+    volumes = [file for volume, file in next(iter(series.values())) if volume]
+    if not volumes:
+        raise SlideError(f"{folder}: its DICOM whole-slide files hold no VOLUME image (only a label or overview)")
+    return volumes[0]
 
 
 def slide_files(path: Path) -> list[Path]:
