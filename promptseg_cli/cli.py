@@ -103,15 +103,18 @@ def _check_pixel_size(pixel_size: float | None, reporter: Reporter) -> None:
         _fail(reporter, f"--pixel-size must be positive, got {pixel_size}")
 
 
-def output_name(path: Path) -> str:
+def output_name(path: Path, series: int | None = None) -> str:
     """``slide.svs`` -> ``slide.ome.zarr`` (also strips ``.ome`` of ``.ome.tif``); a DICOM folder keeps its whole
-    name (series folders are often named by UID, whose dots are no suffix)."""
+    name (series folders are often named by UID, whose dots are no suffix); image ``series`` of a TIFF adds
+    ``_s<series>``."""
     from .slide.readers import is_dicom_folder
 
     if is_dicom_folder(path):
-        return path.name + ".ome.zarr"
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-    return (stem[:-4] if stem.lower().endswith(".ome") else stem) + ".ome.zarr"
+        stem = path.name
+    else:
+        stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+        stem = stem[:-4] if stem.lower().endswith(".ome") else stem
+    return stem + (f"_s{series}" if series is not None else "") + ".ome.zarr"
 
 
 @app.command()
@@ -130,6 +133,7 @@ def segment(
     pixel_size: PixelSizeOpt = None,
     channels: Annotated[Optional[str], typer.Option("--channels", help="Channels of a multichannel image to use (names from OME metadata or indices); nucleus shows as blue, membrane/cytoplasm as green. Example: --channels nucleus=DAPI,membrane=2")] = None,
     link_z: Annotated[bool, typer.Option("--link-z", help="Join 2-D objects of adjacent Z planes into 3-D objects (same label value) when their pixel IoU exceeds 0.5.")] = False,
+    series: Annotated[Optional[int], typer.Option("--series", min=0, help="Which image of a TIFF holding several (Bio-Formats' series, from 0; `promptseg info` lists them); the default output name gets _s<N>. Example: --series 2")] = None,
     ngff: Annotated[str, typer.Option("--ngff", help="OME-NGFF version: 0.5 (zarr v3, sharded) or 0.4 (zarr v2). Example: --ngff 0.4")] = "0.5",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tiles per model call (default: 8 on a GPU, 1 on CPU). Example: --batch-size 16")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Run tile batches on a dask.distributed scheduler (workers need promptseg and the slides' paths). Example: --scheduler tcp://10.0.0.5:8786")] = None,
@@ -185,8 +189,8 @@ def segment(
     if output is None and output_dir is None:
         if len(slides) > 1:
             _fail(reporter, "several inputs need --output-dir")
-        output = slides[0].parent / output_name(slides[0])
-    targets = [output] if output is not None else [output_dir / output_name(s) for s in slides]
+        output = slides[0].parent / output_name(slides[0], series)
+    targets = [output] if output is not None else [output_dir / output_name(s, series) for s in slides]
     for slide, target in zip(slides, targets):
         if target.resolve() == slide.resolve():
             _fail(reporter, f"{slide}: the output would replace the input; choose another -o/--output-dir")
@@ -210,7 +214,7 @@ def segment(
         batch_size = 1 if predictor.device.type == "cpu" else 8
     options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, streams, ngff, not no_tissue_detection,
                              overwrite, table=table, channels=channels, link_z=link_z, pixel_size=pixel_size,
-                             image=not no_image)
+                             image=not no_image, series=series)
 
     try:
         client = connect(scheduler, cluster, workers, worker_cores, worker_memory)
@@ -418,6 +422,7 @@ def ingest(
 def info(
     slide: Annotated[Path, typer.Argument(help="Slide or image file. Example: slide.svs")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    series: Annotated[Optional[int], typer.Option("--series", min=0, help="Which image of a TIFF holding several (from 0). Example: --series 1")] = None,
 ) -> None:
     """Print format, backend, dimensions, levels, pixel size, vendor and associated images of a slide; for a
     multichannel image or stack also its axes, sizes, channel names and Z/T spacing.
@@ -425,24 +430,26 @@ def info(
     Example: promptseg info slide.svs
     """
     reporter = Reporter()
-    from .slide.readers import SlideError, is_stack, open_slide
+    from .slide.readers import SlideError, check_input, is_stack, open_slide, tiff_images
     from .slide.stack import open_stack
 
     try:
-        if slide.exists() and is_stack(slide):
-            stack = open_stack(slide)
+        check_input(slide, series)
+        if is_stack(slide, series):
+            stack = open_stack(slide, series)
             facts = {"file": str(slide), "format": "ome-zarr" if slide.is_dir() else slide.suffix.lstrip(".").lower(),
                      "axes": stack.axes, "shape": list(stack.levels[0].shape), "dtype": str(stack.levels[0].dtype),
                      "channels": stack.channel_names, "levels": [list(level.shape) for level in stack.levels],
                      "mpp": stack.mpp, "z_spacing_um": stack.z_spacing, "t_interval_s": stack.t_interval}
         else:
-            with open_slide(slide) as reader:
+            with open_slide(slide, series=series) as reader:
                 facts = {"file": str(slide), "format": "dcm" if slide.is_dir() else slide.suffix.lstrip(".").lower(),
                          "backend": reader.backend,
                          "vendor": reader.vendor, "dimensions": list(reader.level_dimensions[0]),
                          "levels": [{"dimensions": list(d), "downsample": round(ds, 4)}
                                     for d, ds in zip(reader.level_dimensions, reader.level_downsamples)],
                          "mpp": reader.mpp, "associated_images": reader.associated_images}
+        facts["images"] = tiff_images(slide)
     except SlideError as exc:
         _fail(reporter, str(exc))
     except Exception as exc:  # tifffile/zarr raise their own types for damaged files
@@ -457,6 +464,9 @@ def info(
         elif key == "levels":
             for i, level in enumerate(value):
                 typer.echo(f"level {i:<13} {level['dimensions'][0]} x {level['dimensions'][1]} (downsample {level['downsample']})")
+        elif key == "images" and value:
+            for line in value:
+                typer.echo(f"image {line}")
         else:
             typer.echo(f"{key:<19} {value if value not in (None, []) else '-'}")
 

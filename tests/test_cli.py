@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import tifffile
 import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
@@ -95,6 +96,9 @@ def test_several_inputs_continue_past_a_bad_one(tmp_path, slides):
     (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "-o", t / "exists.ome.zarr"], "already exists (use --overwrite"),
     (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--tile-size", "1000", "-o", t / "y.ome.zarr"], "multiple of 16"),
     (lambda t: ["info", t / "file.txt"], "unsupported file type"),
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--series", "3", "-o", t / "x.ome.zarr"],
+     "--series 3: the file holds 1 image(s), 0 to 0"),
+    (lambda t: ["info", REPO / "tests" / "data" / "dicom_cmu1", "--series", "1"], "not a TIFF file"),
 ])
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
     (tmp_path / "file.txt").write_text("x")
@@ -119,6 +123,20 @@ def test_a_geojson_or_preview_path_never_replaces_an_input_or_output(tmp_path, s
     run = promptseg("segment", slide, "--overwrite", *extra, cwd=tmp_path)
     assert run.returncode == 2 and "would replace an input or another output" in run.stderr, run.stderr
     assert slide.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["slide.png"]
+
+
+def test_series_names_its_output_and_info_lists_the_images(tmp_path, slides):
+    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
+        fields = [reader.read(0, x, 1200, 320, 240) for x in (600, 1000)]
+    with tifffile.TiffWriter(tmp_path / "fields.tif") as tif:
+        for field in fields:
+            tif.write(field, photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    listing = promptseg("info", tmp_path / "fields.tif", "--json")
+    assert json.loads(listing.stdout)["images"] == ["0: YXS 240 x 320 x 3 uint8", "1: YXS 240 x 320 x 3 uint8"]
+    run = promptseg("segment", tmp_path / "fields.tif", "--series", "1", "--output-dir", tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "out" / "fields_s1.ome.zarr" / "report.json").read_text())
+    assert report["parameters"]["series"] == 1 and report["objects"]["nuclei"] > 10 and report["warnings"] == []
 
 
 def test_a_truncated_tiff_gets_one_line_and_no_output(tmp_path):

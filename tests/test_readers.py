@@ -235,31 +235,62 @@ def test_tiffslide_levels_with_fractional_downsample_are_read_at_the_asked_pixel
             assert (reader.read(1, x, y, 1, 1)[0, 0] == image[2 * y, 2 * x]).all(), (x, y)
 
 
-def test_a_tiff_of_several_images_warns_that_only_the_first_is_segmented(tmp_path):
-    """Three fields saved as three images of one TIFF: only the first was segmented, silently."""
+def test_a_tiff_of_several_images_warns_and_series_chooses_one(tmp_path):
+    """Three fields saved as three images of one TIFF: only the first was segmented, silently. Now a warning says
+    so, and ``series`` segments any of them."""
     from promptseg_cli.pipeline.segment import SegmentOptions, segment_slide
     from promptseg_cli.progress import Reporter
 
     from detectors import DarkObjectDetector, disc_slide
 
-    image, centres, _ = disc_slide((300, 400), seams=128)
+    fields = [disc_slide((300, 400), seams=128, seed=seed) for seed in (1, 2, 3)]
     with tifffile.TiffWriter(tmp_path / "fields.tif") as tif:
-        for _ in range(3):
+        for image, _, _ in fields:
             tif.write(image)
-        tif.write(image[::8, ::8])  # a thumbnail is not an image to segment
+        tif.write(fields[0][0][::8, ::8])  # a thumbnail is not an image to segment
     with tifffile.TiffWriter(tmp_path / "one.tif") as tif:
-        tif.write(image)
-        tif.write(image[::8, ::8])
+        tif.write(fields[0][0])
+        tif.write(fields[0][0][::8, ::8])
     with open_slide(tmp_path / "one.tif") as reader:
         assert reader.warnings == []
-    result = segment_slide(tmp_path / "fields.tif", tmp_path / "fields.ome.zarr", DarkObjectDetector(),
-                           SegmentOptions(["nuclei"], mpp=0.5), Reporter(quiet=True))
-    assert result.objects["nuclei"] == len(centres)
-    assert any("3 images in the file; only the first is segmented" in w for w in result.warnings)
+    counts = []
+    for series in (None, 1, 2):
+        result = segment_slide(tmp_path / "fields.tif", tmp_path / f"fields-{series}.ome.zarr", DarkObjectDetector(),
+                               SegmentOptions(["nuclei"], mpp=0.5, series=series), Reporter(quiet=True))
+        counts.append(result.objects["nuclei"])
+        warned = any("3 images in the file; only the first is segmented (--series N" in w for w in result.warnings)
+        assert warned == (series is None)
+    assert counts == [len(centres) for _, centres, _ in fields] and len(set(counts)) == 3
+    with pytest.raises(SlideError, match="--series 4: the file holds 4 image"):
+        open_slide(tmp_path / "fields.tif", series=4)
     pages = tmp_path / "pages.tif"
-    tifffile.imwrite(pages, np.stack([image] * 3))  # one series of three RGB pages
+    tifffile.imwrite(pages, np.stack([fields[0][0]] * 3))  # one series of three RGB pages
     with pytest.raises(SlideError, match="several images in one file"):
         open_slide(pages)
+
+
+def test_series_of_an_ome_tiff_have_their_own_pixel_size_and_channels(tmp_path):
+    """Scenes of an OME-TIFF (as raw2ometiff writes a CZI's): each image's own OME values, RGB or 16-bit."""
+    rng = np.random.default_rng(0)
+    rgb = tmp_path / "scenes.ome.tif"
+    with tifffile.TiffWriter(rgb, ome=True) as tif:
+        tif.write(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8), photometric="rgb",
+                  metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tif.write(rng.integers(0, 255, (200, 260, 3), dtype=np.uint8), photometric="rgb",
+                  metadata={"PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+    with open_slide(rgb) as first, open_slide(rgb, series=1) as second:
+        assert (first.mpp, first.level_dimensions[0]) == (0.5, (400, 300))
+        assert (second.mpp, second.level_dimensions[0]) == (0.25, (260, 200))
+        assert any("2 images in the file" in w for w in first.warnings) and second.warnings == []
+    grey = tmp_path / "channels.ome.tif"
+    with tifffile.TiffWriter(grey, ome=True) as tif:
+        for size, names in ((0.3, ["DAPI", "GFP"]), (0.6, ["Hoechst", "CellMask"])):
+            tif.write(rng.integers(0, 4000, (2, 128, 160), dtype=np.uint16),
+                      metadata={"axes": "CYX", "PhysicalSizeX": size, "PhysicalSizeY": size, "Channel": {"Name": names}})
+    with open_slide(grey, "nucleus=Hoechst,membrane=CellMask", series=1) as reader:
+        assert reader.mpp == pytest.approx(0.6) and reader.stack.channel_names == ["Hoechst", "CellMask"]
+    with pytest.raises(SlideError, match="no channel 'Hoechst'"):
+        open_slide(grey, "nucleus=Hoechst")
 
 
 def test_a_cmyk_jpeg_reads_as_its_colours(tmp_path, slides):

@@ -146,10 +146,11 @@ def _worker_threads() -> int:
     return max(1, allocated_cpus() // max(1, tasks))
 
 
-def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int], model_path: str | None,
+def _remote_batch(slide_path: str, opening: tuple[str | None, int | None], plane: tuple[int, int], model_path: str | None,
                   settings: tuple[float, float, str], plan: SlidePlan, batch: list[Tile], prompts: list[str],
                   intensity: tuple[float, float], fill: int, measure: bool) -> BatchResult:
-    """Runs on a dask worker: the slide and the model are opened once per worker process."""
+    """Runs on a dask worker: the slide (with ``opening``, the channels and series ``open_slide`` takes) and the
+    model are opened once per worker process."""
     from ..model.weights import load_model
 
     if "memory guard" not in _worker_cache:  # one per worker process, for as long as it lives
@@ -159,15 +160,16 @@ def _remote_batch(slide_path: str, channels: str | None, plane: tuple[int, int],
         torch.set_num_threads(_worker_threads())
         score, nms, precision = settings
         _worker_cache[key] = Predictor(load_model(Path(model_path) if model_path else None), "cpu", score, nms, precision)
-    if (slide_path, channels) not in _worker_cache:
-        _worker_cache[slide_path, channels] = open_slide(slide_path, channels)
-    reader = _worker_cache[slide_path, channels].plane_reader(*plane)
+    if (slide_path, opening) not in _worker_cache:
+        _worker_cache[slide_path, opening] = open_slide(slide_path, *opening)
+    reader = _worker_cache[slide_path, opening].plane_reader(*plane)
     pixels = read_batch(reader, plan, batch, fill)
     results = infer_batch(_worker_cache[key], pixels, prompts, intensity, measure)
     return reframe_batch(_worker_cache[key], reader, plan, batch, pixels, results, intensity, fill, measure)
 
 
-def cluster_results(client, predictor: Predictor, slide_path: Path, channels: str | None, plane: tuple[int, int],
+def cluster_results(client, predictor: Predictor, slide_path: Path, opening: tuple[str | None, int | None],
+                    plane: tuple[int, int],
                     plan: SlidePlan, batches: list[list[Tile]], start: int,
                     prompts: list[str], intensity: tuple[float, float], fill: int,
                     measure: bool) -> Iterator[BatchResult]:
@@ -178,7 +180,7 @@ def cluster_results(client, predictor: Predictor, slide_path: Path, channels: st
     futures = []
 
     def submit(index: int) -> None:
-        futures.append(client.submit(_remote_batch, str(slide_path.resolve()), channels, plane, model_path, settings, plan,
+        futures.append(client.submit(_remote_batch, str(slide_path.resolve()), opening, plane, model_path, settings, plan,
                                      batches[index], prompts, intensity, fill, measure,
                                      key=f"promptseg-{slide_path.name}-{plane[0]}-{plane[1]}-{index}-{id(plan)}", pure=False))
 

@@ -73,6 +73,7 @@ class SegmentOptions:
     link_z: bool = False
     pixel_size: float | None = None  # microns per model pixel; None: the model's native pixel size
     image: bool = True  # copy the slide's pixels into the output image; False: its arrays stay empty (no chunks)
+    series: int | None = None  # which image of a TIFF holding several (None: the first, with a warning)
 
 
 @dataclass
@@ -108,7 +109,8 @@ def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
             "overlap": options.overlap, "mpp_override": options.mpp, "ngff": options.ngff,
             "tissue_detection": options.tissue_detection, "score_threshold": getattr(predictor, "score_threshold", None),
             "precision": getattr(predictor, "precision", "fp32"), "channels": options.channels,
-            "table": options.table, "link_z": options.link_z, "pixel_size": options.pixel_size, "image": options.image}
+            "table": options.table, "link_z": options.link_z, "pixel_size": options.pixel_size, "image": options.image,
+            "series": options.series}
 
 
 def output_is_current(output: Path, predictor: Predictor, options: SegmentOptions) -> bool:
@@ -148,7 +150,7 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
         if extra is not None and extra.resolve() not in claimed:
             check_writable(extra, options.overwrite)
     try:
-        with MemoryGuard(), open_slide(path, options.channels) as reader, \
+        with MemoryGuard(), open_slide(path, options.channels, options.series) as reader, \
                 run_directory(output, options.overwrite) as work:
             return SlideRun(path, output, work, reader, predictor, options, reporter, client).run()
     finally:
@@ -293,7 +295,7 @@ class SlideRun:
             results = local_results(self.predictor, reader, plan, batches, start, options.prompts, intensity, fill,
                                     self.measure, options.streams, self.clock)
         else:
-            results = cluster_results(self.client, self.predictor, self.path, options.channels,
+            results = cluster_results(self.client, self.predictor, self.path, (options.channels, options.series),
                                       self.layout.planes[self.plane_index], plan, batches, start, options.prompts,
                                       intensity, fill, self.measure)
         done = sum(len(b) for b in batches[:start])

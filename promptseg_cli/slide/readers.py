@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -126,30 +127,60 @@ class SlideReader(ABC):
 IMAGEJ_UNITS = {"micron": 1.0, "um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "nm": 1e-3, "mm": 1e3}
 
 
-def other_images(path: Path, tif) -> list[str]:
-    """A warning when a TIFF holds more images (series) than the first, the one segmented; thumbnails and label
-    images (under a sixteenth of its pixels) do not count."""
-    def pixels(series) -> int:
-        return int(np.prod([n for n, a in zip(series.shape, series.axes) if a in "YX"]))
+def other_images(path: Path, tif, series: int | None) -> list[str]:
+    """A warning when a TIFF holds more images (series) than the first and none was chosen (``series`` None):
+    only the first is segmented. Thumbnails and label images (under a sixteenth of its pixels) do not count."""
+    def pixels(image) -> int:
+        return int(np.prod([n for n, a in zip(image.shape, image.axes) if a in "YX"]))
 
     others = [s for s in tif.series[1:] if 16 * pixels(s) >= pixels(tif.series[0])]
-    if not others:
+    if not others or series is not None:
         return []
-    return [f"{path}: {1 + len(others)} images in the file; only the first is segmented (save one image per file)"]
+    return [f"{path}: {1 + len(others)} images in the file; only the first is segmented (--series N segments "
+            f"image N, counted from 0; `promptseg info` lists them)"]
 
 
-def tiff_mpp(tif) -> float | None:
-    """Microns per pixel of a ``tifffile.TiffFile``: OME ``PhysicalSizeX``, else resolution tags (whose unit is in
-    the ImageJ metadata for ImageJ/Fiji files, in ``ResolutionUnit`` otherwise)."""
-    import re
+def tiff_images(path: Path) -> list[str]:
+    """``"N: axes shape dtype"`` of every image (series) of a TIFF holding more than one; else empty."""
+    if path.is_dir() or path.suffix.lower() not in TIFF_SUFFIXES:
+        return []
+    import tifffile
 
-    if tif.ome_metadata:
-        match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata)
-        unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', tif.ome_metadata)
+    with tifffile.TiffFile(str(path)) as tif:
+        if len(tif.series) < 2:
+            return []
+        return [f"{i}: {s.axes} {' x '.join(map(str, s.shape))} {s.dtype}" for i, s in enumerate(tif.series)]
+
+
+def tiff_series(tif, series: int | None, path: Path):
+    """Image ``series`` (the first when None) of a ``tifffile.TiffFile``, or :class:`SlideError`."""
+    index = series or 0
+    if not 0 <= index < len(tif.series):
+        raise SlideError(f"{path}: --series {index}: the file holds {len(tif.series)} image(s), 0 to {len(tif.series) - 1}")
+    return tif.series[index]
+
+
+def ome_image(ome: str | None, series: int | None) -> str | None:
+    """The OME-XML of image ``series`` (its ``<Image>`` element; the first when None), for the values of that
+    image alone."""
+    if not ome:
+        return ome
+    images = re.findall(r"<(?:\w+:)?Image[\s>].*?</(?:\w+:)?Image>", ome, re.DOTALL)
+    index = series or 0
+    return images[index] if index < len(images) else ome
+
+
+def tiff_mpp(tif, series: int | None = None) -> float | None:
+    """Microns per pixel of image ``series`` of a ``tifffile.TiffFile``: OME ``PhysicalSizeX``, else resolution
+    tags (whose unit is in the ImageJ metadata for ImageJ/Fiji files, in ``ResolutionUnit`` otherwise)."""
+    ome = ome_image(tif.ome_metadata, series)
+    if ome:
+        match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', ome)
+        unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', ome)
         if match:
             factor = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}.get(unit.group(1) if unit else "µm", 1.0)
             return float(match.group(1)) * factor
-    tags = tif.pages[0].tags
+    tags = tif.series[series or 0].keyframe.tags
     if "XResolution" not in tags:
         return None
     num, den = tags["XResolution"].value
@@ -308,6 +339,7 @@ class TiffSlideReader(_OpenSlideAPIReader):
         super().__init__(path, tiffslide.TiffSlide(str(path)))
         tif = tifffile.TiffFile(str(path))
         self._tiff_mpp = tiff_mpp(tif)
+        self.warnings += other_images(path, tif, None)
         self._tiled = _TiledLevels(tif, self.level_dimensions)
 
     @property
@@ -338,21 +370,20 @@ class TifffileReader(SlideReader):
 
     backend = "tifffile"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, series: int | None = None):
         super().__init__(path)
         import tifffile
         import zarr
 
         self._tif = tifffile.TiffFile(str(path))
-        series = self._tif.series[0]
-        self._axes = series.axes
-        if not set(self._axes) <= {"Y", "X", "S", "C"} or ("C" in self._axes and series.shape[self._axes.index("C")] > 4):
-            raise SlideError(f"{path}: unsupported TIFF layout {self._axes} {series.shape} (expected a 2-D grey or RGB image)")
-        store = series.aszarr()
-        group = zarr.open(store, mode="r")
-        self._levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(len(series.levels))]
-        self._mpp = tiff_mpp(self._tif)
-        self.warnings += other_images(path, self._tif)
+        image = tiff_series(self._tif, series, path)
+        self._axes = image.axes
+        if not set(self._axes) <= {"Y", "X", "S", "C"} or ("C" in self._axes and image.shape[self._axes.index("C")] > 4):
+            raise SlideError(f"{path}: unsupported TIFF layout {self._axes} {image.shape} (expected a 2-D grey or RGB image)")
+        group = zarr.open(image.aszarr(), mode="r")
+        self._levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(len(image.levels))]
+        self._mpp = tiff_mpp(self._tif, series)
+        self.warnings += other_images(path, self._tif, series)
 
     def _yx_shape(self, level: int) -> tuple[int, int]:
         shape = self._levels[level].shape
@@ -480,9 +511,13 @@ def slide_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _check_file(path: Path) -> None:
+def check_input(path: Path, series: int | None = None) -> None:
+    """Raise :class:`SlideError` for what cannot be a slide (missing, unreadable, empty, unsupported), and for
+    ``series`` asked of anything but a TIFF file."""
     if not path.exists():
         raise SlideError(f"{path}: file not found")
+    if series is not None and (path.is_dir() or path.suffix.lower() not in TIFF_SUFFIXES):
+        raise SlideError(f"{path}: --series chooses an image of a TIFF file of several; this is not a TIFF file")
     if is_ome_zarr(path) or is_dicom_folder(path):
         return
     if path.is_dir():
@@ -511,42 +546,47 @@ def _candidates(path: Path) -> list[type[SlideReader]]:
     return [TiffSlideReader]
 
 
-def _needs_channel_mapping(path: Path) -> bool:
-    """A TIFF holding something other than one grey or RGB 8-bit plane (channels, Z, T or 16-bit data)."""
+def _needs_channel_mapping(path: Path, series: int | None) -> bool:
+    """A TIFF image holding something other than one grey or RGB 8-bit plane (channels, Z, T or 16-bit data)."""
     if path.suffix.lower() not in TIFF_SUFFIXES:
         return False
     try:
         import tifffile
 
         with tifffile.TiffFile(str(path)) as tif:
-            series = tif.series[0]
-            return bool(set(series.axes) & set("CZTQI")) or series.dtype != np.uint8
+            image = tif.series[series or 0]
+            return bool(set(image.axes) & set("CZTQI")) or image.dtype != np.uint8
     except Exception:
         return False
 
 
-def is_stack(path: Path) -> bool:
-    """OME-Zarr, or a TIFF with channels, Z, T or non-8-bit data: read through ``stack.py``."""
-    return is_ome_zarr(path) or _needs_channel_mapping(path)
+def is_stack(path: Path, series: int | None = None) -> bool:
+    """OME-Zarr, or a TIFF image with channels, Z, T or non-8-bit data: read through ``stack.py``."""
+    return is_ome_zarr(path) or _needs_channel_mapping(path, series)
 
 
-def open_slide(path: str | Path, channels: str | None = None) -> SlideReader:
+def open_slide(path: str | Path, channels: str | None = None, series: int | None = None) -> SlideReader:
     """Open ``path`` with the first backend that can read it, or raise :class:`SlideError`.
 
     Multichannel images (OME-Zarr, OME-TIFF/TIFF with channels or 16-bit data) are composed into the model's RGB;
-    ``channels`` (``nucleus=DAPI,membrane=2``) says which channel goes where (see ``stack.py``).
+    ``channels`` (``nucleus=DAPI,membrane=2``) says which channel goes where (see ``stack.py``). ``series`` chooses
+    an image of a TIFF that holds several (Bio-Formats' series, counted from 0; tifffile reads it).
     """
     path = Path(path)
-    _check_file(path)
-    if channels or is_stack(path):
+    check_input(path, series)
+    if channels or is_stack(path, series):
         from .stack import CompositeReader, open_stack
 
         try:
-            return CompositeReader(open_stack(path), channels)
+            return CompositeReader(open_stack(path, series), channels)
         except SlideError:
             raise
         except Exception as exc:
             raise SlideError(f"{path}: cannot open as a multichannel image ({exc})") from exc
+    if series is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return TifffileReader(path, series)
     source = dicom_series_file(path) if path.is_dir() else path
     problems = []
     for backend in _candidates(source):

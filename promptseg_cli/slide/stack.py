@@ -54,36 +54,37 @@ class ImageStack:
         return np.asarray(self.levels[level][index])
 
 
-def open_stack(path: Path) -> ImageStack:
-    """OME-Zarr (a directory with NGFF multiscales) or (OME-)TIFF as an :class:`ImageStack`."""
+def open_stack(path: Path, series: int | None = None) -> ImageStack:
+    """OME-Zarr (a directory with NGFF multiscales) or image ``series`` of an (OME-)TIFF as an :class:`ImageStack`."""
     if path.is_dir():
         return _open_ome_zarr(path)
-    return _open_tiff(path)
+    return _open_tiff(path, series)
 
 
-def _open_tiff(path: Path) -> ImageStack:
+def _open_tiff(path: Path, series: int | None) -> ImageStack:
     import tifffile
 
-    from .readers import other_images, tiff_mpp
+    from .readers import ome_image, other_images, tiff_mpp, tiff_series
 
     with tifffile.TiffFile(str(path)) as tif:
-        series = tif.series[0]
-        axes = series.axes.replace("S", "C").replace("Q", "C").replace("I", "Z")
-        names = re.findall(r'<Channel [^>]*?Name="([^"]*)"', tif.ome_metadata or "")
-        mpp = tiff_mpp(tif)
-        z_spacing = _ome_value(tif.ome_metadata, "PhysicalSizeZ", {"nm": 1e-3, "mm": 1e3, "µm": 1.0, "um": 1.0})
-        t_interval = _ome_value(tif.ome_metadata, "TimeIncrement", {"ms": 1e-3, "min": 60.0, "h": 3600.0, "s": 1.0})
+        image = tiff_series(tif, series, path)
+        axes = image.axes.replace("S", "C").replace("Q", "C").replace("I", "Z")
+        ome = ome_image(tif.ome_metadata, series)
+        names = re.findall(r'<Channel [^>]*?Name="([^"]*)"', ome or "")
+        mpp = tiff_mpp(tif, series)
+        z_spacing = _ome_value(ome, "PhysicalSizeZ", {"nm": 1e-3, "mm": 1e3, "µm": 1.0, "um": 1.0})
+        t_interval = _ome_value(ome, "TimeIncrement", {"ms": 1e-3, "min": 60.0, "h": 3600.0, "s": 1.0})
         imagej = tif.imagej_metadata or {}
         if imagej and not tif.ome_metadata:  # ImageJ hyperstacks: Z and T steps in the ImageJ metadata
             z_spacing = float(imagej["spacing"]) if imagej.get("spacing") else None
             t_interval = float(imagej["finterval"]) if imagej.get("finterval") else None
-        n_levels = len(series.levels)
-        warnings = other_images(path, tif)
-        rgb = "S" in series.axes and series.shape[series.axes.index("S")] == 3
+        n_levels = len(image.levels)
+        warnings = other_images(path, tif, series)
+        rgb = "S" in image.axes and image.shape[image.axes.index("S")] == 3
     if not set(axes) <= set("TCZYX") or len(set(axes)) != len(axes):
-        raise SlideError(f"{path}: unsupported axes {series.axes} (several images in one file? promptseg reads one "
+        raise SlideError(f"{path}: unsupported axes {image.axes} (several images in one file? promptseg reads one "
                          "image, or one stack with OME or ImageJ axes, per file)")
-    group = zarr.open(tifffile.imread(str(path), aszarr=True), mode="r")
+    group = zarr.open(tifffile.imread(str(path), aszarr=True, series=series or 0), mode="r")
     levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(n_levels)]
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
     return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp,
