@@ -430,7 +430,7 @@ def info(
     Example: promptseg info slide.svs
     """
     reporter = Reporter()
-    from .slide.readers import SlideError, check_input, is_stack, open_slide, tiff_images
+    from .slide.readers import SlideError, check_input, image_list, is_stack, open_slide
     from .slide.stack import open_stack
 
     try:
@@ -449,7 +449,7 @@ def info(
                          "levels": [{"dimensions": list(d), "downsample": round(ds, 4)}
                                     for d, ds in zip(reader.level_dimensions, reader.level_downsamples)],
                          "mpp": reader.mpp, "associated_images": reader.associated_images}
-        facts["images"] = tiff_images(slide)
+        facts["images"] = image_list(slide)
     except SlideError as exc:
         _fail(reporter, str(exc))
     except Exception as exc:  # tifffile/zarr raise their own types for damaged files

@@ -98,7 +98,7 @@ def test_several_inputs_continue_past_a_bad_one(tmp_path, slides):
     (lambda t: ["info", t / "file.txt"], "unsupported file type"),
     (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--series", "3", "-o", t / "x.ome.zarr"],
      "--series 3: the file holds 1 image(s), 0 to 0"),
-    (lambda t: ["info", REPO / "tests" / "data" / "dicom_cmu1", "--series", "1"], "not a TIFF file"),
+    (lambda t: ["info", REPO / "tests" / "data" / "dicom_cmu1", "--series", "1"], "of a TIFF file or OME-Zarr folder of several"),
 ])
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
     (tmp_path / "file.txt").write_text("x")

@@ -17,7 +17,7 @@ from promptseg_cli.model.weights import load_model
 from promptseg_cli.pipeline.resume import Interrupted, partial_path, stop_requested
 from promptseg_cli.pipeline.segment import SegmentOptions, segment_slide
 from promptseg_cli.progress import Reporter
-from promptseg_cli.slide.readers import open_slide
+from promptseg_cli.slide.readers import SlideError, open_slide
 from promptseg_cli.training.simulate import simulate_tissue
 
 from test_cli import promptseg
@@ -247,3 +247,32 @@ def test_a_plane_without_cells_is_normalised_with_the_stack(tmp_path, slides):
     assert counts[0] == counts[2] > 50 and counts[1] == 0
     ranges = json.loads((out / "report.json").read_text())["intensity_range"]
     assert ranges[0] == ranges[1] == ranges[2]
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_a_bioformats2raw_folder_reads_image_by_image(tmp_path, ngff):
+    """What bioformats2raw makes of a CZI or LIF: a root marked "bioformats2raw.layout" with one NGFF image per
+    series in groups 0, 1, ... (was: "not an OME-Zarr image"). The first is read, with a warning; --series N
+    reads image N with its own pixel size."""
+    from ome_zarr.format import FormatV04, FormatV05
+    from ome_zarr.writer import write_image
+
+    path = tmp_path / f"scenes{ngff}.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=2 if ngff == "0.4" else 3)
+    root.attrs.update({"bioformats2raw.layout": 3} if ngff == "0.4" else {"ome": {"version": "0.5", "bioformats2raw.layout": 3}})
+    planes = [_tissue(seed) for seed in (8, 9)]
+    for index, ((pixels, _), size) in enumerate(zip(planes, (0.5, 0.25))):
+        write_image(pixels[:, :256, :320], root.create_group(str(index)), axes="cyx",
+                    fmt=FormatV04() if ngff == "0.4" else FormatV05(), scale={"c": 1.0, "y": size, "x": size},
+                    axes_units={"y": "micrometer", "x": "micrometer"})
+    channels = "nucleus=1,membrane=0"
+    with open_slide(path, channels) as first, open_slide(path, channels, series=1) as second:
+        assert first.mpp == 0.5 and second.mpp == 0.25
+        assert any("2 images in the folder; only the first is segmented" in w for w in first.warnings)
+        assert second.warnings == []
+        np.testing.assert_array_equal(first.stack.plane(0, 1, slice(None), slice(None)), planes[0][0][1, :256, :320])
+        np.testing.assert_array_equal(second.stack.plane(0, 1, slice(None), slice(None)), planes[1][0][1, :256, :320])
+    with pytest.raises(SlideError, match="--series 2: the folder holds 2 image"):
+        open_slide(path, channels, series=2)
+    listing = promptseg("info", path, "--json")
+    assert json.loads(listing.stdout)["images"] == ["0: CYX 2 x 256 x 320 uint16", "1: CYX 2 x 256 x 320 uint16"]

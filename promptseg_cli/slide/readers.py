@@ -136,20 +136,43 @@ def other_images(path: Path, tif, series: int | None) -> list[str]:
     others = [s for s in tif.series[1:] if 16 * pixels(s) >= pixels(tif.series[0])]
     if not others or series is not None:
         return []
-    return [f"{path}: {1 + len(others)} images in the file; only the first is segmented (--series N segments "
-            f"image N, counted from 0; `promptseg info` lists them)"]
+    return [several_images(path, 1 + len(others))]
 
 
-def tiff_images(path: Path) -> list[str]:
-    """``"N: axes shape dtype"`` of every image (series) of a TIFF holding more than one; else empty."""
-    if path.is_dir() or path.suffix.lower() not in TIFF_SUFFIXES:
+def several_images(path: Path, count: int) -> str:
+    """The warning for an input of ``count`` images of which only the first is segmented."""
+    return (f"{path}: {count} images in the {'folder' if path.is_dir() else 'file'}; only the first is segmented "
+            "(--series N segments image N, counted from 0; `promptseg info` lists them)")
+
+
+def image_list(path: Path) -> list[str]:
+    """``"N: axes shape dtype"`` of every image (series) of a TIFF or bioformats2raw folder holding more than
+    one; else empty."""
+    def line(i: int, axes: str, shape, dtype) -> str:
+        return f"{i}: {axes} {' x '.join(map(str, shape))} {dtype}"
+
+    if is_ome_zarr(path):
+        import zarr
+
+        from .stack import bioformats2raw_images
+
+        group = zarr.open_group(str(path), mode="r")
+        images = bioformats2raw_images(group)
+        if len(images) < 2:
+            return []
+        listed = []
+        for i, name in enumerate(images):
+            meta = group[name].attrs.asdict()
+            multiscale = meta.get("ome", meta)["multiscales"][0]
+            array = group[name][multiscale["datasets"][0]["path"]]
+            listed.append(line(i, "".join(a["name"].upper() for a in multiscale["axes"]), array.shape, array.dtype))
+        return listed
+    if path.suffix.lower() not in TIFF_SUFFIXES:
         return []
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
-        if len(tif.series) < 2:
-            return []
-        return [f"{i}: {s.axes} {' x '.join(map(str, s.shape))} {s.dtype}" for i, s in enumerate(tif.series)]
+        return [line(i, s.axes, s.shape, s.dtype) for i, s in enumerate(tif.series)] if len(tif.series) > 1 else []
 
 
 def tiff_series(tif, series: int | None, path: Path):
@@ -516,8 +539,9 @@ def check_input(path: Path, series: int | None = None) -> None:
     ``series`` asked of anything but a TIFF file."""
     if not path.exists():
         raise SlideError(f"{path}: file not found")
-    if series is not None and (path.is_dir() or path.suffix.lower() not in TIFF_SUFFIXES):
-        raise SlideError(f"{path}: --series chooses an image of a TIFF file of several; this is not a TIFF file")
+    if series is not None and not (is_ome_zarr(path) or path.suffix.lower() in TIFF_SUFFIXES):
+        raise SlideError(f"{path}: --series chooses an image of a TIFF file or OME-Zarr folder of several; "
+                         "this is neither")
     if is_ome_zarr(path) or is_dicom_folder(path):
         return
     if path.is_dir():

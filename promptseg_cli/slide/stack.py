@@ -57,7 +57,7 @@ class ImageStack:
 def open_stack(path: Path, series: int | None = None) -> ImageStack:
     """OME-Zarr (a directory with NGFF multiscales) or image ``series`` of an (OME-)TIFF as an :class:`ImageStack`."""
     if path.is_dir():
-        return _open_ome_zarr(path)
+        return _open_ome_zarr(path, series)
     return _open_tiff(path, series)
 
 
@@ -100,11 +100,32 @@ def _ome_value(ome: str | None, name: str, units: dict[str, float]) -> float | N
     return float(match.group(1)) * units.get(unit.group(1) if unit else "", 1.0)
 
 
-def _open_ome_zarr(path: Path) -> ImageStack:
+def bioformats2raw_images(group: zarr.Group) -> list[str]:
+    """The image groups (``0``, ``1``, ...) of a bioformats2raw folder (NGFF "bioformats2raw.layout"), in order;
+    empty for anything else."""
+    attrs = group.attrs.asdict()
+    if "bioformats2raw.layout" not in attrs.get("ome", attrs):
+        return []
+    return sorted((name for name in group.group_keys() if name.isdigit()), key=int)
+
+
+def _open_ome_zarr(path: Path, series: int | None) -> ImageStack:
+    from .readers import several_images
+
     try:
         group = zarr.open_group(str(path), mode="r")
     except Exception as exc:
         raise SlideError(f"{path}: not an OME-Zarr image ({exc.__class__.__name__})") from exc
+    warnings, images = [], bioformats2raw_images(group)
+    if images:  # what bioformats2raw makes of CZI, LIF, VSI, ...: one image per series
+        index = series or 0
+        if index >= len(images):
+            raise SlideError(f"{path}: --series {index}: the folder holds {len(images)} image(s), 0 to {len(images) - 1}")
+        if series is None and len(images) > 1:
+            warnings.append(several_images(path, len(images)))
+        group = group[images[index]]
+    elif series is not None:
+        raise SlideError(f"{path}: --series {series}: an OME-Zarr image, not a bioformats2raw folder of several")
     attrs = group.attrs.asdict()
     meta = attrs.get("ome", attrs)
     if "multiscales" not in meta:
@@ -121,7 +142,7 @@ def _open_ome_zarr(path: Path) -> ImageStack:
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
     names = [c.get("label", str(i)) for i, c in enumerate(meta.get("omero", {}).get("channels", []))]
     return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp,
-                      z_spacing, t_interval)
+                      z_spacing, t_interval, warnings)
 
 
 def parse_channels(text: str, names: list[str], path: Path) -> dict[int, int]:
