@@ -154,19 +154,11 @@ def image_list(path: Path) -> list[str]:
     if is_ome_zarr(path):
         import zarr
 
-        from .stack import bioformats2raw_images
+        from .stack import bioformats2raw_images, open_stack
 
-        group = zarr.open_group(str(path), mode="r")
-        images = bioformats2raw_images(group)
-        if len(images) < 2:
-            return []
-        listed = []
-        for i, name in enumerate(images):
-            meta = group[name].attrs.asdict()
-            multiscale = meta.get("ome", meta)["multiscales"][0]
-            array = group[name][multiscale["datasets"][0]["path"]]
-            listed.append(line(i, "".join(a["name"].upper() for a in multiscale["axes"]), array.shape, array.dtype))
-        return listed
+        count = len(bioformats2raw_images(zarr.open_group(str(path), mode="r")))
+        stacks = [open_stack(path, i) for i in range(count)] if count > 1 else []
+        return [line(i, s.axes, s.levels[0].shape, s.levels[0].dtype) for i, s in enumerate(stacks)]
     if path.suffix.lower() not in TIFF_SUFFIXES:
         return []
     import tifffile
@@ -536,7 +528,7 @@ def slide_files(path: Path) -> list[Path]:
 
 def check_input(path: Path, series: int | None = None) -> None:
     """Raise :class:`SlideError` for what cannot be a slide (missing, unreadable, empty, unsupported), and for
-    ``series`` asked of anything but a TIFF file."""
+    ``series`` asked of anything but a TIFF file or an OME-Zarr folder."""
     if not path.exists():
         raise SlideError(f"{path}: file not found")
     if series is not None and not (is_ome_zarr(path) or path.suffix.lower() in TIFF_SUFFIXES):
@@ -594,7 +586,7 @@ def open_slide(path: str | Path, channels: str | None = None, series: int | None
 
     Multichannel images (OME-Zarr, OME-TIFF/TIFF with channels or 16-bit data) are composed into the model's RGB;
     ``channels`` (``nucleus=DAPI,membrane=2``) says which channel goes where (see ``stack.py``). ``series`` chooses
-    an image of a TIFF that holds several (Bio-Formats' series, counted from 0; tifffile reads it).
+    an image of a TIFF or bioformats2raw OME-Zarr folder that holds several (Bio-Formats' series, counted from 0).
     """
     path = Path(path)
     check_input(path, series)
