@@ -105,8 +105,8 @@ def _check_pixel_size(pixel_size: float | None, reporter: Reporter) -> None:
 
 def output_name(path: Path, series: int | None = None) -> str:
     """``slide.svs`` -> ``slide.ome.zarr`` (also strips ``.ome`` of ``.ome.tif``); a DICOM folder keeps its whole
-    name (series folders are often named by UID, whose dots are no suffix); image ``series`` of a TIFF adds
-    ``_s<series>``."""
+    name (series folders are often named by UID, whose dots are no suffix); image ``series`` of a file or
+    folder of several adds ``_s<series>``."""
     from .slide.readers import is_dicom_folder
 
     if is_dicom_folder(path):
@@ -133,7 +133,7 @@ def segment(
     pixel_size: PixelSizeOpt = None,
     channels: Annotated[Optional[str], typer.Option("--channels", help="Channels of a multichannel image to use (names from OME metadata or indices); nucleus shows as blue, membrane/cytoplasm as green. Example: --channels nucleus=DAPI,membrane=2")] = None,
     link_z: Annotated[bool, typer.Option("--link-z", help="Join 2-D objects of adjacent Z planes into 3-D objects (same label value) when their pixel IoU exceeds 0.5.")] = False,
-    series: Annotated[Optional[int], typer.Option("--series", min=0, help="Which image of a TIFF holding several (Bio-Formats' series, from 0; `promptseg info` lists them); the default output name gets _s<N>. Example: --series 2")] = None,
+    series: Annotated[Optional[int], typer.Option("--series", min=0, help="Which image of a TIFF or bioformats2raw OME-Zarr folder holding several (Bio-Formats' series, from 0; `promptseg info` lists them); the default output name gets _s<N>. Example: --series 2")] = None,
     ngff: Annotated[str, typer.Option("--ngff", help="OME-NGFF version: 0.5 (zarr v3, sharded) or 0.4 (zarr v2). Example: --ngff 0.4")] = "0.5",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tiles per model call (default: 8 on a GPU, 1 on CPU). Example: --batch-size 16")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Run tile batches on a dask.distributed scheduler (workers need promptseg and the slides' paths). Example: --scheduler tcp://10.0.0.5:8786")] = None,
@@ -422,7 +422,7 @@ def ingest(
 def info(
     slide: Annotated[Path, typer.Argument(help="Slide or image file. Example: slide.svs")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    series: Annotated[Optional[int], typer.Option("--series", min=0, help="Which image of a TIFF holding several (from 0). Example: --series 1")] = None,
+    series: Annotated[Optional[int], typer.Option("--series", min=0, help="Which image of a TIFF or bioformats2raw OME-Zarr folder holding several (from 0). Example: --series 1")] = None,
 ) -> None:
     """Print format, backend, dimensions, levels, pixel size, vendor and associated images of a slide; for a
     multichannel image or stack also its axes, sizes, channel names and Z/T spacing.

@@ -169,8 +169,7 @@ def _remote_batch(slide_path: str, opening: tuple[str | None, int | None], plane
 
 
 def cluster_results(client, predictor: Predictor, slide_path: Path, opening: tuple[str | None, int | None],
-                    plane: tuple[int, int],
-                    plan: SlidePlan, batches: list[list[Tile]], start: int,
+                    plane: tuple[int, int], plan: SlidePlan, batches: list[list[Tile]], start: int,
                     prompts: list[str], intensity: tuple[float, float], fill: int,
                     measure: bool) -> Iterator[BatchResult]:
     """Results of ``batches[start:]`` of plane ``(t, z)`` in order, computed by the workers of a ``distributed.Client``."""

@@ -73,7 +73,7 @@ class SegmentOptions:
     link_z: bool = False
     pixel_size: float | None = None  # microns per model pixel; None: the model's native pixel size
     image: bool = True  # copy the slide's pixels into the output image; False: its arrays stay empty (no chunks)
-    series: int | None = None  # which image of a TIFF holding several (None: the first, with a warning)
+    series: int | None = None  # which image of a TIFF or bioformats2raw folder of several (None: the first, warned)
 
 
 @dataclass
