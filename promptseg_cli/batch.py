@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .slide.readers import DICOM_SUFFIX, SUPPORTED_SUFFIXES, is_dicom_folder, is_ome_zarr
+from .slide.readers import BIOFORMATS_SUFFIXES, DICOM_SUFFIX, SUPPORTED_SUFFIXES, is_dicom_folder, is_ome_zarr
 
 
 class BatchError(ValueError):
@@ -120,7 +120,9 @@ def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
         })
         if not slides:
             looked_for = pattern or ", ".join(sorted(SUPPORTED_SUFFIXES))
-            raise BatchError(f"{item}: directory contains no slides (looked for {looked_for})")
+            others = sorted({p.suffix.lower() for p in item.rglob("*") if p.suffix.lower() in BIOFORMATS_SUFFIXES})
+            hint = f"; its {', '.join(others)} files need converting with Bio-Formats (bioformats2raw)" if others else ""
+            raise BatchError(f"{item}: directory contains no slides (looked for {looked_for}){hint}")
         found.extend(slides)
     return found
 

@@ -96,6 +96,8 @@ def test_several_inputs_continue_past_a_bad_one(tmp_path, slides):
     (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "-o", t / "exists.ome.zarr"], "already exists (use --overwrite"),
     (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--tile-size", "1000", "-o", t / "y.ome.zarr"], "multiple of 16"),
     (lambda t: ["info", t / "file.txt"], "unsupported file type"),
+    (lambda t: ["segment", t / "czi" / "scan.czi"], "convert with Bio-Formats: `bioformats2raw scan.czi scan.zarr`"),
+    (lambda t: ["segment", t / "czi", "--output-dir", t / "out"], "its .czi files need converting with Bio-Formats"),
     (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--series", "3", "-o", t / "x.ome.zarr"],
      "--series 3: the file holds 1 image(s), 0 to 0"),
     (lambda t: ["info", REPO / "tests" / "data" / "dicom_cmu1", "--series", "1"], "of a TIFF file or OME-Zarr folder of several"),
@@ -103,6 +105,8 @@ def test_several_inputs_continue_past_a_bad_one(tmp_path, slides):
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "exists.ome.zarr").mkdir()
+    (tmp_path / "czi").mkdir()
+    (tmp_path / "czi" / "scan.czi").write_text("x")
     run = promptseg(*make_args(tmp_path))
     assert run.returncode == 2, run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]

@@ -32,6 +32,8 @@ TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
 DICOM_SUFFIX = ".dcm"
 SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", DICOM_SUFFIX, *TIFF_SUFFIXES}
 SUPPORTED_SUFFIXES = SLIDE_SUFFIXES | IMAGE_SUFFIXES
+#: Microscopy formats that no backend here reads, but Bio-Formats does: the error says how to convert them.
+BIOFORMATS_SUFFIXES = {".czi", ".lif", ".vsi", ".nd2", ".oir", ".ims", ".lsm", ".oib", ".zvi", ".lei", ".sld"}
 
 
 class SlideError(Exception):
@@ -542,6 +544,10 @@ def check_input(path: Path, series: int | None = None) -> None:
         raise SlideError(f"{path}: permission denied")
     if path.stat().st_size == 0:
         raise SlideError(f"{path}: file is empty")
+    if path.suffix.lower() in BIOFORMATS_SUFFIXES:
+        raise SlideError(f"{path}: '{path.suffix}' files are not read directly; convert with Bio-Formats: "
+                         f"`bioformats2raw {path.name} {path.stem}.zarr` (then segment the folder; --series N for "
+                         f"its other images) or `bfconvert {path.name} {path.stem}.ome.tif`")
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise SlideError(f"{path}: unsupported file type '{path.suffix}' (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
 
