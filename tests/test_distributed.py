@@ -5,19 +5,33 @@ import sys
 
 import numpy as np
 import pytest
+import tifffile
 import zarr
+
+from promptseg_cli.slide.readers import open_slide
 
 from conftest import REPO
 
 distributed = pytest.importorskip("distributed")
 
 
-def test_cluster_run_matches_the_local_run(tmp_path, monkeypatch):
+def _second_field(tmp_path, slides):
+    """A TIFF of two fields of CMU-1; the runs below take the second (``--series 1``), which the workers open too."""
+    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
+        fields = [reader.read(0, x, 900, 700, 600) for x in (100, 900)]
+    with tifffile.TiffWriter(tmp_path / "fields.tif") as tif:
+        for field in fields:
+            tif.write(field, photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    return tmp_path / "fields.tif", ["--series", "1"]
+
+
+@pytest.mark.parametrize("source", [lambda tmp_path, slides: (REPO / "examples" / "example_slide.tif", []), _second_field])
+def test_cluster_run_matches_the_local_run(tmp_path, monkeypatch, slides, source):
     # workers of one CPU each, as the local run has (--threads 1): on some CPUs the convolutions of thin tiles give
     # other last bits with another thread count (model/ops.py), which the measurements table would show
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
-    slide = REPO / "examples" / "example_slide.tif"
-    common = ["segment", str(slide), "--tile-size", "512", "--threads", "1", "--table", "csv"]
+    slide, extra = source(tmp_path, slides)
+    common = ["segment", str(slide), *extra, "--tile-size", "512", "--threads", "1", "--table", "csv"]
     local = subprocess.run([sys.executable, "-m", "promptseg_cli", *common, "-o", str(tmp_path / "local.ome.zarr")],
                            capture_output=True, text=True)
     assert local.returncode == 0, local.stderr
