@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .slide.readers import BIOFORMATS_SUFFIXES, DICOM_SUFFIX, SUPPORTED_SUFFIXES, is_dicom_folder, is_ome_zarr
+from .slide.readers import BIOFORMATS_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_file, is_dicom_folder, is_ome_zarr
 
 
 class BatchError(ValueError):
@@ -106,17 +106,18 @@ def read_input_list(path: Path) -> list[Path]:
 
 
 def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
-    """Files (and OME-Zarr images) as given; directories searched recursively for slides (matching ``pattern``).
-    A folder holding ``.dcm`` files is one slide (a DICOM whole-slide image), found or given."""
+    """Files (and OME-Zarr images) as given; directories searched recursively for slides (matching ``pattern``;
+    hidden and ``.zarr`` folders, such as earlier outputs, are not searched). A folder holding DICOM files is one
+    slide (a DICOM whole-slide image), found or given."""
     found: list[Path] = []
     for item in items:
         if not item.is_dir() or is_ome_zarr(item) or is_dicom_folder(item):
             found.append(item)
             continue
         slides = sorted({
-            p.parent if p.suffix.lower() == DICOM_SUFFIX else p for p in item.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts)
-            and (fnmatch(p.name, pattern) if pattern else p.suffix.lower() in SUPPORTED_SUFFIXES)
+            p.parent if is_dicom_file(p) else p for p in item.rglob("*")
+            if p.is_file() and not any(part.startswith(".") or part.lower().endswith(".zarr") for part in p.relative_to(item).parts)
+            and (fnmatch(p.name, pattern) if pattern else p.suffix.lower() in SUPPORTED_SUFFIXES or is_dicom_file(p))
         })
         if not slides:
             looked_for = pattern or ", ".join(sorted(SUPPORTED_SUFFIXES))

@@ -101,3 +101,19 @@ def test_ingest_processes_a_dicom_folder_and_moves_it_whole(tmp_path, series):
     report = (out / f"{SERIES_FOLDER}.ome.zarr" / "report.json")
     assert report.is_file() and '"nuclei"' in report.read_text()
     assert not series.exists() and len(list((inbox / ".done" / SERIES_FOLDER).glob("*.dcm"))) == 3
+
+
+def test_dicom_files_named_by_uid_alone_are_found_by_their_content(tmp_path, slides):
+    """Some exports name each file by its UID, without ``.dcm``: the folder is still one slide (OpenSlide reads it)."""
+    study = tmp_path / "study"
+    series = study / "slide-7"
+    series.mkdir(parents=True)
+    for file in sorted(FIXTURE.glob("*.dcm")):
+        shutil.copy(file, series / file.stem)  # 1.2.826.0.1...: a "suffix" of digits, not .dcm
+    (series / "notes.txt").write_text("scanned by the night shift")
+    shutil.copy(slides / "CMU-1-Small-Region.svs", study / "cmu.svs")
+    with open_slide(series) as folder, open_slide(sorted(series.glob("1.*"))[0]) as one_file:
+        assert folder.level_dimensions[0] == one_file.level_dimensions[0] == (768, 768)
+    assert collect_inputs([study]) == [study / "cmu.svs", series]
+    units = {u.path: u.files for u in find_units(study)}
+    assert sorted(units) == [study / "cmu.svs", series] and len(units[series]) == 3

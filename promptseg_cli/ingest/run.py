@@ -124,7 +124,7 @@ class Ingest:
         if not self.config.inbox.is_dir():
             raise ValueError(f"{self.config.inbox}: inbox is not a directory")
         if dicom_files(self.config.inbox):
-            self.log.warning("%s: .dcm files directly in the inbox are left alone; put each DICOM slide's files in "
+            self.log.warning("%s: DICOM files directly in the inbox are left alone; put each DICOM slide's files in "
                              "a folder of its own", self.config.inbox)
         todo = [u for u in find_units(self.config.inbox, self.config.pattern) if self._wanted(u, manifest)]
         ready = stable_units(todo, self.config.quiet_seconds) if todo else []

@@ -1,8 +1,8 @@
 """Finding slides in an inbox that are complete on disk.
 
 Temporary names used by copy tools are ignored (rsync's hidden ``.name.XXXXXX``, ``*.part``, ``*.tmp``, ...),
-as are hidden folders such as ``.failed`` and ``.done``. A multi-file slide (MRXS: ``slide.mrxs`` plus the
-folder ``slide/``; DICOM: a folder of ``.dcm`` files, not the inbox itself) is one unit. A unit is taken only when
+as are hidden folders such as ``.failed`` and ``.done`` and ``.zarr`` folders. A multi-file slide (MRXS:
+``slide.mrxs`` plus the folder ``slide/``; DICOM: a folder of DICOM files, not the inbox itself) is one unit. A unit is taken only when
 the size and modification time of all its files are unchanged across the quiet period, so a file still being
 copied is left for a later pass.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from ..slide.readers import DICOM_SUFFIX, SUPPORTED_SUFFIXES, slide_files
+from ..slide.readers import SUPPORTED_SUFFIXES, is_dicom_file, slide_files
 
 TEMPORARY_PATTERNS = ("*.part", "*.tmp", "*.partial", "*.crdownload", "*.filepart", "*.download", "~$*", "*.swp")
 
@@ -37,8 +37,9 @@ class SlideUnit:
         return tuple(out)
 
 
-def _is_temporary(name: str) -> bool:
-    return name.startswith(".") or any(fnmatch(name, p) for p in TEMPORARY_PATTERNS)
+def _is_skipped(name: str) -> bool:
+    """Temporary and hidden names, and ``.zarr`` folders (outputs; their chunk files are no slides)."""
+    return name.startswith(".") or name.lower().endswith(".zarr") or any(fnmatch(name, p) for p in TEMPORARY_PATTERNS)
 
 
 def find_units(inbox: Path, pattern: str | None = None) -> list[SlideUnit]:
@@ -47,13 +48,13 @@ def find_units(inbox: Path, pattern: str | None = None) -> list[SlideUnit]:
     companion_dirs = {p.with_suffix("") for p in inbox.rglob("*.mrxs")}
     for path in sorted(inbox.rglob("*")):
         rel = path.relative_to(inbox)
-        if any(_is_temporary(part) for part in rel.parts) or any(d in path.parents for d in companion_dirs):
+        if any(_is_skipped(part) for part in rel.parts) or any(d in path.parents for d in companion_dirs):
             continue
-        if not path.is_file() or path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        if not path.is_file() or not (path.suffix.lower() in SUPPORTED_SUFFIXES or is_dicom_file(path)):
             continue
         if pattern and not fnmatch(path.name, pattern):
             continue
-        slide = path.parent if path.suffix.lower() == DICOM_SUFFIX else path  # a DICOM slide is its folder
+        slide = path.parent if is_dicom_file(path) else path  # a DICOM slide is its folder
         if slide != inbox and slide not in units:
             units[slide] = SlideUnit(slide, tuple(slide_files(slide)))
     return list(units.values())

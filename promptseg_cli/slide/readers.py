@@ -479,14 +479,27 @@ def is_ome_zarr(path: Path) -> bool:
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
+def is_dicom_file(path: Path) -> bool:
+    """A ``.dcm`` file, or a file without a slide or image suffix that begins as DICOM files do ("DICM" at byte
+    128): some exports name each file by its UID alone."""
+    suffix = path.suffix.lower()
+    if suffix == DICOM_SUFFIX or suffix in SUPPORTED_SUFFIXES:
+        return suffix == DICOM_SUFFIX
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
 def dicom_files(folder: Path) -> list[Path]:
-    """The ``.dcm`` files directly in ``folder`` (hidden ones left out), sorted."""
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() == DICOM_SUFFIX and not p.name.startswith(".") and p.is_file())
+    """The DICOM files directly in ``folder`` (hidden ones left out), sorted."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and is_dicom_file(p))
 
 
 def is_dicom_folder(path: Path) -> bool:
-    """A folder holding ``.dcm`` files: one DICOM whole-slide image."""
+    """A folder holding DICOM files: one DICOM whole-slide image."""
     return path.is_dir() and not is_ome_zarr(path) and bool(dicom_files(path))
 
 
@@ -548,7 +561,7 @@ def check_input(path: Path, series: int | None = None) -> None:
         raise SlideError(f"{path}: '{path.suffix}' files are not read directly; convert with Bio-Formats: "
                          f"`bioformats2raw {path.name} {path.stem}.zarr` (then segment the folder; --series N for "
                          f"its other images) or `bfconvert {path.name} {path.stem}.ome.tif`")
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES and not is_dicom_file(path):
         raise SlideError(f"{path}: unsupported file type '{path.suffix}' (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
 
 
