@@ -114,17 +114,20 @@ def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
         if not item.is_dir() or is_ome_zarr(item) or is_dicom_folder(item):
             found.append(item)
             continue
-        slides = sorted({
-            p.parent if is_dicom_file(p) else p for p in item.rglob("*")
-            if p.is_file() and not any(part.startswith(".") or part.lower().endswith(".zarr") for part in p.relative_to(item).parts)
-            and (fnmatch(p.name, pattern) if pattern else p.suffix.lower() in SUPPORTED_SUFFIXES or is_dicom_file(p))
-        })
+        slides: set[Path] = set()
+        for p in item.rglob("*"):
+            if not p.is_file() or any(part.startswith(".") or part.lower().endswith(".zarr")
+                                      for part in p.relative_to(item).parts):
+                continue
+            dicom = is_dicom_file(p)
+            if fnmatch(p.name, pattern) if pattern else dicom or p.suffix.lower() in SUPPORTED_SUFFIXES:
+                slides.add(p.parent if dicom else p)
         if not slides:
             looked_for = pattern or ", ".join(sorted(SUPPORTED_SUFFIXES))
             others = sorted({p.suffix.lower() for p in item.rglob("*") if p.suffix.lower() in BIOFORMATS_SUFFIXES})
             hint = f"; its {', '.join(others)} files need converting with Bio-Formats (bioformats2raw)" if others else ""
             raise BatchError(f"{item}: directory contains no slides (looked for {looked_for}){hint}")
-        found.extend(slides)
+        found.extend(sorted(slides))
     return found
 
 

@@ -2,9 +2,9 @@
 
 Temporary names used by copy tools are ignored (rsync's hidden ``.name.XXXXXX``, ``*.part``, ``*.tmp``, ...),
 as are hidden folders such as ``.failed`` and ``.done`` and ``.zarr`` folders. A multi-file slide (MRXS:
-``slide.mrxs`` plus the folder ``slide/``; DICOM: a folder of DICOM files, not the inbox itself) is one unit. A unit is taken only when
-the size and modification time of all its files are unchanged across the quiet period, so a file still being
-copied is left for a later pass.
+``slide.mrxs`` plus the folder ``slide/``; DICOM: a folder of DICOM files, not the inbox itself) is one unit. A
+unit is taken only when the size and modification time of all its files are unchanged across the quiet period,
+so a file still being copied is left for a later pass.
 """
 
 from __future__ import annotations
@@ -50,11 +50,12 @@ def find_units(inbox: Path, pattern: str | None = None) -> list[SlideUnit]:
         rel = path.relative_to(inbox)
         if any(_is_skipped(part) for part in rel.parts) or any(d in path.parents for d in companion_dirs):
             continue
-        if not path.is_file() or not (path.suffix.lower() in SUPPORTED_SUFFIXES or is_dicom_file(path)):
+        if not path.is_file():
             continue
-        if pattern and not fnmatch(path.name, pattern):
+        dicom = is_dicom_file(path)
+        if not (dicom or path.suffix.lower() in SUPPORTED_SUFFIXES) or (pattern and not fnmatch(path.name, pattern)):
             continue
-        slide = path.parent if is_dicom_file(path) else path  # a DICOM slide is its folder
+        slide = path.parent if dicom else path  # a DICOM slide is its folder
         if slide != inbox and slide not in units:
             units[slide] = SlideUnit(slide, tuple(slide_files(slide)))
     return list(units.values())
