@@ -21,6 +21,7 @@ def test_svs(slides):
         region = r.read(0, 2200, 2950, 40, 40)
         assert region.shape == (40, 40, 3) and region.dtype == np.uint8
         assert (region[20:, 20:] == 0).all() and region[:17, :20].mean() > 100  # outside the slide is fill
+        assert r.warnings == []  # its thumbnail, label and macro (a twelfth of its pixels) are no further images
 
 
 def test_ndpi_pyramid(slides):

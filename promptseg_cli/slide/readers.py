@@ -129,13 +129,19 @@ class SlideReader(ABC):
 IMAGEJ_UNITS = {"micron": 1.0, "um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "nm": 1e-3, "mm": 1e3}
 
 
+#: Names tifffile gives a slide's associated images (SVS, NDPI, ...): not images to segment.
+ASSOCIATED_SERIES = {"thumbnail", "label", "macro", "map", "overview"}
+
+
 def other_images(path: Path, tif, series: int | None) -> list[str]:
     """A warning when a TIFF holds more images (series) than the first and none was chosen (``series`` None):
-    only the first is segmented. Thumbnails and label images (under a sixteenth of its pixels) do not count."""
+    only the first is segmented. A slide's associated images (thumbnail, label, macro) and any image under a
+    sixteenth of the first's pixels do not count."""
     def pixels(image) -> int:
         return int(np.prod([n for n, a in zip(image.shape, image.axes) if a in "YX"]))
 
-    others = [s for s in tif.series[1:] if 16 * pixels(s) >= pixels(tif.series[0])]
+    others = [s for s in tif.series[1:]
+              if 16 * pixels(s) >= pixels(tif.series[0]) and (s.name or "").lower() not in ASSOCIATED_SERIES]
     if not others or series is not None:
         return []
     return [several_images(path, 1 + len(others))]
@@ -166,7 +172,8 @@ def image_list(path: Path) -> list[str]:
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
-        return [line(i, s.axes, s.shape, s.dtype) for i, s in enumerate(tif.series)] if len(tif.series) > 1 else []
+        images = [(i, s) for i, s in enumerate(tif.series) if (s.name or "").lower() not in ASSOCIATED_SERIES]
+        return [line(i, s.axes, s.shape, s.dtype) for i, s in images] if len(images) > 1 else []
 
 
 def tiff_series(tif, series: int | None, path: Path):
