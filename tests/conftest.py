@@ -29,6 +29,17 @@ def data(shared: Path) -> Path:
     return shared / "data"
 
 
+def write_fields_tiff(path: Path, slides: Path, boxes: list[tuple[int, int, int, int]]) -> Path:
+    """A TIFF of several images (one series each, 0.5 µm/px): the ``(x, y, width, height)`` boxes of CMU-1."""
+    from promptseg_cli.slide.readers import open_slide
+
+    with open_slide(slides / "CMU-1-Small-Region.svs") as reader, tifffile.TiffWriter(path) as tif:
+        for box in boxes:
+            tif.write(reader.read(0, *box), photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5),
+                      resolutionunit="CENTIMETER")
+    return path
+
+
 def write_pyramid_tiff(path: Path, image: np.ndarray, mpp: float | None, levels: int = 3, compression: str = "jpeg") -> Path:
     """A tiled pyramidal TIFF (one IFD per level) like scanners' generic TIFF output."""
     from PIL import Image

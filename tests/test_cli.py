@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import tifffile
 import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
@@ -16,7 +15,7 @@ from PIL import Image
 
 from promptseg_cli.slide.readers import open_slide
 
-from conftest import REPO
+from conftest import REPO, write_fields_tiff
 
 
 def promptseg(*args, cwd=None):
@@ -130,11 +129,7 @@ def test_a_geojson_or_preview_path_never_replaces_an_input_or_output(tmp_path, s
 
 
 def test_series_names_its_output_and_info_lists_the_images(tmp_path, slides):
-    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
-        fields = [reader.read(0, x, 1200, 320, 240) for x in (600, 1000)]
-    with tifffile.TiffWriter(tmp_path / "fields.tif") as tif:
-        for field in fields:
-            tif.write(field, photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    write_fields_tiff(tmp_path / "fields.tif", slides, [(600, 1200, 320, 240), (1000, 1200, 320, 240)])
     listing = promptseg("info", tmp_path / "fields.tif", "--json")
     assert json.loads(listing.stdout)["images"] == ["0: YXS 240 x 320 x 3 uint8", "1: YXS 240 x 320 x 3 uint8"]
     run = promptseg("segment", tmp_path / "fields.tif", "--series", "1", "--output-dir", tmp_path / "out")

@@ -5,24 +5,16 @@ import sys
 
 import numpy as np
 import pytest
-import tifffile
 import zarr
 
-from promptseg_cli.slide.readers import open_slide
-
-from conftest import REPO
+from conftest import REPO, write_fields_tiff
 
 distributed = pytest.importorskip("distributed")
 
 
 def _second_field(tmp_path, slides):
     """A TIFF of two fields of CMU-1; the runs below take the second (``--series 1``), which the workers open too."""
-    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
-        fields = [reader.read(0, x, 900, 700, 600) for x in (100, 900)]
-    with tifffile.TiffWriter(tmp_path / "fields.tif") as tif:
-        for field in fields:
-            tif.write(field, photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
-    return tmp_path / "fields.tif", ["--series", "1"]
+    return write_fields_tiff(tmp_path / "fields.tif", slides, [(100, 900, 700, 600), (900, 900, 700, 600)]), ["--series", "1"]
 
 
 @pytest.mark.parametrize("source", [lambda tmp_path, slides: (REPO / "examples" / "example_slide.tif", []), _second_field])
