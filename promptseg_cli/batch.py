@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .slide.readers import BIOFORMATS_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_file, is_dicom_folder, is_ome_zarr
+from .slide.readers import (BIOFORMATS_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_file, is_dicom_folder, is_ome_zarr,
+                             slide_files)
 
 
 class BatchError(ValueError):
@@ -122,6 +123,7 @@ def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
             dicom = is_dicom_file(p)
             if fnmatch(p.name, pattern) if pattern else dicom or p.suffix.lower() in SUPPORTED_SUFFIXES:
                 slides.add(p.parent if dicom else p)
+        slides -= {part for slide in slides for part in slide_files(slide)[1:]}  # a VMS index's JPEG tiles
         if not slides:
             looked_for = pattern or ", ".join(sorted(SUPPORTED_SUFFIXES))
             others = sorted({p.suffix.lower() for p in item.rglob("*") if p.suffix.lower() in BIOFORMATS_SUFFIXES})

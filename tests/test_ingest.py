@@ -1,5 +1,6 @@
 """``promptseg ingest`` with real processes: concurrency, growing files, bad slides, kill -9, reruns."""
 
+import logging
 import shutil
 import signal
 import sqlite3
@@ -154,3 +155,28 @@ def test_config_file_settings_and_command_line_precedence(tmp_path):
     (tmp_path / "in" / "case" / "Data0000.tif").write_text("x")
     units = find_units(tmp_path / "in")
     assert len(units) == 1 and units[0].path.name == "case.mrxs" and len(units[0].files) == 3
+
+
+def test_a_vms_slide_is_one_unit_and_its_jpeg_tiles_are_no_slides(tmp_path):
+    """A Hamamatsu VMS is an index naming JPEG files beside it: each JPEG was taken for a slide of its own (in
+    directory searches and the inbox), and moving the done slide left its JPEGs behind."""
+    from promptseg_cli.batch import collect_inputs
+    from promptseg_cli.ingest.run import Ingest, IngestConfig
+    from promptseg_cli.ingest.scan import find_units
+    from promptseg_cli.model.predictor import Predictor
+    from promptseg_cli.model.weights import load_model
+
+    inbox = tmp_path / "in"
+    (inbox / "old").mkdir(parents=True)
+    (inbox / "old" / "case.vms").write_text("[Virtual Microscope Specimen]\nNoLayers=1\nImageFile=case.jpg\n"
+                                            "ImageFile(1,0)=case_1.jpg\nMapFile=case_map.jpg\nMacroImage=case_macro.jpg\n"
+                                            "OptimisationFile=case.opt\nPhysicalWidth=1000\n")
+    for name in ("case.jpg", "case_1.jpg", "case_map.jpg", "case_macro.jpg", "case.opt", "field.jpg"):
+        (inbox / "old" / name).write_bytes(b"x")
+    assert collect_inputs([inbox]) == [inbox / "old" / "case.vms", inbox / "old" / "field.jpg"]
+    units = {u.path.name: u for u in find_units(inbox)}
+    assert sorted(units) == ["case.vms", "field.jpg"] and len(units["case.vms"].files) == 6
+    runner = Ingest(IngestConfig(inbox, tmp_path / "out"), Predictor(load_model()), logging.getLogger("test"))
+    runner._move(units["case.vms"], inbox / ".done")
+    assert sorted(p.name for p in (inbox / "old").iterdir()) == ["field.jpg"]
+    assert len(list((inbox / ".done" / "old").iterdir())) == 6

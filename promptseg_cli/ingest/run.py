@@ -206,6 +206,10 @@ class Ingest:
         shutil.move(str(unit.path), target)
         if unit.path.suffix.lower() == ".mrxs" and companions.is_dir():
             shutil.move(str(companions), target.with_suffix(""))
+        for part in unit.files[1:]:  # those not moved with a folder above (a VMS index's JPEG tiles)
+            if part.exists():
+                (folder / part.relative_to(self.config.inbox)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(part), folder / part.relative_to(self.config.inbox))
         return target
 
     def _hook(self, output: Path) -> None:

@@ -2,9 +2,9 @@
 
 Temporary names used by copy tools are ignored (rsync's hidden ``.name.XXXXXX``, ``*.part``, ``*.tmp``, ...),
 as are hidden folders such as ``.failed`` and ``.done`` and ``.zarr`` folders. A multi-file slide (MRXS:
-``slide.mrxs`` plus the folder ``slide/``; DICOM: a folder of DICOM files, not the inbox itself) is one unit. A
-unit is taken only when the size and modification time of all its files are unchanged across the quiet period,
-so a file still being copied is left for a later pass.
+``slide.mrxs`` plus the folder ``slide/``; VMS: the index and the JPEGs it names; DICOM: a folder of DICOM
+files, not the inbox itself) is one unit. A unit is taken only when the size and modification time of all its
+files are unchanged across the quiet period, so a file still being copied is left for a later pass.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def find_units(inbox: Path, pattern: str | None = None) -> list[SlideUnit]:
         slide = path.parent if dicom else path  # a DICOM slide is its folder
         if slide != inbox and slide not in units:
             units[slide] = SlideUnit(slide, tuple(slide_files(slide)))
-    return list(units.values())
+    parts = {part for unit in units.values() for part in unit.files[1:]}  # a VMS index's JPEG tiles are no slides
+    return [unit for path, unit in units.items() if path not in parts]
 
 
 def stable_units(units: list[SlideUnit], quiet_seconds: float) -> list[SlideUnit]:

@@ -537,14 +537,23 @@ def dicom_series_file(folder: Path) -> Path:
     return volumes[0]
 
 
+#: Keys of a Hamamatsu VMS index that name its other files (JPEG tiles, map, macro, optimisation data).
+VMS_FILE_KEYS = ("ImageFile", "MapFile", "MacroImage", "OptimisationFile")
+
+
 def slide_files(path: Path) -> list[Path]:
-    """Every file a slide consists of: the ``.dcm`` files of a DICOM folder, an MRXS file with the files of its
-    companion folder, or the file itself."""
+    """Every file a slide consists of: the DICOM files of a DICOM folder, an MRXS file with the files of its
+    companion folder, a VMS index with the files it names, or the file itself."""
     if is_dicom_folder(path):
         return dicom_files(path)
+    suffix = path.suffix.lower()
     companions = path.with_suffix("")
-    if path.suffix.lower() == ".mrxs" and companions.is_dir():
+    if suffix == ".mrxs" and companions.is_dir():
         return [path, *sorted(p for p in companions.rglob("*") if p.is_file())]
+    if suffix == ".vms" and path.is_file():
+        named = [line.split("=", 1)[1].strip() for line in path.read_text(errors="replace").splitlines()
+                 if "=" in line and line.split("=", 1)[0].strip().startswith(VMS_FILE_KEYS)]
+        return [path, *sorted({path.parent / name for name in named if name and (path.parent / name).is_file()})]
     return [path]
 
 
