@@ -22,7 +22,7 @@ import numpy as np
 import zarr
 
 from .readers import SlideError, SlideReader
-from .tissue import BRIGHTFIELD_SPAN, bright_region
+from .tissue import BRIGHTFIELD_SPAN, FLUORESCENCE_CONTRAST, bright_region, noise_sigma
 
 ROLES = {"nucleus": 2, "nuclei": 2, "membrane": 1, "cytoplasm": 1, "cell": 1}
 #: At most this many planes of a stack are sampled for its whole-image intensity percentiles.
@@ -199,16 +199,20 @@ class CompositeReader(SlideReader):
         smallest = len(self.stack.levels) - 1
         width, height = self.level_dimensions[smallest]
         step = max(1, -(-max(width, height) // 1024))  # read every step-th pixel: at most ~1024 x 1024 per plane
-        samples, bright = [], []
+        samples, bright, noise = [], [], []
         for t, z in sampled_planes(self.planes):
             data = self.stack.plane(smallest, channel, slice(None, None, step), slice(None, None, step), t, z)
             samples.append(data.astype(np.float32).ravel())
             bright.append(data[bright_region(data)].astype(np.float32))
+            noise.append(noise_sigma(data))
         values, bright_values = np.concatenate(samples), np.concatenate(bright)
         low = np.percentile(values, 1)
         high = np.percentile(bright_values if bright_values.size else values, 99.8)
-        if np.median(values) > (low + high) / 2:  # bright background (transmitted light): as for 8-bit brightfield
+        median = float(np.median(values))
+        if median > (low + high) / 2:  # bright background (transmitted light): as for 8-bit brightfield
             low = min(low, high * (1 - BRIGHTFIELD_SPAN / 255))
+        else:  # dark background: noise alone is not stretched over the range (``FLUORESCENCE_CONTRAST``)
+            high = max(high, median + FLUORESCENCE_CONTRAST * float(np.median(noise)))
         return float(low), float(max(high, low + 1e-6))
 
     @property

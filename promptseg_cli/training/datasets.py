@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..slide.tissue import BRIGHTFIELD_SPAN, is_fluorescence, unscanned
+from ..slide.tissue import BRIGHTFIELD_SPAN, FLUORESCENCE_CONTRAST, is_fluorescence, noise_sigma, unscanned
 
 VALIDATION_FRACTION = 0.15
 VALIDATION_MINIMUM = 2
@@ -78,6 +78,8 @@ def intensity_range(image: np.ndarray, tissue: np.ndarray | None = None) -> tupl
     if is_fluorescence(sample):
         low = np.percentile(sample, 1.0)
         high = np.percentile(sample if on_tissue is None else on_tissue, 99.8)
+        grey = sample.max(axis=-1) if sample.ndim == 3 else sample
+        high = max(high, float(np.median(grey)) + FLUORESCENCE_CONTRAST * noise_sigma(grey))
     else:
         scanned = sample[~unscanned(sample)]
         high = np.percentile(scanned, 99.8)
