@@ -464,7 +464,7 @@ def info(
         elif key == "levels":
             for i, level in enumerate(value):
                 typer.echo(f"level {i:<13} {level['dimensions'][0]} x {level['dimensions'][1]} (downsample {level['downsample']})")
-        elif key == "images" and value:
+        elif key == "images":  # listed only for a file or folder of several images
             for line in value:
                 typer.echo(f"image {line}")
         else:
