@@ -176,12 +176,18 @@ def image_list(path: Path) -> list[str]:
         return [line(i, s.axes, s.shape, s.dtype) for i, s in images] if len(images) > 1 else []
 
 
+def image_index(path: Path, series: int | None, count: int) -> int:
+    """Which of the ``count`` images of ``path`` image ``series`` is (the first when None), or :class:`SlideError`."""
+    index = series or 0
+    if not 0 <= index < count:
+        where = "folder" if path.is_dir() else "file"
+        raise SlideError(f"{path}: --series {index}: the {where} holds {count} image(s), 0 to {count - 1}")
+    return index
+
+
 def tiff_series(tif, series: int | None, path: Path):
     """Image ``series`` (the first when None) of a ``tifffile.TiffFile``, or :class:`SlideError`."""
-    index = series or 0
-    if not 0 <= index < len(tif.series):
-        raise SlideError(f"{path}: --series {index}: the file holds {len(tif.series)} image(s), 0 to {len(tif.series) - 1}")
-    return tif.series[index]
+    return tif.series[image_index(path, series, len(tif.series))]
 
 
 def ome_image(ome: str | None, series: int | None) -> str | None:

@@ -110,7 +110,7 @@ def bioformats2raw_images(group: zarr.Group) -> list[str]:
 
 
 def _open_ome_zarr(path: Path, series: int | None) -> ImageStack:
-    from .readers import several_images
+    from .readers import image_index, several_images
 
     try:
         group = zarr.open_group(str(path), mode="r")
@@ -118,12 +118,9 @@ def _open_ome_zarr(path: Path, series: int | None) -> ImageStack:
         raise SlideError(f"{path}: not an OME-Zarr image ({exc.__class__.__name__})") from exc
     warnings, images = [], bioformats2raw_images(group)
     if images:  # what bioformats2raw makes of CZI, LIF, VSI, ...: one image per series
-        index = series or 0
-        if index >= len(images):
-            raise SlideError(f"{path}: --series {index}: the folder holds {len(images)} image(s), 0 to {len(images) - 1}")
         if series is None and len(images) > 1:
             warnings.append(several_images(path, len(images)))
-        group = group[images[index]]
+        group = group[images[image_index(path, series, len(images))]]
     elif series is not None:
         raise SlideError(f"{path}: --series {series}: an OME-Zarr image, not a bioformats2raw folder of several")
     attrs = group.attrs.asdict()
@@ -195,7 +192,8 @@ class CompositeReader(SlideReader):
         """1st percentile of a channel over the whole image, 99.8th over where it is brighter than its background
         (``tissue.bright_region``; on the whole image that would be background noise when the cells cover less
         than 0.2% of it): smallest level, up to ``RANGE_PLANES`` planes. On a bright background the two are at
-        least ``BRIGHTFIELD_SPAN`` / 255 of the high end apart."""
+        least ``BRIGHTFIELD_SPAN`` / 255 of the high end apart; on a dark one the high end is at least
+        ``FLUORESCENCE_CONTRAST`` noise deviations above the median."""
         smallest = len(self.stack.levels) - 1
         width, height = self.level_dimensions[smallest]
         step = max(1, -(-max(width, height) // 1024))  # read every step-th pixel: at most ~1024 x 1024 per plane
