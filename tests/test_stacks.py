@@ -276,3 +276,34 @@ def test_a_bioformats2raw_folder_reads_image_by_image(tmp_path, ngff):
         open_slide(path, channels, series=2)
     listing = promptseg("info", path, "--json")
     assert json.loads(listing.stdout)["images"] == ["0: CYX 2 x 256 x 320 uint16", "1: CYX 2 x 256 x 320 uint16"]
+
+
+def test_an_hcs_plate_reads_field_by_field(tmp_path):
+    """An OME-Zarr HCS plate (rows, columns, wells, fields; written by ome-zarr-py), as screening facilities keep
+    them: was "not an OME-Zarr image"; its fields are its images, well by well (A/1/0, A/1/1, B/2/0), the first
+    read with a warning and --series N for the others."""
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
+
+    path = tmp_path / "plate.ome.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    write_plate_metadata(root, ["A", "B"], ["1", "2"], ["A/1", "B/2"], fmt=FormatV05())
+    fields = {"A/1": [_tissue(1), _tissue(2)], "B/2": [_tissue(3)]}
+    for well, images in fields.items():
+        group = root.require_group(well)
+        write_well_metadata(group, [str(i) for i in range(len(images))], fmt=FormatV05())
+        for i, (pixels, _) in enumerate(images):
+            write_image(pixels[:, :256, :256], group.create_group(str(i)), axes="cyx", fmt=FormatV05(),
+                        scale={"c": 1.0, "y": 0.65, "x": 0.65}, axes_units={"y": "micrometer", "x": "micrometer"})
+    channels = "nucleus=1,membrane=0"
+    with open_slide(path, channels) as first, open_slide(path, channels, series=2) as last:
+        assert any("3 images in the folder; only the first is segmented" in w for w in first.warnings)
+        np.testing.assert_array_equal(first.stack.plane(0, 1, slice(None), slice(None)), fields["A/1"][0][0][1, :256, :256])
+        np.testing.assert_array_equal(last.stack.plane(0, 1, slice(None), slice(None)), fields["B/2"][0][0][1, :256, :256])
+        assert last.mpp == 0.65 and last.warnings == []
+    run = promptseg("segment", path, "--channels", channels, "--series", "1", "--output-dir", tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    labels = np.asarray(zarr.open_group(str(tmp_path / "out" / "plate_s1.ome.zarr"), mode="r")["labels/nuclei/0"])
+    counts = Counts()
+    counts.add(fields["A/1"][1][1][:256, :256], labels[0])
+    assert counts.summary()["ap@0.5"] > 0.75

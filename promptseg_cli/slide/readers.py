@@ -154,17 +154,17 @@ def several_images(path: Path, count: int) -> str:
 
 
 def image_list(path: Path) -> list[str]:
-    """``"N: axes shape dtype"`` of every image (series) of a TIFF or bioformats2raw folder holding more than
-    one; else empty."""
+    """``"N: axes shape dtype"`` of every image (series) of a TIFF or OME-Zarr collection (bioformats2raw folder,
+    HCS plate) holding more than one; else empty."""
     def line(i: int, axes: str, shape, dtype) -> str:
         return f"{i}: {axes} {' x '.join(map(str, shape))} {dtype}"
 
     if is_ome_zarr(path):
         import zarr
 
-        from .stack import bioformats2raw_images, open_stack
+        from .stack import collection_images, open_stack
 
-        count = len(bioformats2raw_images(zarr.open_group(str(path), mode="r")))
+        count = len(collection_images(zarr.open_group(str(path), mode="r")))
         stacks = [open_stack(path, i) for i in range(count)] if count > 1 else []
         return [line(i, s.axes, s.levels[0].shape, s.levels[0].dtype) for i, s in enumerate(stacks)]
     if path.suffix.lower() not in TIFF_SUFFIXES:

@@ -100,13 +100,22 @@ def _ome_value(ome: str | None, name: str, units: dict[str, float]) -> float | N
     return float(match.group(1)) * units.get(unit.group(1) if unit else "", 1.0)
 
 
-def bioformats2raw_images(group: zarr.Group) -> list[str]:
-    """The image groups (``0``, ``1``, ...) of a bioformats2raw folder (NGFF "bioformats2raw.layout"), in order;
-    empty for anything else."""
+def _ngff(group: zarr.Group) -> dict:
     attrs = group.attrs.asdict()
-    if "bioformats2raw.layout" not in attrs.get("ome", attrs):
-        return []
-    return sorted((name for name in group.group_keys() if name.isdigit()), key=int)
+    return attrs.get("ome", attrs)
+
+
+def collection_images(group: zarr.Group) -> list[str]:
+    """The paths of the images an OME-Zarr collection holds, in order: the series of a bioformats2raw folder
+    (``0``, ``1``, ...) or the fields of an HCS plate's wells (``A/1/0``, ``A/1/1``, ``A/2/0``, ...); empty for a
+    single image."""
+    meta = _ngff(group)
+    if "plate" in meta:
+        return [f"{well['path']}/{image['path']}" for well in meta["plate"].get("wells", [])
+                for image in _ngff(group[well["path"]]).get("well", {}).get("images", [])]
+    if "bioformats2raw.layout" in meta:
+        return sorted((name for name in group.group_keys() if name.isdigit()), key=int)
+    return []
 
 
 def _open_ome_zarr(path: Path, series: int | None) -> ImageStack:
@@ -116,15 +125,15 @@ def _open_ome_zarr(path: Path, series: int | None) -> ImageStack:
         group = zarr.open_group(str(path), mode="r")
     except Exception as exc:
         raise SlideError(f"{path}: not an OME-Zarr image ({exc.__class__.__name__})") from exc
-    warnings, images = [], bioformats2raw_images(group)
-    if images:  # what bioformats2raw makes of CZI, LIF, VSI, ...: one image per series
+    warnings, images = [], collection_images(group)
+    if images:  # what bioformats2raw makes of CZI, LIF, VSI, ... (one image per series), or a plate's fields
         if series is None and len(images) > 1:
             warnings.append(several_images(path, len(images)))
         group = group[images[image_index(path, series, len(images))]]
     elif series is not None:
-        raise SlideError(f"{path}: --series {series}: an OME-Zarr image, not a bioformats2raw folder of several")
-    attrs = group.attrs.asdict()
-    meta = attrs.get("ome", attrs)
+        raise SlideError(f"{path}: --series {series}: an OME-Zarr image, not a collection (bioformats2raw folder or "
+                         "plate) of several")
+    meta = _ngff(group)
     if "multiscales" not in meta:
         raise SlideError(f"{path}: not an OME-Zarr image (no multiscales metadata)")
     multiscale = meta["multiscales"][0]
