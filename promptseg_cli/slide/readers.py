@@ -133,6 +133,11 @@ IMAGEJ_UNITS = {"micron": 1.0, "um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "nm": 1e-
 ASSOCIATED_SERIES = {"thumbnail", "label", "macro", "map", "overview"}
 
 
+def _associated(series) -> bool:
+    """A TIFF series that is a slide's associated image (thumbnail, label, macro), not an image to segment."""
+    return (series.name or "").lower() in ASSOCIATED_SERIES
+
+
 def other_images(path: Path, tif, series: int | None) -> list[str]:
     """A warning when a TIFF holds more images (series) than the first and none was chosen (``series`` None):
     only the first is segmented. A slide's associated images (thumbnail, label, macro) and any image under a
@@ -141,7 +146,7 @@ def other_images(path: Path, tif, series: int | None) -> list[str]:
         return int(np.prod([n for n, a in zip(image.shape, image.axes) if a in "YX"]))
 
     others = [s for s in tif.series[1:]
-              if 16 * pixels(s) >= pixels(tif.series[0]) and (s.name or "").lower() not in ASSOCIATED_SERIES]
+              if 16 * pixels(s) >= pixels(tif.series[0]) and not _associated(s)]
     if not others or series is not None:
         return []
     return [several_images(path, 1 + len(others))]
@@ -172,7 +177,7 @@ def image_list(path: Path) -> list[str]:
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
-        images = [(i, s) for i, s in enumerate(tif.series) if (s.name or "").lower() not in ASSOCIATED_SERIES]
+        images = [(i, s) for i, s in enumerate(tif.series) if not _associated(s)]
         return [line(i, s.axes, s.shape, s.dtype) for i, s in images] if len(images) > 1 else []
 
 
@@ -550,8 +555,9 @@ VMS_FILE_KEYS = ("ImageFile", "MapFile", "MacroImage", "OptimisationFile")
 def slide_files(path: Path) -> list[Path]:
     """Every file a slide consists of: the DICOM files of a DICOM folder, an MRXS file with the files of its
     companion folder, a VMS index with the files it names, or the file itself."""
-    if is_dicom_folder(path):
-        return dicom_files(path)
+    dicom = dicom_files(path) if path.is_dir() and not is_ome_zarr(path) else []
+    if dicom:
+        return dicom
     suffix = path.suffix.lower()
     companions = path.with_suffix("")
     if suffix == ".mrxs" and companions.is_dir():

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from ..io.omezarr import ngff_attrs
 from .readers import SlideError, SlideReader
 from .tissue import BRIGHTFIELD_SPAN, FLUORESCENCE_CONTRAST, bright_region, noise_sigma
 
@@ -100,19 +101,14 @@ def _ome_value(ome: str | None, name: str, units: dict[str, float]) -> float | N
     return float(match.group(1)) * units.get(unit.group(1) if unit else "", 1.0)
 
 
-def _ngff(group: zarr.Group) -> dict:
-    attrs = group.attrs.asdict()
-    return attrs.get("ome", attrs)
-
-
 def collection_images(group: zarr.Group) -> list[str]:
     """The paths of the images an OME-Zarr collection holds, in order: the series of a bioformats2raw folder
     (``0``, ``1``, ...) or the fields of an HCS plate's wells (``A/1/0``, ``A/1/1``, ``A/2/0``, ...); empty for a
     single image."""
-    meta = _ngff(group)
+    meta = ngff_attrs(group)
     if "plate" in meta:
         return [f"{well['path']}/{image['path']}" for well in meta["plate"].get("wells", [])
-                for image in _ngff(group[well["path"]]).get("well", {}).get("images", [])]
+                for image in ngff_attrs(group[well["path"]]).get("well", {}).get("images", [])]
     if "bioformats2raw.layout" in meta:
         return sorted((name for name in group.group_keys() if name.isdigit()), key=int)
     return []
@@ -133,7 +129,7 @@ def _open_ome_zarr(path: Path, series: int | None) -> ImageStack:
     elif series is not None:
         raise SlideError(f"{path}: --series {series}: an OME-Zarr image, not a collection (bioformats2raw folder or "
                          "plate) of several")
-    meta = _ngff(group)
+    meta = ngff_attrs(group)
     if "multiscales" not in meta:
         raise SlideError(f"{path}: not an OME-Zarr image (no multiscales metadata)")
     multiscale = meta["multiscales"][0]
