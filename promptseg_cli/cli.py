@@ -104,17 +104,11 @@ def _check_pixel_size(pixel_size: float | None, reporter: Reporter) -> None:
 
 
 def output_name(path: Path, series: int | None = None) -> str:
-    """``slide.svs`` -> ``slide.ome.zarr`` (also strips ``.ome`` of ``.ome.tif``); a DICOM folder keeps its whole
-    name (series folders are often named by UID, whose dots are no suffix); image ``series`` of a file or
-    folder of several adds ``_s<series>``."""
-    from .slide.readers import is_dicom_folder
+    """``slide.svs`` -> ``slide.ome.zarr`` (``readers.slide_stem``); image ``series`` of a file or folder of several
+    adds ``_s<series>``."""
+    from .slide.readers import slide_stem
 
-    if is_dicom_folder(path):
-        stem = path.name
-    else:
-        stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-        stem = stem[:-4] if stem.lower().endswith(".ome") else stem
-    return stem + (f"_s{series}" if series is not None else "") + ".ome.zarr"
+    return slide_stem(path) + (f"_s{series}" if series is not None else "") + ".ome.zarr"
 
 
 @app.command()

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..pipeline.segment import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Interrupted, SegmentOptions, output_is_current,
                                 run_parameters, segment_slide)
 from ..progress import Reporter
-from ..slide.readers import dicom_files
+from ..slide.readers import dicom_files, slide_stem
 from .manifest import Manifest, fingerprint
 from .scan import SlideUnit, find_units, stable_units
 
@@ -99,9 +99,8 @@ class Ingest:
         self.parameters = run_parameters(predictor, self.options)
 
     def output_for(self, unit: SlideUnit) -> Path:
-        rel = unit.path.relative_to(self.config.inbox)
-        stem = "__".join((rel if unit.path.is_dir() else rel.with_suffix("")).parts)  # a DICOM folder: its whole name
-        return self.config.output_dir / f"{stem[:-4] if stem.lower().endswith('.ome') else stem}.ome.zarr"
+        folders = unit.path.parent.relative_to(self.config.inbox).parts
+        return self.config.output_dir / ("__".join((*folders, slide_stem(unit.path))) + ".ome.zarr")
 
     def run_once(self) -> dict:
         """One scan-and-process pass; returns counts. Leaves at once when another pass holds the lock."""
@@ -208,8 +207,9 @@ class Ingest:
             shutil.move(str(companions), target.with_suffix(""))
         for part in unit.files[1:]:  # those not moved with a folder above (a VMS index's JPEG tiles)
             if part.exists():
-                (folder / part.relative_to(self.config.inbox)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(part), folder / part.relative_to(self.config.inbox))
+                moved = folder / part.relative_to(self.config.inbox)
+                moved.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(part), moved)
         return target
 
     def _hook(self, output: Path) -> None:

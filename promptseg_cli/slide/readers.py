@@ -548,6 +548,15 @@ def dicom_series_file(folder: Path) -> Path:
     return volumes[0]
 
 
+def slide_stem(path: Path) -> str:
+    """The name outputs of a slide are named after: ``slide.svs`` -> ``slide`` (``.ome`` of ``.ome.tif`` too); a
+    DICOM folder keeps its whole name (series folders are often named by UID, whose dots are no suffix)."""
+    if is_dicom_folder(path):
+        return path.name
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return stem[:-4] if stem.lower().endswith(".ome") else stem
+
+
 #: Keys of a Hamamatsu VMS index that name its other files (JPEG tiles, map, macro, optimisation data).
 VMS_FILE_KEYS = ("ImageFile", "MapFile", "MacroImage", "OptimisationFile")
 
