@@ -52,6 +52,75 @@ def test_plain_strip_tiff_and_grey_via_tifffile(tmp_path):
         assert region.shape == (120, 80, 3) and (region[..., 0] == region[..., 2]).all()
 
 
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_an_uncompressed_tiff_in_one_strip_is_read_window_by_window(tmp_path, byteorder):
+    """ImageJ/Fiji write uncompressed TIFFs in one strip per plane (big-endian): a window costs its own bytes,
+    not the whole plane's (tifffile's zarr store decodes a chunk, here the plane, for every read)."""
+    import tracemalloc
+
+    from promptseg_cli.slide.stack import open_stack
+
+    rgb = np.random.default_rng(2).integers(0, 255, (2000, 3000, 3), dtype=np.uint8)  # 18 MB
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb", rowsperstrip=2000, byteorder=byteorder)
+    stack = np.random.default_rng(3).integers(0, 4000, (3, 2, 1000, 1500)).astype(np.uint16)  # 18 MB
+    tifffile.imwrite(tmp_path / "zc.tif", stack, imagej=True, byteorder=byteorder, metadata={"axes": "ZCYX"})
+    with open_slide(tmp_path / "rgb.tif") as reader:
+        tracemalloc.start()
+        window = reader.read(0, 2900, 1500, 200, 64, fill=9)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    np.testing.assert_array_equal(window[:, :100], rgb[1500:1564, 2900:])
+    assert (window[:, 100:] == 9).all() and peak < 1e6
+    planes = open_stack(tmp_path / "zc.tif")
+    tracemalloc.start()
+    plane = planes.plane(0, 1, slice(100, 164), slice(1400, 1500), z=2)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert plane.dtype == np.uint16 and plane.dtype.isnative and peak < 1e6
+    np.testing.assert_array_equal(plane, stack[2, 1, 100:164, 1400:1500])
+
+
+def test_a_large_png_or_jpeg_is_decoded_to_a_file_not_into_memory(tmp_path, monkeypatch):
+    """PNG/JPEG cannot be read in parts: above 2**26 pixels they are decoded once into a temporary file and read
+    window by window (Pillow's decompression-bomb guard refused them from 179 Mpx; in memory, 1 Gpx is 3 GB)."""
+    import tracemalloc
+
+    import imagecodecs
+
+    rng = np.random.default_rng(4)
+    grey = np.zeros((8200, 8200), np.uint8)  # 67.2 Mpx, just above IN_MEMORY_PIXELS
+    grey[4000:4100, 3000:3300] = rng.integers(0, 255, (100, 300))
+    (tmp_path / "grey.png").write_bytes(imagecodecs.png_encode(grey))
+    rgb = np.full((8200, 8200, 3), 230, np.uint8)
+    rgb[5000:5200, 6000:6200] = rng.integers(0, 255, (200, 200, 3))
+    Image.fromarray(rgb).save(tmp_path / "rgb.jpg", quality=90)
+    Image.new("1", (8200, 8200)).save(tmp_path / "bits.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # for the reference decodes
+    for name, box in (("grey.png", (2990, 3990, 400, 200)), ("rgb.jpg", (5990, 4990, 300, 300))):
+        tracemalloc.start()
+        with open_slide(tmp_path / name) as reader:
+            window = reader.read(0, *box)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert reader.level_dimensions == [(8200, 8200)]
+        x, y, w, h = box
+        expected = np.asarray(Image.open(tmp_path / name).convert("RGB"))[y : y + h, x : x + w]
+        np.testing.assert_array_equal(window, expected)
+        assert peak < 8e6, name  # the decoded image alone is 67 MB (grey) and 202 MB (RGB)
+    with pytest.raises(SlideError, match=r"bits.png: a 8200 x 8200 PNG image in mode 1 is too large to read whole"):
+        open_slide(tmp_path / "bits.png")
+
+
+def test_grey_with_alpha_is_composited_on_white(tmp_path):
+    grey_alpha = np.zeros((40, 60, 2), np.uint8)
+    grey_alpha[..., 0] = 90
+    grey_alpha[:, 30:, 1] = 255  # the left half transparent: no data, white as in slide viewers
+    tifffile.imwrite(tmp_path / "ga.tif", grey_alpha, photometric="minisblack", extrasamples=[2])
+    with open_slide(tmp_path / "ga.tif") as reader:
+        region = reader.read(0, 0, 0, 60, 40)
+    assert (region[:, :30] == 255).all() and (region[:, 30:] == 90).all()
+
+
 def test_a_region_read_is_the_callers_to_change(tmp_path, slides):
     """A region read whole is handed over without a copy when the backend made it afresh, never as a view of
     a backend's own buffers (Pillow keeps the whole image; the direct tile reads of an SVS decode into a new array)."""
@@ -100,6 +169,15 @@ def test_truncated_slide_fails_cleanly(tmp_path, slides):
             for y in range(0, r.level_dimensions[0][1], 512):
                 r.read(0, 0, y, r.level_dimensions[0][0], 512)
     assert str(path) in str(err.value)
+
+
+def test_overview_block_means_are_the_means_rounded_down():
+    from promptseg_cli.slide.lazy import block_mean
+
+    block = np.random.default_rng(5).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    expected = np.floor(block.reshape(6, 5, 8, 5, 3).astype(np.float64).mean(axis=(1, 3)))
+    np.testing.assert_array_equal(block_mean(block, 5), expected)
+    assert block_mean(np.full((510, 255, 3), 255, np.uint8), 255).tolist() == [[[255] * 3]] * 2  # no overflow
 
 
 def test_lazy_level_array_and_windows_beyond_the_edge(slides):

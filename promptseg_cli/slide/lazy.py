@@ -14,6 +14,9 @@ from .readers import SlideReader
 
 #: Chunk edge of the dask array over a slide level.
 LEVEL_CHUNK = 1024
+#: Bytes of a chunk of the overview's source level: chunks span the level's width, so that an image stored in
+#: strips (plain TIFFs) has each strip decoded about once, not once per chunk across it.
+OVERVIEW_CHUNK_BYTES = 64 * 2**20
 
 
 class _LevelView:
@@ -35,10 +38,22 @@ class _LevelView:
         return region[(slice(None), slice(None), *key[2:])] if len(key) > 2 else region
 
 
-def level_array(reader: SlideReader, level: int, chunk: int = LEVEL_CHUNK) -> da.Array:
-    """A lazy ``(height, width, 3)`` uint8 dask array over ``level``; nothing is read until computed."""
-    return da.from_array(_LevelView(reader, level), chunks=(chunk, chunk, 3), asarray=False, fancy=False,
-                         name=f"slide-{reader.path.name}-{level}-{id(reader)}")
+def level_array(reader: SlideReader, level: int, chunk: int | tuple[int, int] = LEVEL_CHUNK) -> da.Array:
+    """A lazy ``(height, width, 3)`` uint8 dask array over ``level`` in chunks of ``chunk`` (a side, or ``(rows,
+    columns)``); nothing is read until computed."""
+    rows, columns = (chunk, chunk) if isinstance(chunk, int) else chunk
+    return da.from_array(_LevelView(reader, level), chunks=(rows, columns, 3), asarray=False, fancy=False,
+                         name=f"slide-{reader.path.name}-{level}-{id(reader)}-{rows}x{columns}")
+
+
+def block_mean(block: np.ndarray, factor: int) -> np.ndarray:
+    """The mean of each ``factor`` x ``factor`` block of a ``uint8`` ``(height, width, channels)`` array whose
+    sides are multiples of ``factor``, rounded down: rows first, then columns, in integers (about eight times as
+    fast as in floats)."""
+    height, width, channels = block.shape
+    rows = block.reshape(height // factor, factor, width * channels).sum(axis=1, dtype=np.uint32)
+    sums = rows.reshape(height // factor, width // factor, factor, channels).sum(axis=2)
+    return (sums // factor**2).astype(np.uint8)
 
 
 def thumbnail(reader: SlideReader, max_size: int = 2048) -> tuple[np.ndarray, float]:
@@ -47,17 +62,18 @@ def thumbnail(reader: SlideReader, max_size: int = 2048) -> tuple[np.ndarray, fl
 
     Uses the smallest pyramid level that is at least ``max_size / 2`` on its long side (so a level of that size is
     used as it is, not averaged down from the next larger one), then block-averages it chunk by chunk to at most
-    ``max_size``.
+    ``max_size``; chunks are rows of blocks across the whole level (``OVERVIEW_CHUNK_BYTES``).
     """
     dims = reader.level_dimensions
     level = max((i for i, (w, h) in enumerate(dims) if max(w, h) >= max_size // 2), default=0)
     width, height = dims[level]
     factor = max(1, int(np.ceil(max(width, height) / max_size)))
-    array = level_array(reader, level, chunk=max(LEVEL_CHUNK // factor, 1) * factor)
+    rows = max(1, OVERVIEW_CHUNK_BYTES // (3 * width) // factor) * factor
+    array = level_array(reader, level, chunk=(rows, width))
     array = array[: height - height % factor or height, : width - width % factor or width]
     if factor > 1:
-        array = da.coarsen(np.mean, array.astype(np.float32), {0: factor, 1: factor}, trim_excess=True)
+        array = array.map_blocks(block_mean, factor, dtype=np.uint8,
+                                 chunks=(tuple(c // factor for c in array.chunks[0]), (array.shape[1] // factor,), (3,)))
     # dask's threaded scheduler itself: named by a string, dask would first import dask.distributed (about 0.3 s)
-    small = np.asarray(array.compute(scheduler=dask.threaded.get, num_workers=2), dtype=np.float32)
-    downsample = reader.level_downsamples[level] * factor
-    return np.clip(small, 0, 255).astype(np.uint8), downsample
+    small = array.compute(scheduler=dask.threaded.get, num_workers=2)
+    return small, reader.level_downsamples[level] * factor

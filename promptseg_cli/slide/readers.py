@@ -2,7 +2,7 @@
 
 Backends, tried in this order:
 
-* Pillow for PNG/JPEG (small images, read whole);
+* Pillow for PNG/JPEG (read whole; large ones are decoded once into a temporary file, ``untiled.py``);
 * tiffslide for OME-TIFF (pyramids stored as SubIFDs, which OpenSlide sees as one level);
 * openslide-python (with the ``openslide-bin`` wheel) for everything OpenSlide recognises: SVS, NDPI, MRXS,
   SCN, BIF, DICOM, generic tiled TIFF, ...;
@@ -250,8 +250,8 @@ def _to_rgb(array: np.ndarray) -> np.ndarray:
         return np.repeat(array[..., None], 3, axis=2)
     if array.shape[-1] == 1:
         return np.repeat(array, 3, axis=2)
-    if array.shape[-1] == 2:
-        return np.repeat(array[..., :1], 3, axis=2)
+    if array.shape[-1] == 2:  # grey and alpha
+        return _rgba_on_white(np.concatenate([np.repeat(array[..., :1], 3, axis=2), array[..., 1:]], axis=2))
     return _rgba_on_white(array[..., :4])
 
 
@@ -408,15 +408,15 @@ class TifffileReader(SlideReader):
     def __init__(self, path: Path, series: int | None = None):
         super().__init__(path)
         import tifffile
-        import zarr
+
+        from .untiled import tiff_levels
 
         self._tif = tifffile.TiffFile(str(path))
         image = tiff_series(self._tif, series, path)
         self._axes = image.axes
         if not set(self._axes) <= {"Y", "X", "S", "C"} or ("C" in self._axes and image.shape[self._axes.index("C")] > 4):
             raise SlideError(f"{path}: unsupported TIFF layout {self._axes} {image.shape} (expected a 2-D grey or RGB image)")
-        group = zarr.open(image.aszarr(), mode="r")
-        self._levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(len(image.levels))]
+        self._levels = tiff_levels(path, image, self._tif.byteorder, image.aszarr)
         self._mpp = tiff_mpp(self._tif, series)
         self.warnings += other_images(path, self._tif, series)
 
@@ -451,6 +451,15 @@ PILLOW_CONVERSIONS = {"P": "RGBA", "PA": "RGBA", "LA": "RGBA", "La": "RGBA", "RG
                       "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 
 
+#: PNG and JPEG images up to this many pixels are decoded into memory; larger ones into a temporary file (see
+#: ``untiled.py``), so that memory stays bounded whatever their size.
+IN_MEMORY_PIXELS = 2**26
+#: Pillow modes of large images that imagecodecs decodes to grey, RGB or RGBA (with or without alpha), and the
+#: shape of a decoded pixel and its type; a palette image decodes to RGB, or RGBA with a transparent colour.
+DECODED_PIXELS = {"L": ((), np.uint8), "LA": ((2,), np.uint8), "RGB": ((3,), np.uint8), "RGBA": ((4,), np.uint8),
+                  "P": ((3,), np.uint8), "I;16": ((), np.uint16)}
+
+
 class PillowReader(SlideReader):
     backend = "pillow"
 
@@ -458,21 +467,57 @@ class PillowReader(SlideReader):
         super().__init__(path)
         from PIL import Image
 
+        Image.MAX_IMAGE_PIXELS = None  # Pillow's decompression-bomb guard (179 Mpx) would refuse large images
+        self._decoded = None
         with Image.open(path) as image:
-            image.load()
-            conversion = PILLOW_CONVERSIONS.get(image.mode)
-            self._array = _to_rgb(np.asarray(image.convert(conversion) if conversion else image))
+            self._size = image.size
+            if image.width * image.height > IN_MEMORY_PIXELS:
+                self._decoded = self._decode_to_file(path, image)
+            else:
+                image.load()
+                conversion = PILLOW_CONVERSIONS.get(image.mode)
+                self._array = _to_rgb(np.asarray(image.convert(conversion) if conversion else image))
+
+    @staticmethod
+    def _decode_to_file(path: Path, image):
+        import imagecodecs
+
+        from .untiled import decoded_to_file
+
+        decode = {"PNG": imagecodecs.png_decode, "JPEG": imagecodecs.jpeg8_decode}.get(image.format)
+        if image.mode not in DECODED_PIXELS or decode is None:
+            raise SlideError(f"{path}: a {image.width} x {image.height} {image.format} image in mode {image.mode} is "
+                             "too large to read whole; convert it to a tiled TIFF (e.g. `vips tiffsave "
+                             f"{path.name} {path.stem}.tif --tile --pyramid`)")
+        pixel, dtype = DECODED_PIXELS[image.mode]
+        if image.mode == "P" and "transparency" in image.info:
+            pixel = (4,)
+        shape = (image.height, image.width, *pixel)
+        try:
+            return decoded_to_file(path, decode, shape, dtype)
+        except OSError as exc:
+            import tempfile
+
+            size = np.prod(shape) * np.dtype(dtype).itemsize / 1e9
+            raise SlideError(f"{path}: cannot decode the image into the temporary folder {tempfile.gettempdir()} "
+                             f"({size:.1f} GB): {exc.strerror or exc}; set TMPDIR to a folder with room") from exc
 
     @property
     def level_dimensions(self) -> list[tuple[int, int]]:
-        return [(self._array.shape[1], self._array.shape[0])]
+        return [self._size]
 
     @property
     def mpp(self) -> float | None:
         return None
 
     def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        if self._decoded is not None:
+            return _to_rgb(self._decoded[y : y + height, x : x + width])
         return self._array[y : y + height, x : x + width]
+
+    def close(self) -> None:
+        if self._decoded is not None:
+            self._decoded.close()
 
 
 #: OpenSlide formats that tiffslide reads completely and faster (same pixels, a third to a quarter of the CPU

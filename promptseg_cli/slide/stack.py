@@ -23,6 +23,7 @@ import zarr
 
 from ..io.omezarr import ngff_attrs
 from .readers import SlideError, SlideReader
+from .untiled import tiff_levels
 from .tissue import BRIGHTFIELD_SPAN, FLUORESCENCE_CONTRAST, bright_region, noise_sigma
 
 ROLES = {"nucleus": 2, "nuclei": 2, "membrane": 1, "cytoplasm": 1, "cell": 1}
@@ -79,14 +80,13 @@ def _open_tiff(path: Path, series: int | None) -> ImageStack:
         if imagej and not tif.ome_metadata:  # ImageJ hyperstacks: Z and T steps in the ImageJ metadata
             z_spacing = float(imagej["spacing"]) if imagej.get("spacing") else None
             t_interval = float(imagej["finterval"]) if imagej.get("finterval") else None
-        n_levels = len(image.levels)
         warnings = other_images(path, tif, series)
         rgb = "S" in image.axes and image.shape[image.axes.index("S")] == 3
-    if not set(axes) <= set("TCZYX") or len(set(axes)) != len(axes):
-        raise SlideError(f"{path}: unsupported axes {image.axes} (several images in one file? promptseg reads one "
-                         "image, or one stack with OME or ImageJ axes, per file)")
-    group = zarr.open(tifffile.imread(str(path), aszarr=True, series=series or 0), mode="r")
-    levels = [group] if isinstance(group, zarr.Array) else [group[str(i)] for i in range(n_levels)]
+        if not set(axes) <= set("TCZYX") or len(set(axes)) != len(axes):
+            raise SlideError(f"{path}: unsupported axes {image.axes} (several images in one file? promptseg reads "
+                             "one image, or one stack with OME or ImageJ axes, per file)")
+        levels = tiff_levels(path, image, tif.byteorder,
+                             lambda: tifffile.imread(str(path), aszarr=True, series=series or 0))
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
     return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp,
                       z_spacing, t_interval, warnings, rgb)
