@@ -111,6 +111,15 @@ def test_a_large_png_or_jpeg_is_decoded_to_a_file_not_into_memory(tmp_path, monk
         open_slide(tmp_path / "bits.png")
 
 
+@pytest.mark.parametrize("rowsperstrip", [16, 200])  # compressed strips, or uncompressed in one piece
+def test_a_planar_rgb_tiff(tmp_path, rowsperstrip):
+    rgb = np.random.default_rng(6).integers(0, 255, (3, 200, 300), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate",
+                     rowsperstrip=rowsperstrip, compression="zlib" if rowsperstrip == 16 else None)
+    with open_slide(tmp_path / "planar.tif") as reader:
+        np.testing.assert_array_equal(reader.read(0, 10, 20, 50, 40), rgb[:, 20:60, 10:60].transpose(1, 2, 0))
+
+
 def test_grey_with_alpha_is_composited_on_white(tmp_path):
     grey_alpha = np.zeros((40, 60, 2), np.uint8)
     grey_alpha[..., 0] = 90

@@ -437,8 +437,9 @@ class TifffileReader(SlideReader):
             slice(y, y + height) if a == "Y" else slice(x, x + width) if a == "X" else slice(None) for a in self._axes
         )
         region = np.asarray(self._levels[level][index])
-        if "C" in self._axes:
-            region = np.moveaxis(region, self._axes.index("C"), -1)
+        channels = next((self._axes.index(a) for a in "CS" if a in self._axes), None)
+        if channels is not None:  # samples before Y and X in a planar TIFF (PlanarConfiguration 2)
+            region = np.moveaxis(region, channels, -1)
         return _to_rgb(region)
 
     def close(self) -> None:
