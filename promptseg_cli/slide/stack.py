@@ -23,8 +23,8 @@ import zarr
 
 from ..io.omezarr import ngff_attrs
 from .readers import SlideError, SlideReader
-from .untiled import tiff_levels
 from .tissue import BRIGHTFIELD_SPAN, FLUORESCENCE_CONTRAST, bright_region, noise_sigma
+from .untiled import tiff_levels
 
 ROLES = {"nucleus": 2, "nuclei": 2, "membrane": 1, "cytoplasm": 1, "cell": 1}
 #: At most this many planes of a stack are sampled for its whole-image intensity percentiles.
