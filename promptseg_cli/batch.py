@@ -17,7 +17,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from .slide.readers import (BIOFORMATS_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_file, is_dicom_folder, is_ome_zarr,
-                             slide_files)
+                             is_zarr_input, slide_files)
 
 
 class BatchError(ValueError):
@@ -108,8 +108,9 @@ def read_input_list(path: Path) -> list[Path]:
 
 def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
     """Files (and OME-Zarr images) as given; directories searched recursively for slides (matching ``pattern``;
-    hidden and ``.zarr`` folders, such as earlier outputs, are not searched). A folder holding DICOM files is one
-    slide (a DICOM whole-slide image), found or given."""
+    hidden folders are not searched). A folder holding DICOM files is one slide (a DICOM whole-slide image), and so
+    is a ``.zarr`` folder holding an OME-Zarr image that promptseg did not write (``readers.is_zarr_input``),
+    found or given."""
     found: list[Path] = []
     for item in items:
         if not item.is_dir() or is_ome_zarr(item) or is_dicom_folder(item):
@@ -117,15 +118,19 @@ def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
             continue
         slides: set[Path] = set()
         for p in item.rglob("*"):
-            if not p.is_file() or any(part.startswith(".") or part.lower().endswith(".zarr")
-                                      for part in p.relative_to(item).parts):
+            parts = p.relative_to(item).parts
+            if any(part.startswith(".") for part in parts) or any(part.lower().endswith(".zarr") for part in parts[:-1]):
+                continue
+            if p.is_dir():
+                if is_zarr_input(p) and (not pattern or fnmatch(p.name, pattern)):
+                    slides.add(p)
                 continue
             dicom = is_dicom_file(p)
             if fnmatch(p.name, pattern) if pattern else dicom or p.suffix.lower() in SUPPORTED_SUFFIXES:
                 slides.add(p.parent if dicom else p)
         slides -= {part for slide in slides for part in slide_files(slide)[1:]}  # a VMS index's JPEG tiles
         if not slides:
-            looked_for = pattern or ", ".join(sorted(SUPPORTED_SUFFIXES))
+            looked_for = pattern or ", ".join(sorted(SUPPORTED_SUFFIXES)) + ", OME-Zarr .zarr folders"
             others = sorted({p.suffix.lower() for p in item.rglob("*") if p.suffix.lower() in BIOFORMATS_SUFFIXES})
             hint = f"; its {', '.join(others)} files need converting with Bio-Formats (bioformats2raw)" if others else ""
             raise BatchError(f"{item}: directory contains no slides (looked for {looked_for}){hint}")

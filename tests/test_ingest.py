@@ -180,3 +180,49 @@ def test_a_vms_slide_is_one_unit_and_its_jpeg_tiles_are_no_slides(tmp_path):
     runner._move(units["case.vms"], inbox / ".done")
     assert sorted(p.name for p in (inbox / "old").iterdir()) == ["field.jpg"]
     assert len(list((inbox / ".done" / "old").iterdir())) == 6
+
+
+def test_an_ome_zarr_folder_is_one_slide_and_promptseg_outputs_are_none(tmp_path, data):
+    """bioformats2raw and other writers make OME-Zarr folders: directory searches and the inbox skipped every
+    ``.zarr`` folder (as a possible output). An image folder is one slide now; promptseg's outputs, even inside
+    the inbox, are none; the fingerprint goes by the chunk files' sizes and times, not their contents."""
+    import os
+
+    import numpy as np
+    import zarr
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_image
+    from PIL import Image
+
+    from promptseg_cli.batch import collect_inputs
+    from promptseg_cli.ingest.scan import find_units
+
+    inbox = tmp_path / "in"
+    (inbox / "plate").mkdir(parents=True)
+    source = sorted((data / "dsb2018" / "images").glob("*.png"))[0]
+    pixels = np.asarray(Image.open(source).convert("RGB"))
+    image = inbox / "plate" / "field.ome.zarr"
+    write_image(pixels.transpose(2, 0, 1), zarr.open_group(str(image), mode="w", zarr_format=3), axes="cyx",
+                fmt=FormatV05())
+    results = inbox / "results"
+    first = ingest(inbox, results)
+    assert first.returncode == 0, first.stderr
+    assert manifest(results) == {"field.ome.zarr": ("done", 1)}
+    assert (results / "plate__field.ome.zarr" / "labels" / "nuclei").is_dir()
+    assert collect_inputs([inbox]) == [image]  # not the output beside it
+    assert "0 processed, 0 failed, 0 waiting" in ingest(inbox, results).stdout
+    (unit,) = find_units(inbox)
+    assert unit.path == image and len(unit.files) > 3 and unit.fingerprint() == unit.fingerprint()
+    before = unit.fingerprint()
+    chunk = next(p for p in unit.files if p.name != "zarr.json")
+    os.utime(chunk, ns=(chunk.stat().st_atime_ns, chunk.stat().st_mtime_ns + 10**9))
+    assert unit.fingerprint() != before
+    # an input named like its output, in the output folder, is left alone with a clear error
+    inbox2 = tmp_path / "in2"
+    inbox2.mkdir()
+    shutil.copytree(image, inbox2 / "field.ome.zarr")
+    clash = ingest(inbox2, inbox2)
+    assert "the output would replace the input" in clash.stdout + clash.stderr
+    kept = sorted(p.relative_to(inbox2 / "field.ome.zarr") for p in (inbox2 / "field.ome.zarr").rglob("*"))
+    assert kept == sorted(p.relative_to(image) for p in image.rglob("*"))
+    assert manifest(inbox2)["field.ome.zarr"][0] == "failed"

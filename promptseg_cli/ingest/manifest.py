@@ -40,10 +40,16 @@ CREATE TABLE IF NOT EXISTS runs (started REAL, finished REAL, processed INTEGER,
 """
 
 
-def fingerprint(paths: list[Path]) -> str:
-    """Content fingerprint of a slide's files: sizes plus the first and last 4 MiB of each (cheap on huge files)."""
+def fingerprint(paths: list[Path], folder: Path | None = None) -> str:
+    """Content fingerprint of a slide's files: sizes plus the first and last 4 MiB of each (cheap on huge files).
+    For the files of a ``folder`` of many small ones (an OME-Zarr image's chunks), their paths in it, sizes and
+    modification times instead."""
     digest = hashlib.sha256()
     for path in sorted(paths):
+        if folder is not None:
+            st = path.stat()
+            digest.update(f"{path.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            continue
         size = path.stat().st_size
         digest.update(f"{path.name}:{size}".encode())
         with open(path, "rb") as handle:

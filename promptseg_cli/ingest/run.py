@@ -24,7 +24,7 @@ from ..pipeline.segment import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Interrupted,
                                 run_parameters, segment_slide)
 from ..progress import Reporter
 from ..slide.readers import dicom_files, slide_stem
-from .manifest import Manifest, fingerprint
+from .manifest import Manifest
 from .scan import SlideUnit, find_units, stable_units
 
 LOCK_NAME = ".promptseg-ingest.lock"
@@ -148,15 +148,19 @@ class Ingest:
             return time.time() >= entry.next_attempt
         if entry.status == "done" and self.config.reprocess_on_change:
             same_model = entry.model == self.predictor.model.version
-            return not same_model or entry.fingerprint != fingerprint(list(unit.files))
+            return not same_model or entry.fingerprint != unit.fingerprint()
         return False
 
     def _process(self, unit: SlideUnit, manifest: Manifest) -> bool:
         config = self.config
         output = self.output_for(unit)
         entry = manifest.get(unit.path)
-        digest = fingerprint(list(unit.files))
+        digest = unit.fingerprint()
         manifest.start(unit.path, digest, self.parameters, self.predictor.model.version, output)
+        if output.resolve() == unit.path.resolve():  # an OME-Zarr input named like its output, in the output folder
+            self._failed(unit, manifest, f"{unit.path}: the output would replace the input; choose an --output-dir "
+                                         "outside the inbox")
+            return False
         reprocess = entry is not None and entry.status == "done"
         self.options.overwrite = reprocess
         self.options.geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None

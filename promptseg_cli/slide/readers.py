@@ -18,6 +18,7 @@ Every reader reports levels, dimensions, pixel size and returns RGB ``uint8`` re
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -537,6 +538,22 @@ def _openslide_format(path: Path) -> str | None:
 
 def is_ome_zarr(path: Path) -> bool:
     return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zattrs").is_file())
+
+
+def is_zarr_input(path: Path) -> bool:
+    """A ``.zarr`` folder that directory searches and ``ingest`` take as a slide: an OME-Zarr image or collection
+    (bioformats2raw, HCS plate) that promptseg did not write (its outputs' root attributes have a ``promptseg``
+    section)."""
+    if not (path.name.lower().endswith(".zarr") and is_ome_zarr(path)):
+        return False
+    try:
+        if (path / "zarr.json").is_file():
+            attributes = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+        else:
+            attributes = json.loads((path / ".zattrs").read_text())
+    except (OSError, ValueError):
+        return True  # not readable as ours: segmenting it will say what is wrong
+    return not (isinstance(attributes, dict) and "promptseg" in attributes)
 
 
 #: SOP class of DICOM whole-slide images (VL Whole Slide Microscopy Image Storage).
