@@ -13,11 +13,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 
-from .slide.readers import (BIOFORMATS_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_file, is_dicom_folder, is_ome_zarr,
-                             is_zarr_input, slide_files)
+from .slide.readers import BIOFORMATS_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_folder, is_ome_zarr
+from .slide.search import find_slides
 
 
 class BatchError(ValueError):
@@ -116,25 +115,13 @@ def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
         if not item.is_dir() or is_ome_zarr(item) or is_dicom_folder(item):
             found.append(item)
             continue
-        slides: set[Path] = set()
-        for p in item.rglob("*"):
-            parts = p.relative_to(item).parts
-            if any(part.startswith(".") for part in parts) or any(part.lower().endswith(".zarr") for part in parts[:-1]):
-                continue
-            if p.is_dir():
-                if is_zarr_input(p) and (not pattern or fnmatch(p.name, pattern)):
-                    slides.add(p)
-                continue
-            dicom = is_dicom_file(p)
-            if fnmatch(p.name, pattern) if pattern else dicom or p.suffix.lower() in SUPPORTED_SUFFIXES:
-                slides.add(p.parent if dicom else p)
-        slides -= {part for slide in slides for part in slide_files(slide)[1:]}  # a VMS index's JPEG tiles
+        slides = find_slides(item, pattern)
         if not slides:
             looked_for = pattern or ", ".join(sorted(SUPPORTED_SUFFIXES)) + ", OME-Zarr .zarr folders"
             others = sorted({p.suffix.lower() for p in item.rglob("*") if p.suffix.lower() in BIOFORMATS_SUFFIXES})
             hint = f"; its {', '.join(others)} files need converting with Bio-Formats (bioformats2raw)" if others else ""
             raise BatchError(f"{item}: directory contains no slides (looked for {looked_for}){hint}")
-        found.extend(sorted(slides))
+        found.extend(slides)
     return found
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from ..slide.readers import SUPPORTED_SUFFIXES, is_dicom_file, is_zarr_input, slide_files
+from ..slide.readers import slide_files
+from ..slide.search import find_slides
 from .manifest import fingerprint
 
 TEMPORARY_PATTERNS = ("*.part", "*.tmp", "*.partial", "*.crdownload", "*.filepart", "*.download", "~$*", "*.swp")
@@ -50,26 +51,8 @@ def _is_skipped(name: str) -> bool:
 
 
 def find_units(inbox: Path, pattern: str | None = None) -> list[SlideUnit]:
-    """Slides under ``inbox`` (recursively), with their companion files."""
-    units: dict[Path, SlideUnit] = {}
-    companion_dirs = {p.with_suffix("") for p in inbox.rglob("*.mrxs")}
-    for path in sorted(inbox.rglob("*")):
-        rel = path.relative_to(inbox)
-        if any(_is_skipped(part) for part in rel.parts) or any(d in path.parents for d in companion_dirs) \
-                or any(part.lower().endswith(".zarr") for part in rel.parts[:-1]):  # in a .zarr folder
-            continue
-        if path.is_dir():
-            if is_zarr_input(path) and (not pattern or fnmatch(path.name, pattern)):
-                units[path] = SlideUnit(path, tuple(sorted(p for p in path.rglob("*") if p.is_file())))
-            continue
-        dicom = is_dicom_file(path)
-        if not (dicom or path.suffix.lower() in SUPPORTED_SUFFIXES) or (pattern and not fnmatch(path.name, pattern)):
-            continue
-        slide = path.parent if dicom else path  # a DICOM slide is its folder
-        if slide != inbox and slide not in units:
-            units[slide] = SlideUnit(slide, tuple(slide_files(slide)))
-    parts = {part for unit in units.values() for part in unit.files[1:]}  # a VMS index's JPEG tiles are no slides
-    return [unit for path, unit in units.items() if path not in parts]
+    """Slides under ``inbox`` (recursively, ``search.find_slides``), with their companion files."""
+    return [SlideUnit(path, tuple(slide_files(path))) for path in find_slides(inbox, pattern, _is_skipped)]
 
 
 def stable_units(units: list[SlideUnit], quiet_seconds: float) -> list[SlideUnit]:

@@ -625,9 +625,11 @@ VMS_FILE_KEYS = ("ImageFile", "MapFile", "MacroImage", "OptimisationFile")
 
 
 def slide_files(path: Path) -> list[Path]:
-    """Every file a slide consists of: the DICOM files of a DICOM folder, an MRXS file with the files of its
-    companion folder, a VMS index with the files it names, or the file itself."""
-    dicom = dicom_files(path) if path.is_dir() and not is_ome_zarr(path) else []
+    """Every file a slide consists of: the DICOM files of a DICOM folder, the files of an OME-Zarr folder, an MRXS
+    file with the files of its companion folder, a VMS index with the files it names, or the file itself."""
+    if is_ome_zarr(path):
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    dicom = dicom_files(path) if path.is_dir() else []
     if dicom:
         return dicom
     suffix = path.suffix.lower()
