@@ -142,14 +142,16 @@ def extra_paths(target: Path, templates: dict[str, str | None]) -> dict[str, Pat
     return {name: Path(template.replace("{stem}", stem)) if template else None for name, template in templates.items()}
 
 
-def run_batch(slides: list[Path], targets: list[Path], predictor, options, reporter, templates: dict[str, str | None],
-              client=None) -> list[Outcome]:
-    """Segment each slide into its target; up-to-date outputs are skipped and failures do not stop the rest."""
+def run_batch(slides: list[Path], images: list[int | None], targets: list[Path], predictor, options, reporter,
+              templates: dict[str, str | None], client=None) -> list[Outcome]:
+    """Segment each slide's image (``images``: a series, None for the first) into its target; up-to-date outputs
+    are skipped and failures do not stop the rest."""
     from .pipeline.segment import OutputError, output_is_current, segment_slide
     from .slide.readers import SlideError
 
     outcomes = []
-    for slide, target in zip(slides, targets):
+    for slide, image, target in zip(slides, images, targets):
+        options.series = image
         extras = extra_paths(target, templates)
         options.geojson, options.preview = extras.get("geojson"), extras.get("preview")
         if not options.overwrite and output_is_current(target, predictor, options):

@@ -111,6 +111,18 @@ def output_name(path: Path, series: int | None = None) -> str:
     return slide_stem(path) + (f"_s{series}" if series is not None else "") + ".ome.zarr"
 
 
+def _images(slide: Path, series: str | None) -> list[int | None]:
+    """The images of ``slide`` to segment for ``--series``: image N, every one (``all``), or the first (None)."""
+    from .slide.readers import images_to_segment
+
+    if series != "all":
+        return [None if series is None else int(series)]
+    try:
+        return images_to_segment(slide)
+    except Exception:  # an unreadable input: its run says why
+        return [None]
+
+
 @app.command()
 def segment(
     inputs: Annotated[Optional[list[Path]], typer.Argument(help="Slides, images or directories of them (searched recursively). Example: slide.svs more/")] = None,
@@ -127,7 +139,7 @@ def segment(
     pixel_size: PixelSizeOpt = None,
     channels: Annotated[Optional[str], typer.Option("--channels", help="Channels of a multichannel image to use (names from OME metadata or indices); nucleus shows as blue, membrane/cytoplasm as green. Example: --channels nucleus=DAPI,membrane=2")] = None,
     link_z: Annotated[bool, typer.Option("--link-z", help="Join 2-D objects of adjacent Z planes into 3-D objects (same label value) when their pixel IoU exceeds 0.5.")] = False,
-    series: Annotated[Optional[int], typer.Option("--series", min=0, help="Which image of a TIFF or bioformats2raw OME-Zarr folder holding several (Bio-Formats' series, from 0; `promptseg info` lists them); the default output name gets _s<N>. Example: --series 2")] = None,
+    series: Annotated[Optional[str], typer.Option("--series", help="Which image of a TIFF or bioformats2raw OME-Zarr folder holding several (Bio-Formats' series, from 0; `promptseg info` lists them), or all of them; the default output name gets _s<N>. Example: --series 2, --series all")] = None,
     ngff: Annotated[str, typer.Option("--ngff", help="OME-NGFF version: 0.5 (zarr v3, sharded) or 0.4 (zarr v2). Example: --ngff 0.4")] = "0.5",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tiles per model call (default: 8 on a GPU, 1 on CPU). Example: --batch-size 16")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Run tile batches on a dask.distributed scheduler (workers need promptseg and the slides' paths). Example: --scheduler tcp://10.0.0.5:8786")] = None,
@@ -164,27 +176,28 @@ def segment(
     if table is not None and table not in ("parquet", "csv"):
         _fail(reporter, f"--table must be parquet or csv, got {table}")
     _check_pixel_size(pixel_size, reporter)
+    if series is not None and series != "all" and not series.isdigit():
+        _fail(reporter, f"--series must be an image number (0, 1, ...) or all, got {series}")
     prompts = _resolve_prompts(prompt, reporter)
     try:
         items = list(inputs or []) + (read_input_list(input_list) if input_list else [])
         if not items:
             _fail(reporter, "no inputs: give slide paths, directories or --input-list FILE")
-        slides = collect_inputs(items, pattern)
+        jobs = [(slide, image) for slide in collect_inputs(items, pattern) for image in _images(slide, series)]
         chosen = parse_shard(shard) if shard else shard_from_environment(count=shard_count)
     except BatchError as exc:
         _fail(reporter, str(exc))
     if chosen is not None:
-        slides = chosen.select(slides)
-        reporter.log(f"shard {chosen.index}/{chosen.count} ({chosen.source}): {len(slides)} inputs")
-        if not slides:
+        jobs = chosen.select(jobs)
+        reporter.log(f"shard {chosen.index}/{chosen.count} ({chosen.source}): {len(jobs)} inputs")
+        if not jobs:
             return
-    if output is not None and (len(slides) > 1 or output_dir is not None or chosen is not None):
+    slides, images = [slide for slide, _ in jobs], [image for _, image in jobs]
+    if output is not None and (len(jobs) > 1 or output_dir is not None or chosen is not None):
         _fail(reporter, "-o/--output takes a single input; use --output-dir for several")
-    if output is None and output_dir is None:
-        if len(slides) > 1:
-            _fail(reporter, "several inputs need --output-dir")
-        output = slides[0].parent / output_name(slides[0], series)
-    targets = [output] if output is not None else [output_dir / output_name(s, series) for s in slides]
+    if output is None and output_dir is None and len(set(slides)) > 1:
+        _fail(reporter, "several inputs need --output-dir")
+    targets = [output] if output is not None else [(output_dir or s.parent) / output_name(s, i) for s, i in jobs]
     for slide, target in zip(slides, targets):
         if target.resolve() == slide.resolve():
             _fail(reporter, f"{slide}: the output would replace the input; choose another -o/--output-dir")
@@ -208,7 +221,7 @@ def segment(
         batch_size = 1 if predictor.device.type == "cpu" else 8
     options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, streams, ngff, not no_tissue_detection,
                              overwrite, table=table, channels=channels, link_z=link_z, pixel_size=pixel_size,
-                             image=not no_image, series=series)
+                             image=not no_image)
 
     try:
         client = connect(scheduler, cluster, workers, worker_cores, worker_memory)
@@ -216,7 +229,8 @@ def segment(
         _fail(reporter, f"{scheduler or cluster}: cannot reach the dask cluster ({exc})")
     _stop_on_signals(reporter)
     try:
-        outcomes = run_batch(slides, targets, predictor, options, reporter, {"geojson": geojson, "preview": preview}, client)
+        outcomes = run_batch(slides, images, targets, predictor, options, reporter,
+                             {"geojson": geojson, "preview": preview}, client)
     except Interrupted as exc:
         reporter.error(str(exc))
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -224,10 +238,10 @@ def segment(
         reporter.error("aborted; run the same command again to resume from the last finished tile row")
         raise typer.Exit(EXIT_INTERRUPTED)
     failed = [o for o in outcomes if o.status == "failed"]
-    if len(slides) > 1:
+    if len(jobs) > 1:
         print_summary(outcomes, reporter)
     if failed:
-        raise typer.Exit(EXIT_USAGE if len(slides) == 1 else EXIT_FAILED)
+        raise typer.Exit(EXIT_USAGE if len(jobs) == 1 else EXIT_FAILED)
 
 
 @app.command()

@@ -138,6 +138,28 @@ def test_series_names_its_output_and_info_lists_the_images(tmp_path, slides):
     assert report["parameters"]["series"] == 1 and report["objects"]["nuclei"] > 10 and report["warnings"] == []
 
 
+def test_series_all_segments_every_image_into_its_own_output(tmp_path, slides):
+    import tifffile
+
+    fields = write_fields_tiff(tmp_path / "fields.tif", slides, [(600, 1200, 320, 240), (1000, 1200, 320, 240)])
+    with tifffile.TiffWriter(fields, append=True) as tif:
+        tif.write(np.full((30, 40, 3), 200, np.uint8), photometric="rgb")  # a thumbnail: no image to segment
+    write_fields_tiff(tmp_path / "one.tif", slides, [(600, 1200, 320, 240)])
+    run = promptseg("segment", fields, tmp_path / "one.tif", "--series", "all", "--output-dir", tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.ome.zarr")) == \
+        ["fields_s0.ome.zarr", "fields_s1.ome.zarr", "one.ome.zarr"]
+    reports = {p.name: json.loads((p / "report.json").read_text()) for p in (tmp_path / "out").glob("*.ome.zarr")}
+    assert [reports[n]["parameters"]["series"] for n in sorted(reports)] == [0, 1, None]
+    counts = [reports[n]["objects"]["nuclei"] for n in sorted(reports)]
+    assert counts[0] == counts[2] != counts[1] and min(counts) > 10  # one.tif is the first field again
+    beside = promptseg("segment", fields, "--series", "all")  # one input: outputs beside it
+    assert beside.returncode == 0, beside.stderr
+    assert (tmp_path / "fields_s0.ome.zarr").is_dir() and (tmp_path / "fields_s1.ome.zarr").is_dir()
+    wrong = promptseg("segment", fields, "--series", "two")
+    assert wrong.returncode == 2 and "--series must be an image number (0, 1, ...) or all, got two" in wrong.stderr
+
+
 def test_a_truncated_tiff_gets_one_line_and_no_output(tmp_path):
     """A damaged file: promptseg's one error line is all of stderr (tifffile's own log lines stay out)."""
     broken = tmp_path / "truncated.tif"

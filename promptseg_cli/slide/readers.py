@@ -139,24 +139,48 @@ def _associated(series) -> bool:
     return (series.name or "").lower() in ASSOCIATED_SERIES
 
 
-def other_images(path: Path, tif, series: int | None) -> list[str]:
-    """A warning when a TIFF holds more images (series) than the first and none was chosen (``series`` None):
-    only the first is segmented. A slide's associated images (thumbnail, label, macro) and any image under a
-    sixteenth of the first's pixels do not count."""
+def _other_images(tif) -> list[int]:
+    """The images (series) of a TIFF after the first that are images to segment: not a slide's associated images
+    (thumbnail, label, macro), none under a sixteenth of the first's pixels."""
     def pixels(image) -> int:
         return int(np.prod([n for n, a in zip(image.shape, image.axes) if a in "YX"]))
 
-    others = [s for s in tif.series[1:]
-              if 16 * pixels(s) >= pixels(tif.series[0]) and not _associated(s)]
+    first = pixels(tif.series[0])
+    return [i for i, s in enumerate(tif.series) if i and 16 * pixels(s) >= first and not _associated(s)]
+
+
+def other_images(path: Path, tif, series: int | None) -> list[str]:
+    """A warning when a TIFF holds more images than the first (:func:`_other_images`) and none was chosen
+    (``series`` None): only the first is segmented."""
+    others = _other_images(tif)
     if not others or series is not None:
         return []
     return [several_images(path, 1 + len(others))]
 
 
+def images_to_segment(path: Path) -> list[int | None]:
+    """The images ``--series all`` segments: of a TIFF, the first and :func:`_other_images`; of an OME-Zarr
+    collection (bioformats2raw folder, HCS plate), every one; ``[None]`` for an input of one image."""
+    if is_ome_zarr(path):
+        import zarr
+
+        from .stack import collection_images
+
+        count = len(collection_images(zarr.open_group(str(path), mode="r")))
+        return list(range(count)) if count > 1 else [None]
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return [None]
+    import tifffile
+
+    with tifffile.TiffFile(str(path)) as tif:
+        others = _other_images(tif)
+    return [0, *others] if others else [None]
+
+
 def several_images(path: Path, count: int) -> str:
     """The warning for an input of ``count`` images of which only the first is segmented."""
     return (f"{path}: {count} images in the {'folder' if path.is_dir() else 'file'}; only the first is segmented "
-            "(--series N segments image N, counted from 0; `promptseg info` lists them)")
+            "(--series N segments image N, counted from 0, and --series all every one; `promptseg info` lists them)")
 
 
 def image_list(path: Path) -> list[str]:
