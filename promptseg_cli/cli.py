@@ -207,7 +207,7 @@ def segment(
     for name, template in (("--geojson", geojson), ("--preview", preview)):
         if template is not None and len(slides) > 1 and "{stem}" not in template:
             _fail(reporter, f"{name} with several inputs needs {{stem}} in the path, e.g. {name} results/{{stem}}.ext")
-    taken = {p.resolve() for slide in slides for p in slide_files(slide)} | {t.resolve() for t in targets}
+    taken = {p.resolve() for slide in set(slides) for p in slide_files(slide)} | {t.resolve() for t in targets}
     for slide, target in zip(slides, targets):
         for name, path in extra_paths(target, {"--geojson": geojson, "--preview": preview}).items():
             if path is not None and path.resolve() in taken:

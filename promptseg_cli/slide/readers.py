@@ -158,15 +158,20 @@ def other_images(path: Path, tif, series: int | None) -> list[str]:
     return [several_images(path, 1 + len(others))]
 
 
+def _collection_size(path: Path) -> int:
+    """How many images the OME-Zarr folder ``path`` holds as a collection (bioformats2raw, HCS plate); 0 for one."""
+    import zarr
+
+    from .stack import collection_images
+
+    return len(collection_images(zarr.open_group(str(path), mode="r")))
+
+
 def images_to_segment(path: Path) -> list[int | None]:
     """The images ``--series all`` segments: of a TIFF, the first and :func:`_other_images`; of an OME-Zarr
     collection (bioformats2raw folder, HCS plate), every one; ``[None]`` for an input of one image."""
     if is_ome_zarr(path):
-        import zarr
-
-        from .stack import collection_images
-
-        count = len(collection_images(zarr.open_group(str(path), mode="r")))
+        count = _collection_size(path)
         return list(range(count)) if count > 1 else [None]
     if path.suffix.lower() not in TIFF_SUFFIXES:
         return [None]
@@ -190,11 +195,9 @@ def image_list(path: Path) -> list[str]:
         return f"{i}: {axes} {' x '.join(map(str, shape))} {dtype}"
 
     if is_ome_zarr(path):
-        import zarr
+        from .stack import open_stack
 
-        from .stack import collection_images, open_stack
-
-        count = len(collection_images(zarr.open_group(str(path), mode="r")))
+        count = _collection_size(path)
         stacks = [open_stack(path, i) for i in range(count)] if count > 1 else []
         return [line(i, s.axes, s.levels[0].shape, s.levels[0].dtype) for i, s in enumerate(stacks)]
     if path.suffix.lower() not in TIFF_SUFFIXES:
