@@ -108,8 +108,7 @@ def read_input_list(path: Path) -> list[Path]:
 def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
     """Files (and OME-Zarr images) as given; directories searched recursively for slides (matching ``pattern``;
     hidden folders are not searched). A folder holding DICOM files is one slide (a DICOM whole-slide image), and so
-    is a ``.zarr`` folder holding an OME-Zarr image that promptseg did not write (``readers.is_zarr_input``),
-    found or given."""
+    is an OME-Zarr folder that promptseg did not write (``readers.is_zarr_input``), found or given."""
     found: list[Path] = []
     for item in items:
         if not item.is_dir() or is_ome_zarr(item) or is_dicom_folder(item):

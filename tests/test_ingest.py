@@ -1,5 +1,6 @@
 """``promptseg ingest`` with real processes: concurrency, growing files, bad slides, kill -9, reruns."""
 
+import json
 import logging
 import shutil
 import signal
@@ -145,6 +146,12 @@ def test_config_file_settings_and_command_line_precedence(tmp_path):
     settings = IngestConfig.from_sources(config, max_attempts=2, inbox=None)
     assert settings.quiet_seconds == 90 and settings.max_attempts == 2 and str(settings.inbox) == "/data/inbox"
     assert settings.image is False and IngestConfig.from_sources(config, image=True).image is True
+    assert settings.series is None and IngestConfig.from_sources(config, series="all").series == "all"
+    config.write_text('inbox = "/x"\noutput_dir = "/y"\nseries = 1\n')
+    assert IngestConfig.from_sources(config).series == "1"
+    config.write_text('inbox = "/x"\noutput_dir = "/y"\nseries = "each"\n')
+    with pytest.raises(ValueError, match="--series must be an image number"):
+        IngestConfig.from_sources(config)
     config.write_text('inbox = "/x"\noutput_dir = "/y"\nquiet = 3\n')
     with pytest.raises(ValueError, match="unknown settings quiet"):
         IngestConfig.from_sources(config)
@@ -226,3 +233,52 @@ def test_an_ome_zarr_folder_is_one_slide_and_promptseg_outputs_are_none(tmp_path
     kept = sorted(p.relative_to(inbox2 / "field.ome.zarr") for p in (inbox2 / "field.ome.zarr").rglob("*"))
     assert kept == sorted(p.relative_to(image) for p in image.rglob("*"))
     assert manifest(inbox2)["field.ome.zarr"][0] == "failed"
+
+
+def test_series_all_and_a_bioformats2raw_folder_of_any_name(tmp_path, slides):
+    """bioformats2raw writes into the folder it is given, often without ``.zarr``: such a folder was walked into
+    and yielded nothing. With ``--series all`` every image of a multi-image file or folder gets its own output;
+    without it the first is taken and the warning about the others goes to the log (warnings were dropped)."""
+    import zarr
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    from promptseg_cli.batch import collect_inputs
+    from promptseg_cli.slide.readers import open_slide
+    from conftest import write_fields_tiff
+
+    inbox = tmp_path / "in"
+    (inbox / "site").mkdir(parents=True)
+    boxes = [(600, 1200, 320, 240), (1000, 1200, 320, 240)]
+    write_fields_tiff(inbox / "fields.tif", slides, boxes)
+    scan = inbox / "site" / "scan_2026.12.01"  # a bioformats2raw output folder: dots, no .zarr
+    root = zarr.open_group(str(scan), mode="w", zarr_format=2)
+    root.attrs["bioformats2raw.layout"] = 3
+    with open_slide(slides / "CMU-1-Small-Region.svs") as reader:
+        for index, box in enumerate(boxes[::-1]):
+            write_image(reader.read(0, *box).transpose(2, 0, 1), root.create_group(str(index)), axes="cyx",
+                        fmt=FormatV04(), scale={"c": 1.0, "y": 0.5, "x": 0.5},
+                        axes_units={"y": "micrometer", "x": "micrometer"})
+    assert collect_inputs([inbox]) == [inbox / "fields.tif", scan]
+    first = ingest(inbox, tmp_path / "first")
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in (tmp_path / "first").glob("*.ome.zarr")) == \
+        ["fields.ome.zarr", "site__scan_2026.12.01.ome.zarr"]
+    log = (tmp_path / "first" / "promptseg-ingest.log").read_text()
+    assert "WARNING" in log and "2 images in the file; only the first is segmented" in log
+    assert "2 images in the folder; only the first is segmented" in log
+    every = ingest(inbox, tmp_path / "every", "--series", "all")
+    assert every.returncode == 0, every.stderr
+    outputs = sorted(p.name for p in (tmp_path / "every").glob("*.ome.zarr"))
+    assert outputs == ["fields_s0.ome.zarr", "fields_s1.ome.zarr", "site__scan_2026.12.01_s0.ome.zarr",
+                       "site__scan_2026.12.01_s1.ome.zarr"]
+    counts = {name: json.loads((tmp_path / "every" / name / "report.json").read_text())["objects"]["nuclei"]
+              for name in outputs}
+    assert counts["fields_s0.ome.zarr"] == counts["site__scan_2026.12.01_s1.ome.zarr"]  # the same field
+    assert counts["fields_s1.ome.zarr"] == counts["site__scan_2026.12.01_s0.ome.zarr"] != counts["fields_s0.ome.zarr"]
+    assert manifest(tmp_path / "every") == {"fields.tif": ("done", 1), "scan_2026.12.01": ("done", 1)}
+    with sqlite3.connect(tmp_path / "every" / "promptseg-manifest.sqlite") as db:
+        objects = dict(db.execute("SELECT path, objects FROM slides").fetchall())
+    assert json.loads(objects[str(inbox / "fields.tif")])["nuclei"] == counts["fields_s0.ome.zarr"] + counts["fields_s1.ome.zarr"]
+    wrong = ingest(inbox, tmp_path / "wrong", "--series", "first")
+    assert wrong.returncode == 2 and "--series must be an image number (0, 1, ...) or all, got first" in wrong.stderr

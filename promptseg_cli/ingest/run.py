@@ -17,13 +17,14 @@ import shutil
 import subprocess
 import time
 import tomllib
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..pipeline.segment import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Interrupted, SegmentOptions, output_is_current,
                                 run_parameters, segment_slide)
 from ..progress import Reporter
-from ..slide.readers import dicom_files, slide_stem
+from ..slide.readers import dicom_files, images_to_segment, series_choice, slide_stem
 from .manifest import Manifest
 from .scan import SlideUnit, find_units, stable_units
 
@@ -50,6 +51,7 @@ class IngestConfig:
     table: str | None = None
     geojson: bool = False
     image: bool = True  # copy each slide's pixels into its output (``--no-image``: labels only)
+    series: str | None = None  # image N of a file or folder of several, or "all" (each into <name>_s<N>.ome.zarr)
 
     @classmethod
     def from_sources(cls, config_file: Path | None, **given) -> "IngestConfig":
@@ -67,6 +69,7 @@ class IngestConfig:
             if values.get(key) is None:
                 raise ValueError(f"{key.replace('_', '-')} is required (on the command line or in --config)")
             values[key] = Path(values[key])
+        values["series"] = series_choice(values.get("series"))
         if values.get("done_action", "none") not in ("none", "move"):
             raise ValueError(f"--done-action must be move or none, got {values['done_action']}")
         return cls(**values)
@@ -98,9 +101,11 @@ class Ingest:
                                       streams=streams, image=config.image)
         self.parameters = run_parameters(predictor, self.options)
 
-    def output_for(self, unit: SlideUnit) -> Path:
+    def output_for(self, unit: SlideUnit, image: int | None = None) -> Path:
+        """``OUT/<folders>__<stem>[_s<image>].ome.zarr``: the slide's folders under the inbox keep names apart."""
         folders = unit.path.parent.relative_to(self.config.inbox).parts
-        return self.config.output_dir / ("__".join((*folders, slide_stem(unit.path))) + ".ome.zarr")
+        series = f"_s{image}" if image is not None else ""
+        return self.config.output_dir / ("__".join((*folders, slide_stem(unit.path))) + series + ".ome.zarr")
 
     def run_once(self) -> dict:
         """One scan-and-process pass; returns counts. Leaves at once when another pass holds the lock."""
@@ -152,38 +157,46 @@ class Ingest:
         return False
 
     def _process(self, unit: SlideUnit, manifest: Manifest) -> bool:
+        """Segment ``unit`` (each of its images chosen by ``series``, into an output of its own); done when all are."""
         config = self.config
-        output = self.output_for(unit)
+        images = images_to_segment(unit.path, config.series)
+        outputs = [self.output_for(unit, image) for image in images]
         entry = manifest.get(unit.path)
-        digest = unit.fingerprint()
-        manifest.start(unit.path, digest, self.parameters, self.predictor.model.version, output)
-        if output.resolve() == unit.path.resolve():  # an OME-Zarr input named like its output, in the output folder
+        manifest.start(unit.path, unit.fingerprint(), self.parameters, self.predictor.model.version, outputs[0])
+        if any(output.resolve() == unit.path.resolve() for output in outputs):  # an OME-Zarr input in the output folder
             self._failed(unit, manifest, f"{unit.path}: the output would replace the input; choose an --output-dir "
                                          "outside the inbox")
             return False
         reprocess = entry is not None and entry.status == "done"
         self.options.overwrite = reprocess
-        self.options.geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None
-        self.log.info("%s: processing -> %s", unit.path, output)
         started = time.time()
+        objects: Counter[str] = Counter()
         try:
-            if not reprocess and output_is_current(output, self.predictor, self.options):
-                objects = {}
-            else:
-                objects = segment_slide(unit.path, output, self.predictor, self.options, Reporter(quiet=True)).objects
+            for image, output in zip(images, outputs):
+                self.options.series = image
+                self.options.geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None
+                if not reprocess and output_is_current(output, self.predictor, self.options):
+                    self.log.info("%s: %s is already current", unit.path, output)
+                    continue
+                self.log.info("%s: processing -> %s", unit.path, output)
+                result = segment_slide(unit.path, output, self.predictor, self.options, Reporter(quiet=True))
+                objects.update(result.objects)
+                for warning in result.warnings:
+                    self.log.warning("%s", warning)
         except Interrupted:
             raise
         except Exception as exc:  # any failure of one slide must not stop the others
             self._failed(unit, manifest, f"{unit.path}: {exc}" if str(unit.path) not in str(exc) else str(exc))
             return False
-        manifest.done(unit.path, time.time() - started, objects)
+        manifest.done(unit.path, time.time() - started, dict(objects))
         self.log.info("%s: done in %.1f s (%s)", unit.path, time.time() - started,
                       ", ".join(f"{n} {p}" for p, n in objects.items()) or "output already current")
         if config.done_action == "move":
             moved = self._move(unit, config.inbox / ".done")
             manifest.moved(unit.path, moved)
         if config.on_complete:
-            self._hook(output)
+            for output in outputs:
+                self._hook(output)
         return True
 
     def _failed(self, unit: SlideUnit, manifest: Manifest, error: str) -> None:

@@ -3,7 +3,7 @@
 Temporary names used by copy tools are ignored (rsync's hidden ``.name.XXXXXX``, ``*.part``, ``*.tmp``, ...),
 as are hidden folders such as ``.failed`` and ``.done`` and promptseg's own outputs. A multi-file slide (MRXS:
 ``slide.mrxs`` plus the folder ``slide/``; VMS: the index and the JPEGs it names; DICOM: a folder of DICOM
-files, not the inbox itself; OME-Zarr: a ``.zarr`` folder, e.g. from bioformats2raw) is one unit. A unit is
+files, not the inbox itself; OME-Zarr: its folder, e.g. from bioformats2raw) is one unit. A unit is
 taken only when the size and modification time of all its files are unchanged across the quiet period, so a
 file still being copied is left for a later pass.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from ..slide.readers import slide_files
+from ..slide.readers import is_ome_zarr, slide_files
 from ..slide.search import find_slides
 from .manifest import fingerprint
 
@@ -42,7 +42,7 @@ class SlideUnit:
     def fingerprint(self) -> str:
         """``manifest.fingerprint`` of the files; of an OME-Zarr folder's, by their names, sizes and modification
         times (its many small chunk files read would be the whole image read)."""
-        return fingerprint(list(self.files), self.path if self.path.name.lower().endswith(".zarr") else None)
+        return fingerprint(list(self.files), self.path if is_ome_zarr(self.path) else None)
 
 
 def _is_skipped(name: str) -> bool:

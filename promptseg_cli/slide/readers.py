@@ -167,18 +167,31 @@ def _collection_size(path: Path) -> int:
     return len(collection_images(zarr.open_group(str(path), mode="r")))
 
 
-def images_to_segment(path: Path) -> list[int | None]:
-    """The images ``--series all`` segments: of a TIFF, the first and :func:`_other_images`; of an OME-Zarr
-    collection (bioformats2raw folder, HCS plate), every one; ``[None]`` for an input of one image."""
-    if is_ome_zarr(path):
-        count = _collection_size(path)
-        return list(range(count)) if count > 1 else [None]
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        return [None]
-    import tifffile
+def series_choice(value: str | int | None) -> str | None:
+    """``--series`` checked: ``"N"`` (an image number), ``"all"`` or None; ValueError with a one-line message."""
+    if value is None or str(value) == "all" or str(value).isdigit():
+        return None if value is None else str(value)
+    raise ValueError(f"--series must be an image number (0, 1, ...) or all, got {value}")
 
-    with tifffile.TiffFile(str(path)) as tif:
-        others = _other_images(tif)
+
+def images_to_segment(path: Path, series: str | None = "all") -> list[int | None]:
+    """The images ``--series`` segments: image N (``"N"``); the first (None: ``[None]``); or every one (``"all"``):
+    of a TIFF, the first and :func:`_other_images`, of an OME-Zarr collection (bioformats2raw folder, HCS plate),
+    each, and ``[None]`` for an input of one image or one that cannot be read (its run says why)."""
+    if series != "all":
+        return [None if series is None else int(series)]
+    try:
+        if is_ome_zarr(path):
+            count = _collection_size(path)
+            return list(range(count)) if count > 1 else [None]
+        if path.suffix.lower() not in TIFF_SUFFIXES:
+            return [None]
+        import tifffile
+
+        with tifffile.TiffFile(str(path)) as tif:
+            others = _other_images(tif)
+    except Exception:
+        return [None]
     return [0, *others] if others else [None]
 
 
@@ -568,19 +581,26 @@ def is_ome_zarr(path: Path) -> bool:
 
 
 def is_zarr_input(path: Path) -> bool:
-    """A ``.zarr`` folder that directory searches and ``ingest`` take as a slide: an OME-Zarr image or collection
+    """A folder that directory searches and ``ingest`` take as a slide: an OME-Zarr image or collection
     (bioformats2raw, HCS plate) that promptseg did not write (its outputs' root attributes have a ``promptseg``
-    section)."""
-    if not (path.name.lower().endswith(".zarr") and is_ome_zarr(path)):
+    section), named ``.zarr`` or, whatever its name, with OME-Zarr root attributes (bioformats2raw writes to the
+    folder it is given)."""
+    if not is_ome_zarr(path):
         return False
     try:
         if (path / "zarr.json").is_file():
             attributes = json.loads((path / "zarr.json").read_text()).get("attributes", {})
         else:
             attributes = json.loads((path / ".zattrs").read_text())
-    except (OSError, ValueError):
-        return True  # not readable as ours: segmenting it will say what is wrong
-    return not (isinstance(attributes, dict) and "promptseg" in attributes)
+    except (OSError, ValueError, AttributeError):
+        return path.name.lower().endswith(".zarr")  # not readable as ours: segmenting it will say what is wrong
+    if not isinstance(attributes, dict) or "promptseg" in attributes:
+        return False
+    return path.name.lower().endswith(".zarr") or bool(OME_ZARR_ROOT_KEYS & attributes.keys())
+
+
+#: Root attributes that make a folder an OME-Zarr image or collection (NGFF 0.5 puts them all under "ome").
+OME_ZARR_ROOT_KEYS = {"ome", "multiscales", "bioformats2raw.layout", "plate"}
 
 
 #: SOP class of DICOM whole-slide images (VL Whole Slide Microscopy Image Storage).
@@ -640,8 +660,9 @@ def dicom_series_file(folder: Path) -> Path:
 
 def slide_stem(path: Path) -> str:
     """The name outputs of a slide are named after: ``slide.svs`` -> ``slide`` (``.ome`` of ``.ome.tif`` too); a
-    DICOM folder keeps its whole name (series folders are often named by UID, whose dots are no suffix)."""
-    if is_dicom_folder(path):
+    folder (DICOM, or OME-Zarr not named ``.zarr``) keeps its whole name (DICOM series folders are often named by
+    UID, whose dots are no suffix)."""
+    if path.is_dir() and not path.name.lower().endswith(".zarr"):
         return path.name
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     return stem[:-4] if stem.lower().endswith(".ome") else stem

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .readers import SUPPORTED_SUFFIXES, is_dicom_file, is_zarr_input, slide_files
+from .readers import SUPPORTED_SUFFIXES, is_dicom_file, is_ome_zarr, is_zarr_input, slide_files
 
 
 def hidden(name: str) -> bool:
@@ -16,9 +16,9 @@ def hidden(name: str) -> bool:
 
 def find_slides(folder: Path, pattern: str | None = None, skip: Callable[[str], bool] = hidden) -> list[Path]:
     """The slides under ``folder`` (recursively, sorted): files of a supported type, folders of DICOM files and
-    ``.zarr`` folders holding an OME-Zarr image that promptseg did not write (``readers.is_zarr_input``), whose
-    names match ``pattern`` (a DICOM folder's files' names). Names for which ``skip`` holds are left out and not
-    searched, nor are ``.zarr`` folders and MRXS data folders. DICOM files directly in ``folder`` are no slide (a
+    OME-Zarr folders that promptseg did not write (``readers.is_zarr_input``), whose names match ``pattern`` (a
+    DICOM folder's files' names). Names for which ``skip`` holds are left out and not searched, nor are ``.zarr``
+    folders, other zarr folders and MRXS data folders. DICOM files directly in ``folder`` are no slide (a
     DICOM slide is a folder of its own), nor are the files a VMS index names."""
     slides: set[Path] = set()
     for root, dirs, files in os.walk(folder):
@@ -28,7 +28,7 @@ def find_slides(folder: Path, pattern: str | None = None, skip: Callable[[str], 
             path = here / name
             if skip(name) or (here / f"{name}.mrxs").is_file():
                 continue
-            if not name.lower().endswith(".zarr"):
+            if not (name.lower().endswith(".zarr") or is_ome_zarr(path)):
                 searched.append(name)
             elif is_zarr_input(path) and (not pattern or fnmatch(name, pattern)):
                 slides.add(path)
