@@ -52,7 +52,7 @@ from promptseg_cli.model.weights import load_model
 from promptseg_cli.model.network import mid_intensity
 from promptseg_cli.pipeline.inference import configure_threads
 from promptseg_cli.pipeline.plan import SlidePlan
-from promptseg_cli.pipeline.segment import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+from promptseg_cli.pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from promptseg_cli.pipeline.tiling import plane_tiles
 from promptseg_cli.slide.readers import open_slide
 

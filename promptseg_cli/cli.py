@@ -17,6 +17,7 @@ import typer
 
 from . import __version__
 from .malloc import configure_allocator
+from .pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from .progress import Reporter
 
 EXIT_FAILED = 1
@@ -122,8 +123,8 @@ def segment(
     pattern: Annotated[Optional[str], typer.Option("--pattern", help="File name pattern for directories (default: all supported types). Example: --pattern '*.svs'")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Process only this part of the sorted inputs, INDEX/COUNT (default: from SLURM/PBS/LSF/SGE array variables). Example: --shard 3/10")] = None,
     shard_count: Annotated[Optional[int], typer.Option("--shard-count", help="Number of array tasks where the scheduler does not say (PBS/Torque). Example: --shard-count 10")] = None,
-    tile_size: Annotated[int, typer.Option("--tile-size", help="Tile core size in model pixels (multiple of 16); rows of tiles along a tissue edge may be lower and wider, never more pixels. Example: --tile-size 2048")] = 1152,
-    overlap: Annotated[int, typer.Option("--overlap", help="Halo around each tile in model pixels (multiple of 16); must exceed the largest object radius. Example: --overlap 64")] = 32,
+    tile_size: Annotated[int, typer.Option("--tile-size", help="Tile core size in model pixels (multiple of 16); rows of tiles along a tissue edge may be lower and wider, never more pixels. Example: --tile-size 2048")] = DEFAULT_TILE_SIZE,
+    overlap: Annotated[int, typer.Option("--overlap", help="Halo around each tile in model pixels (multiple of 16); must exceed the largest object radius. Example: --overlap 64")] = DEFAULT_OVERLAP,
     mpp: Annotated[Optional[float], typer.Option("--mpp", help="Level-0 pixel size in microns, overriding the file's. Example: --mpp 0.25")] = None,
     pixel_size: PixelSizeOpt = None,
     channels: Annotated[Optional[str], typer.Option("--channels", help="Channels of a multichannel image to use (names from OME metadata or indices); nucleus shows as blue, membrane/cytoplasm as green. Example: --channels nucleus=DAPI,membrane=2")] = None,
@@ -374,7 +375,7 @@ def ingest(
     """
     reporter = Reporter(quiet, verbose)
     from .ingest.run import Ingest, IngestConfig, ingest_logger, status_text
-    from .pipeline.segment import Interrupted
+    from .pipeline.resume import Interrupted, stop_requested
 
     if status is not None:
         try:
@@ -396,17 +397,21 @@ def ingest(
         _fail(reporter, str(exc))
     if not settings.inbox.is_dir():
         _fail(reporter, f"{settings.inbox}: inbox is not a directory")
+    if model is not None and not model.is_file():  # checked now: the model itself is loaded at the first slide
+        _fail(reporter, f"{model}: model file not found")
     settings.prompts = _resolve_prompts(settings.prompts, reporter)
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     log = ingest_logger(settings.output_dir, quiet)
-    from .batch import allocated_cpus
-    from .pipeline.inference import configure_threads
 
-    predictor = _load_predictor(model, device, reporter)
-    runner = Ingest(settings, predictor, log, configure_threads(predictor.device, allocated_cpus()))
+    def load():
+        from .batch import allocated_cpus
+        from .pipeline.inference import configure_threads
+
+        predictor = _load_predictor(model, device, reporter)
+        return predictor, configure_threads(predictor.device, allocated_cpus())
+
+    runner = Ingest(settings, load, log)
     _stop_on_signals(reporter)
-    from .pipeline.resume import stop_requested
-
     try:
         while True:
             result = runner.run_once()

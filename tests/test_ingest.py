@@ -183,7 +183,7 @@ def test_a_vms_slide_is_one_unit_and_its_jpeg_tiles_are_no_slides(tmp_path):
     assert collect_inputs([inbox]) == [inbox / "old" / "case.vms", inbox / "old" / "field.jpg"]
     units = {u.path.name: u for u in find_units(inbox)}
     assert sorted(units) == ["case.vms", "field.jpg"] and len(units["case.vms"].files) == 6
-    runner = Ingest(IngestConfig(inbox, tmp_path / "out"), Predictor(load_model()), logging.getLogger("test"))
+    runner = Ingest(IngestConfig(inbox, tmp_path / "out"), lambda: (Predictor(load_model()), 1), logging.getLogger("test"))
     runner._move(units["case.vms"], inbox / ".done")
     assert sorted(p.name for p in (inbox / "old").iterdir()) == ["field.jpg"]
     assert len(list((inbox / ".done" / "old").iterdir())) == 6
@@ -282,3 +282,22 @@ def test_series_all_and_a_bioformats2raw_folder_of_any_name(tmp_path, slides):
     assert json.loads(objects[str(inbox / "fields.tif")])["nuclei"] == counts["fields_s0.ome.zarr"] + counts["fields_s1.ome.zarr"]
     wrong = ingest(inbox, tmp_path / "wrong", "--series", "first")
     assert wrong.returncode == 2 and "--series must be an image number (0, 1, ...) or all, got first" in wrong.stderr
+
+
+def test_a_pass_with_nothing_to_do_loads_no_model(tmp_path, inbox):
+    """cron runs a pass every few minutes, most with nothing new: such a pass imported torch and loaded the model
+    (about 2 s of CPU each time). Now the model is loaded at the first slide to process; a --model that does
+    not exist is still an error at once."""
+    (tmp_path / "empty").mkdir()
+    probe = ("import sys\nfrom promptseg_cli.cli import run\ntry:\n    run()\nfinally:\n"
+             "    print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n")
+    command = [sys.executable, "-c", probe, "ingest", "--once", "--quiet-seconds", "0.5"]
+    empty = subprocess.run([*command, str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out")],
+                           capture_output=True, text=True)
+    assert empty.returncode == 0 and "0 processed, 0 failed, 0 waiting" in empty.stdout
+    assert empty.stderr.strip().endswith("no torch"), empty.stderr
+    full = subprocess.run([*command, str(inbox), "--output-dir", str(tmp_path / "out")], capture_output=True, text=True)
+    assert full.returncode == 0 and "2 processed" in full.stdout and full.stderr.strip().endswith("torch imported")
+    missing = subprocess.run([*command, str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out"), "--model",
+                              str(tmp_path / "nothere.pt")], capture_output=True, text=True)
+    assert missing.returncode == 2 and f"{tmp_path / 'nothere.pt'}: model file not found" in missing.stderr

@@ -18,15 +18,22 @@ import subprocess
 import time
 import tomllib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..pipeline.segment import (DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Interrupted, SegmentOptions, output_is_current,
-                                run_parameters, segment_slide)
+from ..pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+from ..pipeline.resume import Interrupted
 from ..progress import Reporter
 from ..slide.readers import dicom_files, images_to_segment, series_choice, slide_stem
 from .manifest import Manifest
 from .scan import SlideUnit, find_units, stable_units
+
+if TYPE_CHECKING:
+    from ..model.predictor import Predictor
+    from ..pipeline.segment import SegmentOptions
 
 LOCK_NAME = ".promptseg-ingest.lock"
 LOG_NAME = "promptseg-ingest.log"
@@ -95,11 +102,22 @@ def ingest_logger(output_dir: Path, quiet: bool) -> logging.Logger:
 
 
 class Ingest:
-    def __init__(self, config: IngestConfig, predictor, logger: logging.Logger, streams: int = 1):
-        self.config, self.predictor, self.log = config, predictor, logger
-        self.options = SegmentOptions(config.prompts, config.tile_size, config.overlap, table=config.table,
-                                      streams=streams, image=config.image)
-        self.parameters = run_parameters(predictor, self.options)
+    """Passes over ``config.inbox``. The model comes from ``load()`` (the predictor and its number of parallel
+    streams) at the first slide that needs it: a pass with nothing to do imports neither torch nor the pipeline."""
+
+    def __init__(self, config: IngestConfig, load: Callable[[], tuple[Predictor, int]], logger: logging.Logger):
+        self.config, self.log, self._load = config, logger, load
+
+    @cached_property
+    def _model(self) -> tuple[Predictor, SegmentOptions, dict]:
+        """The predictor, the options each slide is segmented with and their manifest parameters, made once."""
+        from ..pipeline.segment import SegmentOptions, run_parameters
+
+        predictor, streams = self._load()
+        config = self.config
+        options = SegmentOptions(config.prompts, config.tile_size, config.overlap, table=config.table,
+                                 streams=streams, image=config.image)
+        return predictor, options, run_parameters(predictor, options)
 
     def output_for(self, unit: SlideUnit, image: int | None = None) -> Path:
         """``OUT/<folders>__<stem>[_s<image>].ome.zarr``: the slide's folders under the inbox keep names apart."""
@@ -132,6 +150,8 @@ class Ingest:
                              "a folder of its own", self.config.inbox)
         todo = [u for u in find_units(self.config.inbox, self.config.pattern) if self._wanted(u, manifest)]
         ready = stable_units(todo, self.config.quiet_seconds) if todo else []
+        if ready:
+            self._model  # load it before any slide is started: a model that cannot load fails the pass, not a slide
         for unit in todo:
             if unit not in ready:
                 manifest.pending(unit.path)
@@ -152,34 +172,36 @@ class Ingest:
         if entry.status == "failed":
             return time.time() >= entry.next_attempt
         if entry.status == "done" and self.config.reprocess_on_change:
-            same_model = entry.model == self.predictor.model.version
+            same_model = entry.model == self._model[0].model.version
             return not same_model or entry.fingerprint != unit.fingerprint()
         return False
 
     def _process(self, unit: SlideUnit, manifest: Manifest) -> bool:
         """Segment ``unit`` (each of its images chosen by ``series``, into an output of its own); done when all are."""
-        config = self.config
+        from ..pipeline.segment import output_is_current, segment_slide
+
+        config, (predictor, options, parameters) = self.config, self._model
         images = images_to_segment(unit.path, config.series)
         outputs = [self.output_for(unit, image) for image in images]
         entry = manifest.get(unit.path)
-        manifest.start(unit.path, unit.fingerprint(), self.parameters, self.predictor.model.version, outputs[0])
+        manifest.start(unit.path, unit.fingerprint(), parameters, predictor.model.version, outputs[0])
         if any(output.resolve() == unit.path.resolve() for output in outputs):  # an OME-Zarr input in the output folder
             self._failed(unit, manifest, f"{unit.path}: the output would replace the input; choose an --output-dir "
                                          "outside the inbox")
             return False
         reprocess = entry is not None and entry.status == "done"
-        self.options.overwrite = reprocess
+        options.overwrite = reprocess
         started = time.time()
         objects: Counter[str] = Counter()
         try:
             for image, output in zip(images, outputs):
-                self.options.series = image
-                self.options.geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None
-                if not reprocess and output_is_current(output, self.predictor, self.options):
+                options.series = image
+                options.geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None
+                if not reprocess and output_is_current(output, predictor, options):
                     self.log.info("%s: %s is already current", unit.path, output)
                     continue
                 self.log.info("%s: processing -> %s", unit.path, output)
-                result = segment_slide(unit.path, output, self.predictor, self.options, Reporter(quiet=True))
+                result = segment_slide(unit.path, output, predictor, options, Reporter(quiet=True))
                 objects.update(result.objects)
                 for warning in result.warnings:
                     self.log.warning("%s", warning)

@@ -38,6 +38,7 @@ from .merge import SeamMerger
 from ..model.network import mid_intensity
 from .plan import SlidePlan, Tile
 from .preview import write_preview
+from .defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from .reframe import reach
 from .tiling import plane_tiles, stack_intensity
 from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, claim_extras, claimed_extras,
@@ -46,10 +47,6 @@ from .stage_clock import StageClock
 
 __all__ = ["OutputError", "OutputExistsError", "Interrupted", "SegmentOptions", "SegmentResult", "segment_slide"]
 
-#: Tile core in model pixels: 1216² read with the default halo (11% halo overhead); two model streams on CPU keep
-#: at most about 0.8 GB of the heap in use, under ``malloc.RELEASE_ABOVE`` (BENCHMARKS.md, "Session 26").
-DEFAULT_TILE_SIZE = 1152
-DEFAULT_OVERLAP = 32
 #: A pixel size in the file coarser than this (microns) is taken for what image editors write (72-1200 dpi, i.e.
 #: 21-353 um) and ignored: resampled to the model's pixel size, a 72-dpi image would grow a million-fold.
 MAX_FILE_MPP = 20.0
