@@ -69,7 +69,7 @@ def seam_pixels(slide: Path, native_mpp: float, tile: int, overlap: int, shape: 
     seam = np.zeros(shape, bool)
     with open_slide(slide) as reader:
         plan = SlidePlan.create(reader, native_mpp, reader.mpp, tile, overlap)
-        tiles, _, _ = plane_tiles(reader, plan)
+        tiles = plane_tiles(reader, plan).tiles
     for t in tiles:
         for y in (t.y, t.y + t.height):
             seam[max(y - 1, 0) : y + 1, t.x : t.x + t.width] = True

@@ -138,6 +138,30 @@ def test_series_names_its_output_and_info_lists_the_images(tmp_path, slides):
     assert report["parameters"]["series"] == 1 and report["objects"]["nuclei"] > 10 and report["warnings"] == []
 
 
+def test_cells_on_brightfield_warns_that_the_model_learned_them_from_fluorescence(tmp_path, slides):
+    """The default model learned 'cells' from simulated two-channel fluorescence only: on H&E its outlines mean
+    nothing, which a run said nowhere. Now it warns (on the terminal and in report.json); 'nuclei' does not, nor
+    does 'cells' on fluorescence (test_multichannel), nor a model that also learned 'cells' from other images."""
+    from promptseg_cli.model.weights import LoadedModel, load_model
+
+    write_fields_tiff(tmp_path / "he.tif", slides, [(600, 1200, 320, 240)])
+    run = promptseg("segment", tmp_path / "he.tif", "--prompt", "cells", "--prompt", "nuclei")
+    assert run.returncode == 0, run.stderr
+    warning = f"{tmp_path / 'he.tif'}: the model learned 'cells' from fluorescence images only"
+    assert warning in run.stderr and "learned 'nuclei'" not in run.stderr
+    (reported,) = json.loads((tmp_path / "he.ome.zarr" / "report.json").read_text())["warnings"]
+    assert reported.startswith(warning)
+    default = load_model().metadata
+    assert LoadedModel(None, default, tmp_path).learned_from_fluorescence_only("cells")
+    assert not LoadedModel(None, default, tmp_path).learned_from_fluorescence_only("nuclei")
+    for kinds in (["he"], None):  # fine-tuned on whole cells of one's own: brightfield, or of unknown kinds
+        data = {"dataset": "mine", "prompt": "cells", **({"kinds": kinds} if kinds else {})}
+        tuned = {"training": {"data": [data], "init": {"version": default["version"], "training": default["training"]}}}
+        assert not LoadedModel(None, tuned, tmp_path).learned_from_fluorescence_only("cells")
+    fluorescent = {"training": {"data": [{"dataset": "mine", "prompt": "cells", "kinds": ["fluorescence"]}]}}
+    assert LoadedModel(None, fluorescent, tmp_path).learned_from_fluorescence_only("cells")
+
+
 def test_series_all_segments_every_image_into_its_own_output(tmp_path, slides):
     import tifffile
 

@@ -1,5 +1,6 @@
 """Multichannel inputs: OME-TIFF with named channels (and a SubIFD pyramid), OME-Zarr written by promptseg."""
 
+import json
 import subprocess
 import sys
 
@@ -49,8 +50,10 @@ def test_segmenting_the_nucleus_channel_finds_the_nuclei(tmp_path, two_channel):
     path, nuclei = two_channel
     out = tmp_path / "tissue.ome.zarr"
     run = subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", str(path), "-o", str(out),
-                          "--channels", "nucleus=DAPI,membrane=Membrane", "--prompt", "nuclei"], capture_output=True, text=True)
+                          "--channels", "nucleus=DAPI,membrane=Membrane", "--prompt", "nuclei", "--prompt", "cells"],
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+    assert json.loads((out / "report.json").read_text())["warnings"] == []  # fluorescence: 'cells' is meaningful
     labels = np.asarray(zarr.open_group(str(out), mode="r")["labels/nuclei/0"])[0]
     counts = Counts()
     counts.add(nuclei, labels)

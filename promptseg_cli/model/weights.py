@@ -17,6 +17,9 @@ import torch
 from .network import CPNConfig, PromptedCPN
 from .prompts import CANONICAL_PROMPTS, SYNONYMS
 
+#: The training data summary's name for the two-channel tissue simulator (``training/simulate.py``).
+SIMULATED_DATASET = "simulated two-channel tissue"
+
 FORMAT = "promptseg-cpn/1"
 DEFAULT_MODEL = Path(__file__).with_name("default_model.pt")
 
@@ -46,6 +49,17 @@ class LoadedModel:
     @property
     def nms_threshold(self) -> float:
         return float(self.metadata.get("nms_threshold", 0.3))
+
+    def learned_from_fluorescence_only(self, prompt: str) -> bool:
+        """Whether every training set that taught ``prompt`` (this model's and those of the models it was
+        fine-tuned from) was fluorescence: the simulated two-channel tissue, or images all of kind
+        ``fluorescence``. A set without kinds may be anything, so it does not count as fluorescence."""
+        taught, training = [], self.metadata.get("training")
+        while training:
+            taught += [d for d in training.get("data", []) if prompt in str(d.get("prompt", "")).split("+")]
+            training = (training.get("init") or {}).get("training")
+        return bool(taught) and all(d.get("dataset") == SIMULATED_DATASET or d.get("kinds") == ["fluorescence"]
+                                    for d in taught)
 
 
 def save_model(path: Path, network: PromptedCPN, metadata: dict) -> None:

@@ -255,7 +255,10 @@ class SlideRun:
         t, z = self.layout.planes[index]
         reader = self.reader.plane_reader(t, z)
         with self.clock.stage("planning"):
-            tiles, total, intensity = plane_tiles(reader, self.plan, self.options.tissue_detection, self.stack_intensity)
+            tiles, total, intensity, fluorescence = plane_tiles(reader, self.plan, self.options.tissue_detection,
+                                                                 self.stack_intensity)
+        if not fluorescence:
+            self._warn_brightfield()
         del self.plane_stats[index:]  # a resumed plane is counted once
         self.plane_stats.append(PlaneStats(total, len(tiles), total - len({(tile.row, tile.col) for tile in tiles}),
                                            sum(tile.read_pixels for tile in tiles), intensity))
@@ -274,6 +277,19 @@ class SlideRun:
             self.catalog.pending = state["catalog"]
             self.plane_stats[index].reframed = state["reframed"]
         self._run_tiles(reader, tiles, intensity, state["next_batch"] if state else 0)
+
+    def _warn_brightfield(self) -> None:
+        """Once per slide: a prompt the model learned from fluorescence alone (the default model's ``cells``) has
+        no meaning on a brightfield image such as H&E."""
+        model = self.predictor.model
+        for prompt in self.options.prompts:
+            warning = (f"{self.path}: the model learned '{prompt}' from fluorescence images only (two-channel nucleus "
+                       "and membrane); on this brightfield image its outlines are not meaningful (MODEL_CARD.md, "
+                       "Known limits)")
+            if hasattr(model, "learned_from_fluorescence_only") and model.learned_from_fluorescence_only(prompt) \
+                    and warning not in self.warnings:
+                self.warnings.append(warning)
+                self.reporter.warn(warning)
 
     def _checkpoint(self, next_batch: int) -> None:
         state = {"plane": self.plane_index, "next_batch": next_batch, "plane_stats": self.plane_stats[: self.plane_index],

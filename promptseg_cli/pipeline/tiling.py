@@ -28,7 +28,7 @@ from ..model.network import STRIDE_MULTIPLE
 from ..slide.lazy import thumbnail
 from ..slide.readers import SlideReader
 from ..slide.stack import sampled_planes
-from ..slide.tissue import DILATION, tissue_mask
+from ..slide.tissue import DILATION, is_fluorescence, tissue_mask
 from ..training.datasets import intensity_range
 from .plan import MIN_TILE_SIZE, SlidePlan, Tile, stride_padded
 
@@ -58,15 +58,25 @@ def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float,
     return TissueFit(plan, mask, scale, margin=max(0.0, TISSUE_MARGIN - grown / scale)).layout()
 
 
+class PlaneTiles(NamedTuple):
+    """What one streamed overview of a plane says: the tiles to run and the size of their grid (see
+    :func:`tissue_tiles`), the intensity range (its tissue's) and whether its background is dark."""
+
+    tiles: list[Tile]
+    total: int
+    intensity: tuple[float, float]
+    fluorescence: bool
+
+
 def plane_tiles(reader: SlideReader, plan: SlidePlan, tissue_detection: bool = True,
-                intensity: tuple[float, float] | None = None) -> tuple[list[Tile], int, tuple[float, float]]:
-    """The tiles to run on one plane and the size of their grid (see :func:`tissue_tiles`), and the plane's
-    intensity range (its tissue's, also without ``tissue_detection``), both from one streamed overview; a stack's
-    planes are all given ``intensity``, the stack's (:func:`stack_intensity`)."""
+                intensity: tuple[float, float] | None = None) -> PlaneTiles:
+    """The tiles, range and kind of one plane (:class:`PlaneTiles`; the intensity range is that of its tissue,
+    also without ``tissue_detection``); a stack's planes are all given ``intensity``, the stack's
+    (:func:`stack_intensity`)."""
     overview, downsample = thumbnail(reader)
     mask = tissue_mask(overview)
     tiles = tissue_tiles(plan, mask if tissue_detection else None, downsample, DILATION)
-    return *tiles, intensity or intensity_range(overview, mask)
+    return PlaneTiles(*tiles, intensity or intensity_range(overview, mask), is_fluorescence(overview))
 
 
 def stack_intensity(reader: SlideReader) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from .. import __version__
 from ..model.network import CPNConfig, PromptedCPN
 from ..model.prompts import resolve_prompt
 from ..model.predictor import Predictor
-from ..model.weights import LoadedModel, load_model, save_model
+from ..model.weights import SIMULATED_DATASET, LoadedModel, load_model, save_model
 from ..model.widen import widen
 from ..progress import Reporter
 from .datasets import load_samples
@@ -106,7 +106,7 @@ def data_summary(sources: list[Source], simulate_weight: float) -> list[dict]:
          "objects": int(sum(int(x.label.max()) for x in s.samples)), "kinds": sorted({x.kind for x in s.samples})}
         for s in sources
     ]
-    summary.append({"dataset": "simulated two-channel tissue", "prompt": "nuclei+cells", "weight": simulate_weight})
+    summary.append({"dataset": SIMULATED_DATASET, "prompt": "nuclei+cells", "weight": simulate_weight})
     return summary
 
 
