@@ -11,7 +11,8 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -100,9 +101,20 @@ def _resolve_prompts(prompts: list[str], reporter: Reporter) -> list[str]:
     return resolved
 
 
-def _check_pixel_size(pixel_size: float | None, reporter: Reporter) -> None:
-    if pixel_size is not None and pixel_size <= 0:
-        _fail(reporter, f"--pixel-size must be positive, got {pixel_size}")
+#: What option values must be, as ``(test, wording)`` for :func:`_check_values`.
+POSITIVE = (lambda v: v > 0, "positive")
+AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+NOT_NEGATIVE = (lambda v: v >= 0, "0 or more")
+PROBABILITY = (lambda v: 0 <= v <= 1, "between 0 and 1")
+THRESHOLD = (lambda v: 0 < v < 1, "above 0 and below 1")
+
+
+def _check_values(reporter: Reporter, **values: tuple[object, tuple[Callable[[Any], bool], str]]) -> None:
+    """A one-line usage error (exit 2) for the first option whose value (unless None) fails its rule; the
+    keywords are the options' names (``batch_size`` for ``--batch-size``)."""
+    for name, (value, (ok, wording)) in values.items():
+        if value is not None and not ok(value):
+            _fail(reporter, f"--{name.replace('_', '-')} must be {wording}, got {value}")
 
 
 def output_name(path: Path, series: int | None = None) -> str:
@@ -165,7 +177,9 @@ def segment(
         _fail(reporter, f"--ngff must be 0.4 or 0.5, got {ngff}")
     if table is not None and table not in ("parquet", "csv"):
         _fail(reporter, f"--table must be parquet or csv, got {table}")
-    _check_pixel_size(pixel_size, reporter)
+    _check_values(reporter, mpp=(mpp, POSITIVE), pixel_size=(pixel_size, POSITIVE), batch_size=(batch_size, AT_LEAST_1),
+                  threads=(threads, AT_LEAST_1), workers=(workers, AT_LEAST_1), worker_cores=(worker_cores, AT_LEAST_1),
+                  shard_count=(shard_count, AT_LEAST_1), score_threshold=(score_threshold, THRESHOLD))
     try:
         series = series_choice(series)
     except ValueError as exc:
@@ -283,10 +297,16 @@ def train(
         init = DEFAULT_MODEL
     if init is not None and not init.is_file():
         _fail(reporter, f"{init}: model file not found (--init)")
-    if minutes is not None and minutes <= 0:
-        _fail(reporter, f"--minutes {minutes:g}: must be above 0")
-    if contour_pixels < 1:
-        _fail(reporter, f"--contour-pixels {contour_pixels}: must be at least 1")
+    _check_values(reporter, steps=(steps, AT_LEAST_1), batch_size=(batch_size, AT_LEAST_1), lr=(lr, POSITIVE),
+                  native_mpp=(native_mpp, POSITIVE), workers=(workers, NOT_NEGATIVE),
+                  simulate_weight=(simulate_weight, NOT_NEGATIVE), stain_jitter=(stain_jitter, PROBABILITY),
+                  affine=(affine, PROBABILITY), contour_weight=(contour_weight, NOT_NEGATIVE),
+                  area_weight=(area_weight, NOT_NEGATIVE), gap_weight=(gap_weight, NOT_NEGATIVE),
+                  contour_pixels=(contour_pixels, AT_LEAST_1), width=(width, POSITIVE), minutes=(minutes, POSITIVE))
+    from .model.network import STRIDE_MULTIPLE
+
+    if crop % STRIDE_MULTIPLE or crop < STRIDE_MULTIPLE:
+        _fail(reporter, f"--crop must be a positive multiple of {STRIDE_MULTIPLE}, got {crop}")
     try:
         cfg = TrainConfig(data=specs, output=output, simulate_weight=simulate_weight, steps=steps, batch_size=batch_size,
                           crop=crop, lr=lr, native_mpp=native_mpp, seed=seed, device=str(resolve_device(device)),
@@ -329,8 +349,8 @@ def evaluate(
     canonical = _resolve_prompts([prompt], reporter)[0]
     held_out = validation_ids(dataset)
     ids = None if split == "all" else held_out if split == "validation" else {r["id"] for r in read_index(dataset)} - held_out
+    _check_values(reporter, pixel_size=(pixel_size, POSITIVE))
     predictor = _load_predictor(model, device, reporter)
-    _check_pixel_size(pixel_size, reporter)
     segmenter = cpn_segmenter(predictor, canonical, pixel_size) if method == "cpn" else \
         baseline_segmenter(pixel_size or predictor.model.native_mpp)
     total = len(ids) if ids is not None else len(read_index(dataset))

@@ -100,6 +100,22 @@ def test_several_inputs_continue_past_a_bad_one(tmp_path, slides):
     (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--series", "3", "-o", t / "x.ome.zarr"],
      "--series 3: the file holds 1 image(s), 0 to 0"),
     (lambda t: ["info", REPO / "tests" / "data" / "dicom_cmu1", "--series", "1"], "of a TIFF file or OME-Zarr folder of several"),
+    # option values out of range: were accepted (an output with a pixel size of -1 um, nothing or everything above
+    # a score threshold of 2 or -1) or ended in a traceback (a batch of 0, a model pixel size of 0)
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--mpp", "-1", "-o", t / "x.ome.zarr"],
+     "--mpp must be positive, got -1.0"),
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--score-threshold", "2", "-o", t / "x.ome.zarr"],
+     "--score-threshold must be above 0 and below 1, got 2.0"),
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--overlap", "8", "-o", t / "x.ome.zarr"],
+     "overlap must be a multiple of 16, 0 or more, got 8"),
+    (lambda t: ["train", "--data", f"{REPO.parent / 'shared' / 'data' / 'cpm15'}:nuclei", "-o", t / "run", "--batch-size", "0"],
+     "--batch-size must be at least 1, got 0"),
+    (lambda t: ["train", "--data", f"{REPO.parent / 'shared' / 'data' / 'cpm15'}:nuclei", "-o", t / "run", "--native-mpp", "0"],
+     "--native-mpp must be positive, got 0.0"),
+    (lambda t: ["train", "--data", f"{REPO.parent / 'shared' / 'data' / 'cpm15'}:nuclei", "-o", t / "run", "--crop", "100"],
+     "--crop must be a positive multiple of 16, got 100"),
+    (lambda t: ["ingest", t / "czi", "--output-dir", t / "out", "--max-attempts", "0"],
+     "--max-attempts (max_attempts) must be at least 1, got 0"),
 ])
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
     (tmp_path / "file.txt").write_text("x")

@@ -130,7 +130,7 @@ def test_minutes_fit_the_number_of_steps_to_the_time_and_the_run_is_the_one_thos
     assert len(losses(again)) == steps and load_model(again).metadata["trained_steps"] == steps
     assert promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--minutes", "0", "-o", tmp_path / "x").returncode == 2
     refused = promptseg("train", "--data", f"{tiny_dataset}:nuclei", "--contour-pixels", "0", "-o", tmp_path / "y")
-    assert refused.returncode == 2 and "--contour-pixels 0" in refused.stderr and not (tmp_path / "y").exists()
+    assert refused.returncode == 2 and "--contour-pixels must be at least 1, got 0" in refused.stderr and not (tmp_path / "y").exists()
 
 
 def test_fine_tuning_starts_from_the_given_model(tmp_path, tiny_dataset):

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
     from ..model.predictor import Predictor
     from ..pipeline.segment import SegmentOptions
 
+#: Settings with limits: (setting, option, test, wording).
+LIMITS = (("quiet_seconds", "--quiet-seconds", lambda v: v >= 0, "0 or more"),
+          ("max_attempts", "--max-attempts", lambda v: v >= 1, "at least 1"),
+          ("retry_delay", "--retry-delay", lambda v: v >= 0, "0 or more"),
+          ("watch_interval", "--interval", lambda v: v > 0, "positive"))
 LOCK_NAME = ".promptseg-ingest.lock"
 LOG_NAME = "promptseg-ingest.log"
 
@@ -77,6 +82,9 @@ class IngestConfig:
                 raise ValueError(f"{key.replace('_', '-')} is required (on the command line or in --config)")
             values[key] = Path(values[key])
         values["series"] = series_choice(values.get("series"))
+        for key, option, ok, wording in LIMITS:
+            if key in values and not (isinstance(values[key], (int, float)) and ok(values[key])):
+                raise ValueError(f"{option} ({key}) must be {wording}, got {values[key]}")
         if values.get("done_action", "none") not in ("none", "move"):
             raise ValueError(f"--done-action must be move or none, got {values['done_action']}")
         return cls(**values)

@@ -86,9 +86,10 @@ class SlidePlan:
 
     @classmethod
     def create(cls, reader: SlideReader, native_mpp: float, mpp0: float | None, tile_size: int, overlap: int) -> "SlidePlan":
-        for name, value in (("tile size", tile_size), ("overlap", overlap)):
-            if value % STRIDE_MULTIPLE or value < (STRIDE_MULTIPLE if name == "tile size" else 0):
-                raise ValueError(f"{name} must be a positive multiple of {STRIDE_MULTIPLE}, got {value}")
+        if tile_size % STRIDE_MULTIPLE or tile_size < STRIDE_MULTIPLE:
+            raise ValueError(f"tile size must be a positive multiple of {STRIDE_MULTIPLE}, got {tile_size}")
+        if overlap % STRIDE_MULTIPLE or overlap < 0:
+            raise ValueError(f"overlap must be a multiple of {STRIDE_MULTIPLE}, 0 or more, got {overlap}")
         width0, height0 = reader.level_dimensions[0]
         if mpp0 is None:
             return cls(0, 1.0, 1.0, (width0, height0), None, tile_size, overlap)
