@@ -116,6 +116,11 @@ def test_several_inputs_continue_past_a_bad_one(tmp_path, slides):
      "--crop must be a positive multiple of 16, got 100"),
     (lambda t: ["ingest", t / "czi", "--output-dir", t / "out", "--max-attempts", "0"],
      "--max-attempts (max_attempts) must be at least 1, got 0"),
+    # devices: torch's list of every device type it knows, or "PyTorch is not linked with support for mps devices"
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--device", "tpu", "-o", t / "x.ome.zarr"],
+     "--device must be auto, cpu, cuda, cuda:N or mps, got tpu"),
+    (lambda t: ["evaluate", REPO.parent / "shared" / "data" / "cpm15", "--device", "mps"],
+     "--device mps was asked for but no Apple GPU (MPS) is available"),
 ])
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
     (tmp_path / "file.txt").write_text("x")

@@ -44,16 +44,25 @@ class Detections:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then CPU."""
+    """``auto`` picks CUDA, then Apple MPS, then CPU; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked against
+    what this machine has (ValueError with a one-line message)."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-    return torch.device(name)
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} was asked for but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), 0 to "
+                         f"{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not mps:
+        raise ValueError(f"--device {name} was asked for but no Apple GPU (MPS) is available")
+    return device
 
 
 #: Network precision: fp32, or mixed precision (autocast) in bf16/fp16 for GPUs.
