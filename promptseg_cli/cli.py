@@ -378,7 +378,7 @@ def ingest(
     retry_delay: Annotated[Optional[float], typer.Option("--retry-delay", help="Seconds before the first retry, doubling after each failure (default 300). Example: --retry-delay 600")] = None,
     reprocess_on_change: Annotated[Optional[bool], typer.Option("--reprocess-on-change", help="Redo done slides whose file content or model version changed.")] = None,
     done_action: Annotated[Optional[str], typer.Option("--done-action", help="What to do with a slide once done: none, or move (to INBOX/.done/). Example: --done-action move")] = None,
-    on_complete: Annotated[Optional[str], typer.Option("--on-complete", help="Command run with the output path appended after each slide. Example: --on-complete 'notify-lims --slide'")] = None,
+    on_complete: Annotated[Optional[str], typer.Option("--on-complete", help="Command run with the output path appended after each slide (once per output with --series all). Example: --on-complete 'notify-lims --slide'")] = None,
     keep_failed: Annotated[Optional[bool], typer.Option("--keep-failed", help="Leave quarantined slides in place instead of moving them to INBOX/.failed/.")] = None,
     table: Annotated[Optional[str], typer.Option("--table", help="Also write measurement tables: parquet or csv. Example: --table parquet")] = None,
     geojson: Annotated[Optional[bool], typer.Option("--geojson", help="Also write OUT/<stem>.geojson.gz for QuPath.")] = None,
