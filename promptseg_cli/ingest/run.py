@@ -24,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..limits import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, check
 from ..pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from ..pipeline.resume import Interrupted
 from ..progress import Reporter
@@ -35,11 +36,9 @@ if TYPE_CHECKING:
     from ..model.predictor import Predictor
     from ..pipeline.segment import SegmentOptions
 
-#: Settings with limits: (setting, option, test, wording).
-LIMITS = (("quiet_seconds", "--quiet-seconds", lambda v: v >= 0, "0 or more"),
-          ("max_attempts", "--max-attempts", lambda v: v >= 1, "at least 1"),
-          ("retry_delay", "--retry-delay", lambda v: v >= 0, "0 or more"),
-          ("watch_interval", "--interval", lambda v: v > 0, "positive"))
+#: Settings with limits: (setting, its option, rule).
+LIMITS = (("quiet_seconds", "--quiet-seconds", NOT_NEGATIVE), ("max_attempts", "--max-attempts", AT_LEAST_1),
+          ("retry_delay", "--retry-delay", NOT_NEGATIVE), ("watch_interval", "--interval", POSITIVE))
 LOCK_NAME = ".promptseg-ingest.lock"
 LOG_NAME = "promptseg-ingest.log"
 
@@ -82,9 +81,8 @@ class IngestConfig:
                 raise ValueError(f"{key.replace('_', '-')} is required (on the command line or in --config)")
             values[key] = Path(values[key])
         values["series"] = series_choice(values.get("series"))
-        for key, option, ok, wording in LIMITS:
-            if key in values and not (isinstance(values[key], (int, float)) and ok(values[key])):
-                raise ValueError(f"{option} ({key}) must be {wording}, got {values[key]}")
+        for key, option, rule in LIMITS:
+            check(f"{option} ({key})", values.get(key), rule)
         if values.get("done_action", "none") not in ("none", "move"):
             raise ValueError(f"--done-action must be move or none, got {values['done_action']}")
         return cls(**values)
