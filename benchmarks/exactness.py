@@ -13,6 +13,7 @@ partly-tissue tiles to their tissue; both label images are then compared on the 
 (the whole-image pass also finds a few objects on glass, which tiling rightly skips).
 
 Usage: python benchmarks/exactness.py [--size 4096] [--tiles 256 512 1024 2048] [--tissue 1.0] [--seed 1]
+       [--precision fp32|bf16|fp16]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import zarr
 from scipy import ndimage
 
 from promptseg_cli.evaluation.metrics import iou_matrix
-from promptseg_cli.model.predictor import Predictor
+from promptseg_cli.model.predictor import PRECISIONS, Predictor
 from promptseg_cli.model.weights import load_model
 from promptseg_cli.pipeline.plan import SlidePlan
 from promptseg_cli.pipeline.rasterize import label_image
@@ -96,8 +97,9 @@ def main() -> None:
     parser.add_argument("--tissue", type=float, default=1.0)
     parser.add_argument("--overlap", type=int, default=SegmentOptions.overlap, help="tile halo in model pixels")
     parser.add_argument("--seed", type=int, default=1, help="which tissue tiles the mosaic draws, and where")
+    parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS), help="as segment --precision")
     args = parser.parse_args()
-    predictor = Predictor(load_model())
+    predictor = Predictor(load_model(), precision=args.precision)
     with tempfile.TemporaryDirectory() as tmp:
         slide = Path(tmp) / "mosaic.tif"
         mosaic = write_mosaic(slide, args.size, tissue=args.tissue, seed=args.seed, mpp=predictor.model.native_mpp)

@@ -1,8 +1,10 @@
 """Model-only inference speed on 1024 x 1024 tiles of real tissue (issue target: >= 1.5 Mpx/s on 2 CPU cores).
 
 Usage: python benchmarks/model_speed.py [--device cpu] [--tiles 8] [--batch 1] [--size 1024] [--streams N]
+       [--precision fp32|bf16|fp16]
 Prints megapixels per second for the network forward pass and for forward + contour decoding + NMS. ``--size``
-sets the tile edge (a pipeline tile of core C and halo 32 is C + 64 pixels).
+sets the tile edge (a pipeline tile of core C and halo 32 is C + 64 pixels); ``--precision`` as ``promptseg
+segment --precision``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from promptseg_cli.batch import allocated_cpus
 from promptseg_cli.malloc import configure_allocator
-from promptseg_cli.model.predictor import Predictor, resolve_device
+from promptseg_cli.model.predictor import PRECISIONS, Predictor, resolve_device
 from promptseg_cli.pipeline.inference import configure_threads
 from promptseg_cli.model.weights import load_model
 from promptseg_cli.slide.readers import open_slide
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=allocated_cpus(), help="CPU threads in all")
+    parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
     parser.add_argument("--streams", type=int, default=None,
                         help="batches in the network at once, each in its own thread (default: as promptseg segment)")
     args = parser.parse_args()
@@ -50,7 +53,8 @@ def main() -> None:
     if args.streams is not None:
         streams = args.streams
         torch.set_num_threads(max(1, args.threads // streams))
-    predictor = Predictor(load_model(device=device), device)
+    predictor = Predictor(load_model(device=device), device, precision=args.precision)
+    dtype = PRECISIONS[args.precision]
     tiles = tissue_tiles(args.tiles, args.size)
     intensity = (float(np.percentile(tiles, 1)), float(np.percentile(tiles, 99.8)))
     batches = [tiles[i : i + args.batch] for i in range(0, len(tiles), args.batch)]
@@ -58,7 +62,7 @@ def main() -> None:
 
     def forward(batch: np.ndarray) -> None:
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().to(device)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             net(x, torch.zeros(len(batch), dtype=torch.long, device=device))
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -77,7 +81,7 @@ def main() -> None:
     mpx = len(tiles) * tiles.shape[1] * tiles.shape[2] / 1e6
     params = sum(p.numel() for p in net.parameters())
     print(f"device={device} threads={torch.get_num_threads()} x {streams} streams tiles={len(tiles)}x{args.size}x{args.size} "
-          f"batch={args.batch} parameters={params}")
+          f"batch={args.batch} precision={args.precision} parameters={params}")
     print(f"network forward:                {mpx / forward_seconds:.2f} Mpx/s")
     print(f"forward + contours + NMS:       {mpx / full:.2f} Mpx/s ({objects} objects)")
 

@@ -15,6 +15,10 @@ PROBABILITY: Rule = (lambda v: 0 <= v <= 1, "between 0 and 1")
 THRESHOLD: Rule = (lambda v: 0 < v < 1, "above 0 and below 1")
 
 
+#: The network precisions (``--precision``; ``model.predictor.PRECISIONS`` maps them to torch types).
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
+
+
 def check(option: str, value: Any, rule: Rule) -> None:
     """ValueError ``OPTION must be ..., got VALUE`` unless ``value`` is None or a number that passes ``rule``."""
     ok, wording = rule

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..limits import PRECISION_NAMES
 from .contours import propose
 from .network import STRIDE_MULTIPLE, CPNOutput, fused_for_inference, mid_intensity, normalise_image_
 from .nms import polygon_nms, polygons_from_contours
@@ -65,8 +66,34 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-#: Network precision: fp32, or mixed precision (autocast) in bf16/fp16 for GPUs.
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: Network precision: fp32, or mixed precision (autocast) in bf16/fp16 for GPUs; bf16 also on CPUs that have
+#: bfloat16 arithmetic (AVX512-BF16, AMX).
+PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16)))
+#: CPU flags (``/proc/cpuinfo``) of bfloat16 arithmetic.
+BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); None where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def cpu_precision_warning(precision: str, flags: set[str] | None) -> str | None:
+    """Why ``precision`` would run slowly on a CPU with feature ``flags`` (None: unknown), or None."""
+    if precision == "fp16":
+        return ("--precision fp16 is emulated on a CPU and several times slower than fp32; use fp32, or bf16 on CPUs "
+                "with AVX512-BF16 or AMX")
+    if precision == "bf16" and flags is not None and not flags & BF16_CPU_FLAGS:
+        return ("--precision bf16: this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX), so it is emulated and "
+                "slower than fp32")
+    return None
 
 
 class Predictor:
