@@ -274,6 +274,7 @@ def test_series_all_and_a_bioformats2raw_folder_of_any_name(tmp_path, slides):
     log = (tmp_path / "first" / "promptseg-ingest.log").read_text()
     assert "WARNING" in log and "2 images in the file; only the first is segmented" in log
     assert "2 images in the folder; only the first is segmented" in log
+    assert (first.stdout + first.stderr).count("2 images in the file; only the first is segmented") == 1  # not twice
     every = ingest(inbox, tmp_path / "every", "--series", "all")
     assert every.returncode == 0, every.stderr
     outputs = sorted(p.name for p in (tmp_path / "every").glob("*.ome.zarr"))

@@ -24,6 +24,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.console import Console
+
 from ..limits import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, PRECISION_NAMES, check
 from ..pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from ..pipeline.resume import Interrupted
@@ -116,6 +118,7 @@ class Ingest:
 
     def __init__(self, config: IngestConfig, load: Callable[[], tuple[Predictor, int]], logger: logging.Logger):
         self.config, self.log, self._load = config, logger, load
+        self._silent = Reporter(quiet=True, console=Console(quiet=True))  # a slide's warnings go to the log instead
 
     @cached_property
     def _model(self) -> tuple[Predictor, SegmentOptions, dict]:
@@ -210,7 +213,7 @@ class Ingest:
                     self.log.info("%s: %s is already current", unit.path, output)
                     continue
                 self.log.info("%s: processing -> %s", unit.path, output)
-                result = segment_slide(unit.path, output, predictor, options, Reporter(quiet=True))
+                result = segment_slide(unit.path, output, predictor, options, self._silent)
                 objects.update(result.objects)
                 for warning in result.warnings:
                     self.log.warning("%s", warning)
