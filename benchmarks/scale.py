@@ -92,9 +92,11 @@ class ModelOnly:
 
 
 def run(slide: Path, out: Path, extra: list[str]) -> dict:
-    """``report.json`` of a fresh ``promptseg segment`` run (with the options ``extra``)."""
+    """``report.json`` of a fresh ``promptseg segment`` run (with the options ``extra``), started in the output's
+    folder: ``python -m`` puts its working directory first on ``sys.path``, so from the repository it would run the
+    repository's code even with ``PYTHONPATH`` naming another checkout to time."""
     proc = subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", str(slide), "-o", str(out), "-q",
-                           "--overwrite", *extra], capture_output=True, text=True)
+                           "--overwrite", *extra], capture_output=True, text=True, cwd=out.parent)
     if proc.returncode:
         raise RuntimeError(proc.stderr)
     return json.loads((out / "report.json").read_text())

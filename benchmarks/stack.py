@@ -61,7 +61,8 @@ def main() -> None:
             write_stack(path, args.size, planes)
             out = Path(tmp) / f"stack{planes}.ome.zarr"
             run = subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", str(path), "-o", str(out), "-q",
-                                  "--channels", "nucleus=DAPI,membrane=Membrane", "--link-z"], capture_output=True, text=True)
+                                  "--channels", "nucleus=DAPI,membrane=Membrane", "--link-z"], capture_output=True, text=True,
+                                 cwd=tmp)  # not the repository's promptseg_cli before PYTHONPATH's (see scale.run)
             if run.returncode:
                 raise RuntimeError(run.stderr)
             report = json.loads((out / "report.json").read_text())
