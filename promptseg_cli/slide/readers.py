@@ -580,6 +580,10 @@ def is_ome_zarr(path: Path) -> bool:
     return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zattrs").is_file())
 
 
+#: Root attributes that make a folder an OME-Zarr image or collection (NGFF 0.5 puts them all under "ome").
+OME_ZARR_ROOT_KEYS = {"ome", "multiscales", "bioformats2raw.layout", "plate"}
+
+
 def is_zarr_input(path: Path) -> bool:
     """A folder that directory searches and ``ingest`` take as a slide: an OME-Zarr image or collection
     (bioformats2raw, HCS plate) that promptseg did not write (its outputs' root attributes have a ``promptseg``
@@ -597,10 +601,6 @@ def is_zarr_input(path: Path) -> bool:
     if not isinstance(attributes, dict) or "promptseg" in attributes:
         return False
     return path.name.lower().endswith(".zarr") or bool(OME_ZARR_ROOT_KEYS & attributes.keys())
-
-
-#: Root attributes that make a folder an OME-Zarr image or collection (NGFF 0.5 puts them all under "ome").
-OME_ZARR_ROOT_KEYS = {"ome", "multiscales", "bioformats2raw.layout", "plate"}
 
 
 #: SOP class of DICOM whole-slide images (VL Whole Slide Microscopy Image Storage).
