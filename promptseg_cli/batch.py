@@ -135,8 +135,8 @@ class Outcome:
 
 
 def extra_paths(target: Path, templates: dict[str, str | None]) -> dict[str, Path | None]:
-    """The GeoJSON and preview paths that go with the output ``target``: each template with ``{stem}`` replaced by
-    the output's name without ``.ome.zarr``."""
+    """The GeoJSON, preview and region paths that go with the output ``target``: each template with ``{stem}``
+    replaced by the output's name without ``.ome.zarr``."""
     stem = target.name[: -len(".ome.zarr")]
     return {name: Path(template.replace("{stem}", stem)) if template else None for name, template in templates.items()}
 
@@ -152,7 +152,7 @@ def run_batch(slides: list[Path], images: list[int | None], targets: list[Path],
     for slide, image, target in zip(slides, images, targets):
         options.series = image
         extras = extra_paths(target, templates)
-        options.geojson, options.preview = extras.get("geojson"), extras.get("preview")
+        options.geojson, options.preview, options.roi = extras.get("geojson"), extras.get("preview"), extras.get("roi")
         if not options.overwrite and output_is_current(target, predictor, options):
             reporter.log(f"{slide}: {target} is up to date (same model and parameters); skipped")
             outcomes.append(Outcome(slide, target, "up to date"))

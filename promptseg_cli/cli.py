@@ -151,6 +151,7 @@ def segment(
     precision: PrecisionOpt = "fp32",
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: what the scheduler allocated, else the CPU affinity). Example: --threads 4")] = None,
     no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
+    roi: Annotated[Optional[str], typer.Option("--roi", help="Segment only inside the polygons of this GeoJSON file (level-0 pixels, as QuPath exports annotations; .gz too): an object is kept when its centroid is inside. {stem} as for --geojson. Example: --roi rois/{stem}.geojson")] = None,
     no_image: Annotated[bool, typer.Option("--no-image", help="Do not copy the slide's pixels into the output (labels only: the image arrays stay empty, a fraction of the disk space; view the labels over the slide itself).")] = False,
     score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Objectness threshold (default from the model). Example: --score-threshold 0.4")] = None,
     geojson: Annotated[Optional[str], typer.Option("--geojson", help="Also write QuPath GeoJSON (.gz to compress); {stem} is replaced by each input's name. Example: --geojson out/{stem}.geojson.gz")] = None,
@@ -213,11 +214,14 @@ def segment(
         if template is not None and len(slides) > 1 and "{stem}" not in template:
             _fail(reporter, f"{name} with several inputs needs {{stem}} in the path, e.g. {name} results/{{stem}}.ext")
     taken = {p.resolve() for slide in set(slides) for p in slide_files(slide)} | {t.resolve() for t in targets}
+    taken |= {extra_paths(t, {"roi": roi})["roi"].resolve() for t in targets} if roi is not None else set()
     for slide, target in zip(slides, targets):
         for name, path in extra_paths(target, {"--geojson": geojson, "--preview": preview}).items():
             if path is not None and path.resolve() in taken:
                 _fail(reporter, f"{slide}: {name} {path} would replace an input or another output; choose another path")
             taken |= {path.resolve()} if path is not None else set()
+    if roi is not None and "{stem}" not in roi and not Path(roi).is_file():
+        _fail(reporter, f"{roi}: region file not found (--roi)")
     from .pipeline.inference import configure_threads, connect
 
     predictor = _load_predictor(model, device, reporter, score_threshold, precision)
@@ -236,7 +240,7 @@ def segment(
     _stop_on_signals(reporter)
     try:
         outcomes = run_batch(slides, images, targets, predictor, options, reporter,
-                             {"geojson": geojson, "preview": preview}, client)
+                             {"geojson": geojson, "preview": preview, "roi": roi}, client)
     except Interrupted as exc:
         reporter.error(str(exc))
         raise typer.Exit(EXIT_INTERRUPTED)

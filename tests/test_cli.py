@@ -121,6 +121,11 @@ def test_several_inputs_continue_past_a_bad_one(tmp_path, slides):
      "--device must be auto, cpu, cuda, cuda:N or mps, got tpu"),
     (lambda t: ["evaluate", REPO.parent / "shared" / "data" / "cpm15", "--device", "mps"],
      "--device mps was asked for but no Apple GPU (MPS) is available"),
+    # regions of interest
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--roi", t / "none.geojson", "-o", t / "x.ome.zarr"],
+     "none.geojson: region file not found (--roi)"),
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--roi", t / "file.txt", "-o", t / "x.ome.zarr"],
+     "file.txt: the region file is not GeoJSON"),
 ])
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
     (tmp_path / "file.txt").write_text("x")
@@ -136,7 +141,8 @@ def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
 
 
 @pytest.mark.parametrize("extra", [["--preview", "{stem}.png"], ["--geojson", "slide.png"],
-                                   ["--geojson", "slide.ome.zarr"], ["--geojson", "x.json", "--preview", "x.json"]])
+                                   ["--geojson", "slide.ome.zarr"], ["--geojson", "x.json", "--preview", "x.json"],
+                                   ["--roi", "{stem}.geojson", "--geojson", "{stem}.geojson"]])
 def test_a_geojson_or_preview_path_never_replaces_an_input_or_output(tmp_path, slides, extra):
     """``--preview {stem}.png`` for slide.png is the input itself: with --overwrite it replaced the slide by its
     own preview; the GeoJSON could land on the input or the OME-Zarr output, or the two extras on each other."""

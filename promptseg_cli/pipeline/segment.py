@@ -2,8 +2,9 @@
 
 Data path (for each (t, z) plane of a stack in turn): reader -> overview (streamed through a lazy dask array) for
 the tissue mask and intensity range -> tiles with halo read as exact windows of the read level (resampled to the
-model's pixel size; background skipped, partly-tissue tiles cropped) -> CPN per batch of tiles -> seam merging
-(``merge.py``) -> level-0 contours -> streamed label blocks with their first pyramid levels (``labels.py``) and
+model's pixel size; background and what lies outside a region of interest skipped, partly-tissue tiles cropped)
+-> CPN per batch of tiles -> seam merging (``merge.py``) -> level-0 contours (those whose centroid lies in the
+region, ``roi.py``) -> streamed label blocks with their first pyramid levels (``labels.py``) and
 the object catalog (``catalog.py``: measurements, nucleus-cell links, GeoJSON and tables) -> optional linking
 across Z (``link_z.py``) -> image copy (in the background all along) -> report -> atomic rename.
 """
@@ -40,6 +41,7 @@ from .plan import SlidePlan, Tile
 from .preview import write_preview
 from .defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from .reframe import reach
+from .roi import RegionOfInterest, region_digest
 from .tiling import plane_tiles, stack_intensity
 from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, claim_extras, claimed_extras,
                      run_directory, stop_requested)
@@ -71,6 +73,7 @@ class SegmentOptions:
     pixel_size: float | None = None  # microns per model pixel; None: the model's native pixel size
     image: bool = True  # copy the slide's pixels into the output image; False: its arrays stay empty (no chunks)
     series: int | None = None  # which image of a TIFF or bioformats2raw folder of several (None: the first, warned)
+    roi: Path | None = None  # GeoJSON region of interest (``roi.py``): only objects whose centroid is inside it
 
 
 @dataclass
@@ -107,7 +110,9 @@ def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
             "tissue_detection": options.tissue_detection, "score_threshold": getattr(predictor, "score_threshold", None),
             "precision": getattr(predictor, "precision", "fp32"), "channels": options.channels,
             "table": options.table, "link_z": options.link_z, "pixel_size": options.pixel_size, "image": options.image,
-            "series": options.series}
+            "series": options.series,
+            # only with a region, so that outputs made before regions existed stay up to date
+            **({"roi": region_digest(options.roi)} if options.roi is not None else {})}
 
 
 def output_is_current(output: Path, predictor: Predictor, options: SegmentOptions) -> bool:
@@ -147,9 +152,10 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
         if extra is not None and extra.resolve() not in claimed:
             check_writable(extra, options.overwrite)
     try:
-        with MemoryGuard(), open_slide(path, options.channels, options.series) as reader, \
-                run_directory(output, options.overwrite) as work:
-            return SlideRun(path, output, work, reader, predictor, options, reporter, client).run()
+        with MemoryGuard(), open_slide(path, options.channels, options.series) as reader:
+            roi = RegionOfInterest.load(options.roi, reader.level_dimensions[0]) if options.roi is not None else None
+            with run_directory(output, options.overwrite) as work:
+                return SlideRun(path, output, work, reader, predictor, options, reporter, client, roi).run()
     finally:
         release_free_memory()  # between slides of a batch or an ingestion watch, hold no freed memory
 
@@ -158,8 +164,8 @@ class SlideRun:
     """One slide (or every plane of a stack, one after the other) from tiles to a finished partial directory."""
 
     def __init__(self, path: Path, output: Path, work: Path, reader: SlideReader, predictor: Predictor,
-                 options: SegmentOptions, reporter: Reporter, client=None):
-        self.path, self.output, self.work, self.reader = path, output, work, reader
+                 options: SegmentOptions, reporter: Reporter, client=None, roi: RegionOfInterest | None = None):
+        self.path, self.output, self.work, self.reader, self.roi = path, output, work, reader, roi
         self.predictor, self.options, self.reporter, self.client = predictor, options, reporter, client
         self.started = time.time()
         self.clock = StageClock()
@@ -256,7 +262,7 @@ class SlideRun:
         reader = self.reader.plane_reader(t, z)
         with self.clock.stage("planning"):
             tiles, total, intensity, fluorescence = plane_tiles(reader, self.plan, self.options.tissue_detection,
-                                                                 self.stack_intensity)
+                                                                 self.stack_intensity, self.roi)
         if not fluorescence:
             self._warn_brightfield()
         del self.plane_stats[index:]  # a resumed plane is counted once
@@ -345,6 +351,9 @@ class SlideRun:
             for prompt, det in detections.items():
                 owned = self.mergers[prompt].accept(tile, det)
                 contours = owned.contours * plan.to_level0
+                if self.roi is not None:
+                    inside = self.roi.contains(contours)
+                    owned, contours = owned.take(inside), contours[inside]
                 ids = self.streams[prompt].add(contours, owned.scores)
                 self.catalog.add(prompt, ObjectBatch(ids, contours, owned.scores, owned.intensities))
         following = batches[index + 1][0] if index + 1 < len(batches) else None

@@ -31,6 +31,7 @@ from ..slide.stack import sampled_planes
 from ..slide.tissue import DILATION, is_fluorescence, tissue_mask
 from ..training.datasets import intensity_range
 from .plan import MIN_TILE_SIZE, SlidePlan, Tile, stride_padded
+from .roi import RegionOfInterest
 
 #: Native pixels kept around detected tissue when a tile is cropped to it (the mask's own dilation counts).
 TISSUE_MARGIN = STRIDE_MULTIPLE
@@ -69,13 +70,18 @@ class PlaneTiles(NamedTuple):
 
 
 def plane_tiles(reader: SlideReader, plan: SlidePlan, tissue_detection: bool = True,
-                intensity: tuple[float, float] | None = None) -> PlaneTiles:
+                intensity: tuple[float, float] | None = None, roi: RegionOfInterest | None = None) -> PlaneTiles:
     """The tiles, range and kind of one plane (:class:`PlaneTiles`; the intensity range is that of its tissue,
-    also without ``tissue_detection``); a stack's planes are all given ``intensity``, the stack's
-    (:func:`stack_intensity`)."""
+    also without ``tissue_detection`` or outside ``roi``); a stack's planes are all given ``intensity``, the
+    stack's (:func:`stack_intensity`). With a region of interest, only tiles where it (grown by the halo, the
+    farthest an object's centroid may lie from its anchor) meets the tissue run."""
     overview, downsample = thumbnail(reader)
     mask = tissue_mask(overview)
-    tiles = tissue_tiles(plan, mask if tissue_detection else None, downsample, DILATION)
+    run = mask if tissue_detection else None
+    if roi is not None:
+        region = roi.mask(mask.shape, downsample, plan.overlap * plan.to_level0)
+        run = region if run is None else run & region
+    tiles = tissue_tiles(plan, run, downsample, DILATION if tissue_detection else 0)
     return PlaneTiles(*tiles, intensity or intensity_range(overview, mask), is_fluorescence(overview))
 
 

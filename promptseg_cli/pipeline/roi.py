@@ -1,0 +1,107 @@
+"""Regions of interest: segment only inside polygons drawn on the slide (``segment --roi``).
+
+The region is read from GeoJSON in level-0 pixel coordinates, as QuPath exports annotations (File > Export
+objects as GeoJSON) and as promptseg writes its own objects: a FeatureCollection, a list of Features, one
+Feature or one geometry. Its polygons and multipolygons (holes included) form the region; points and lines are
+ignored. An object belongs to the region when its centroid lies inside it, QuPath's rule for the detections of an
+annotation. Tiles run only where the region, grown by how far an object's anchor may lie from its centroid, meets
+the tissue, so that every object of the region is found as in a run over the whole slide.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import shapely
+from shapely.geometry import shape
+from skimage.draw import polygon as fill_polygon
+
+from .measure import area_and_centroid
+
+
+@dataclass(frozen=True)
+class RegionOfInterest:
+    path: Path
+    geometry: shapely.Geometry  # valid, polygonal, level-0 pixels
+
+    @classmethod
+    def load(cls, path: Path, image_size: tuple[int, int]) -> "RegionOfInterest":
+        """The region of the GeoJSON file ``path`` on an image of level-0 ``image_size`` ``(width, height)``;
+        ValueError with a one-line message naming the file when it cannot be read, holds no polygon or lies
+        outside the image."""
+        try:
+            data = json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes())
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the region file ({exc.strerror or exc})") from None
+        except (UnicodeDecodeError, ValueError, gzip.BadGzipFile, EOFError) as exc:
+            raise ValueError(f"{path}: the region file is not GeoJSON ({exc})") from None
+        try:
+            parts = [shapely.make_valid(shape(g)) for g in _geometries(data)]
+        except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
+            raise ValueError(f"{path}: the region file has a geometry that is not valid GeoJSON ({exc})") from None
+        polygons = [p for g in parts for p in shapely.get_parts(shapely.get_parts(g))
+                    if isinstance(p, (shapely.Polygon, shapely.MultiPolygon)) and not p.is_empty]
+        if not polygons:
+            raise ValueError(f"{path}: no polygon in the region file (GeoJSON Polygon or MultiPolygon features in "
+                             "level-0 pixels, as QuPath exports annotations)")
+        geometry = shapely.union_all(polygons)
+        width, height = image_size
+        if not geometry.intersects(shapely.box(0, 0, width, height)):
+            x0, y0, x1, y1 = (round(v) for v in geometry.bounds)
+            raise ValueError(f"{path}: the region ({x0}, {y0}) - ({x1}, {y1}) lies outside the image ({width} x "
+                             f"{height} pixels); its coordinates must be level-0 pixels")
+        return cls(path, geometry)
+
+    def mask(self, shape: tuple[int, int], downsample: float, margin: float) -> np.ndarray:
+        """The region grown by ``margin`` level-0 pixels, as a mask of an overview of ``shape`` ``(rows,
+        columns)`` that is ``downsample`` times smaller than level 0 (a pixel is in when its centre is)."""
+        def pixels(ring) -> tuple[np.ndarray, np.ndarray]:
+            xy = np.asarray(ring.coords) / downsample - 0.5  # pixel centres at integer coordinates
+            return fill_polygon(xy[:, 1], xy[:, 0], shape)
+
+        mask = np.zeros(shape, bool)
+        for polygon in shapely.get_parts(self.geometry.buffer(margin + downsample)):
+            inside = np.zeros(shape, bool)
+            inside[pixels(polygon.exterior)] = True
+            for hole in polygon.interiors:
+                inside[pixels(hole)] = False
+            mask |= inside
+        return mask
+
+    def contains(self, contours: np.ndarray) -> np.ndarray:
+        """Which of the ``(N, P, 2)`` level-0 contours have their centroid inside the region."""
+        if len(contours) == 0:
+            return np.zeros(0, bool)
+        centre = area_and_centroid(contours.astype(np.float64))
+        return shapely.contains_xy(self.geometry, centre["centroid_x"], centre["centroid_y"])
+
+
+def region_digest(path: Path) -> str:
+    """What identifies a region file's content in a run's parameters (``"missing"`` when it cannot be read)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def _geometries(data) -> list[dict]:
+    """The GeoJSON geometry objects of a FeatureCollection, a list of Features, one Feature or one geometry."""
+    if isinstance(data, list):
+        return [g for item in data for g in _geometries(item)]
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a GeoJSON object, found {type(data).__name__}")
+    kind = data.get("type")
+    if kind == "FeatureCollection":
+        return _geometries(data.get("features") or [])
+    if kind == "Feature":
+        return [data["geometry"]] if data.get("geometry") else []
+    if kind == "GeometryCollection":
+        return list(data.get("geometries") or [])
+    if kind in ("Polygon", "MultiPolygon", "Point", "MultiPoint", "LineString", "MultiLineString"):
+        return [data]
+    raise ValueError(f"unknown GeoJSON type {kind!r}")

@@ -1,0 +1,132 @@
+"""Regions of interest (``segment --roi``): reading QuPath-style GeoJSON, the tile mask, and a real slide segmented
+inside a region with a hole, against the whole slide's objects whose centroids lie in it."""
+
+import gzip
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import shape
+
+from promptseg_cli.pipeline.roi import RegionOfInterest, region_digest
+
+#: A QuPath-like annotation of CMU-1-Small-Region.svs (2220 x 2967): a quadrilateral over tissue and glass with a
+#: square hole, in level-0 pixels.
+OUTER = [[300, 400], [1600, 500], [1400, 1900], [400, 1700], [300, 400]]
+HOLE = [[800, 900], [1100, 900], [1100, 1200], [800, 1200], [800, 900]]
+ANNOTATION = {"type": "FeatureCollection", "features": [
+    {"type": "Feature", "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}},
+     "geometry": {"type": "Polygon", "coordinates": [OUTER, HOLE]}},
+    {"type": "Feature", "properties": {"objectType": "annotation"},  # a point annotation: no area, ignored
+     "geometry": {"type": "Point", "coordinates": [50, 50]}}]}
+
+
+def write(path, data, compress=False):
+    text = json.dumps(data).encode()
+    path.write_bytes(gzip.compress(text) if compress else text)
+    return path
+
+
+@pytest.mark.parametrize("data, compress", [
+    (ANNOTATION, False),
+    (ANNOTATION, True),
+    (ANNOTATION["features"], False),  # a list of features, as older QuPath versions export
+    (ANNOTATION["features"][0], False),
+    ({"type": "MultiPolygon", "coordinates": [[OUTER, HOLE]]}, False),
+])
+def test_a_region_is_read_from_each_geojson_form(tmp_path, data, compress):
+    roi = RegionOfInterest.load(write(tmp_path / "r.geojson.gz" if compress else tmp_path / "r.geojson", data, compress),
+                                (2220, 2967))
+    assert roi.geometry.area == pytest.approx(shapely.Polygon(OUTER, [HOLE]).area)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"type": "Point", "coordinates": [1, 2]}, "no polygon in the region file"),
+    ({"type": "Feature", "geometry": None}, "no polygon in the region file"),
+    ({"type": "Polygon", "coordinates": [[[5000, 5000], [6000, 5000], [6000, 6000], [5000, 5000]]]},
+     "the region (5000, 5000) - (6000, 6000) lies outside the image (2220 x 2967 pixels)"),
+    ({"type": "Polygon", "coordinates": [[1, 2]]}, "has a geometry that is not valid GeoJSON"),
+    ({"type": "Topology"}, "unknown GeoJSON type 'Topology'"),
+])
+def test_a_region_without_usable_polygons_is_one_clear_error(tmp_path, data, message):
+    path = write(tmp_path / "r.geojson", data)
+    with pytest.raises(ValueError) as error:
+        RegionOfInterest.load(path, (2220, 2967))
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+
+
+def test_a_self_intersecting_outline_is_repaired():
+    """A hand-drawn figure eight (a 'bow tie') is not a valid polygon; both of its loops count."""
+    bow_tie = shapely.Polygon([(0, 0), (100, 100), (100, 0), (0, 100), (0, 0)])
+    assert not bow_tie.is_valid
+    roi = RegionOfInterest(None, shapely.make_valid(bow_tie))
+    square = np.array([[[-5, -5], [5, -5], [5, 5], [-5, 5]]], float)
+    assert roi.contains(np.concatenate([square + (10, 50), square + (90, 50), square + (50, 10)])).tolist() == \
+        [True, True, False]
+
+
+def test_the_tile_mask_covers_the_grown_region_with_its_hole_and_an_island_in_it():
+    island = [[900, 1000], [1000, 1000], [1000, 1100], [900, 1100], [900, 1000]]
+    roi = RegionOfInterest(None, shapely.union_all([shapely.Polygon(OUTER, [HOLE]), shapely.Polygon(island)]))
+    mask = roi.mask((300, 230), 10.0, 0.0)
+    assert mask[100, 100]  # inside the outline: level-0 (1005, 1005) is in the island
+    assert mask[45, 80] and not mask[0, 0] and not mask[250, 200]
+    assert not mask[91, 81]  # in the hole, beyond the one overview pixel the mask grows by
+    grown = roi.mask((300, 230), 10.0, 100.0)
+    assert grown.sum() > mask.sum() and grown[mask].all() and grown[35, 100]
+
+
+def test_centroids_decide_membership():
+    roi = RegionOfInterest(None, shapely.Polygon(OUTER, [HOLE]))
+    square = np.array([[[-20, -20], [20, -20], [20, 20], [-20, 20]]], float)
+    centres = [(600, 700), (950, 1050), (310, 1800), (299, 401)]  # inside, in the hole, outside, just outside
+    contours = np.concatenate([square + c for c in centres])
+    assert roi.contains(contours).tolist() == [True, False, False, False]
+    assert roi.contains(np.zeros((0, 4, 2))).tolist() == []
+
+
+def test_the_digest_follows_the_content(tmp_path):
+    path = write(tmp_path / "r.geojson", ANNOTATION)
+    first = region_digest(path)
+    write(path, {"type": "Polygon", "coordinates": [OUTER]})
+    assert region_digest(path) != first and region_digest(tmp_path / "gone.geojson") == "missing"
+
+
+def segment(*args):
+    return subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+def polygons(path):
+    return [shape(f["geometry"]) for f in json.loads(path.read_text())["features"]]
+
+
+def test_a_slide_segmented_inside_a_region_has_the_whole_slides_objects_there(tmp_path, slides):
+    """Only tiles that meet the region run, and the objects are those of a whole-slide run whose centroid lies
+    inside it (F1 at IoU 0.5 as for tiled against whole images); with another region the output is not up to date."""
+    slide, region = slides / "CMU-1-Small-Region.svs", write(tmp_path / "CMU-1-Small-Region.geojson", ANNOTATION)
+    whole = segment(slide, "-o", tmp_path / "whole.ome.zarr", "--geojson", tmp_path / "whole.geojson")
+    assert whole.returncode == 0, whole.stderr
+    inside = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson",
+                     "--geojson", tmp_path / "{stem}_objects.geojson")
+    assert inside.returncode == 0, inside.stderr
+    area = shapely.Polygon(OUTER, [HOLE])
+    found = polygons(tmp_path / "CMU-1-Small-Region_objects.geojson")
+    expected = [p for p in polygons(tmp_path / "whole.geojson") if area.contains(p.centroid)]
+    assert all(area.contains(p.centroid) for p in found) and len(found) > 500
+    tree = shapely.STRtree(expected)
+    matched = sum(any(p.intersection(expected[i]).area / p.union(expected[i]).area > 0.5 for i in tree.query(p))
+                  for p in found)
+    assert 2 * matched / (len(found) + len(expected)) >= 0.99
+    report = json.loads((tmp_path / "out" / "CMU-1-Small-Region.ome.zarr" / "report.json").read_text())
+    whole_report = json.loads((tmp_path / "whole.ome.zarr" / "report.json").read_text())
+    assert report["tiles"]["processed_mpx"] < 0.6 * whole_report["tiles"]["processed_mpx"]
+    assert report["objects"]["nuclei"] == len(found)
+    again = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson")
+    assert again.returncode == 0 and "up to date" in again.stderr, again.stderr
+    write(region, {"type": "Polygon", "coordinates": [OUTER]})
+    changed = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson")
+    assert changed.returncode == 2 and "output already exists (use --overwrite" in changed.stderr, changed.stderr
