@@ -152,6 +152,7 @@ def segment(
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: what the scheduler allocated, else the CPU affinity). Example: --threads 4")] = None,
     no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
     roi: Annotated[Optional[str], typer.Option("--roi", help="Segment only inside the polygons of this GeoJSON file (level-0 pixels, as QuPath exports annotations; .gz too): an object is kept when its centroid is inside. {stem} as for --geojson. Example: --roi rois/{stem}.geojson")] = None,
+    roi_class: Annotated[Optional[list[str]], typer.Option("--roi-class", help="With --roi: only the annotations of this QuPath class (repeat for several). Example: --roi-class Tumor")] = None,
     no_image: Annotated[bool, typer.Option("--no-image", help="Do not copy the slide's pixels into the output (labels only: the image arrays stay empty, a fraction of the disk space; view the labels over the slide itself).")] = False,
     score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Objectness threshold (default from the model). Example: --score-threshold 0.4")] = None,
     geojson: Annotated[Optional[str], typer.Option("--geojson", help="Also write QuPath GeoJSON (.gz to compress); {stem} is replaced by each input's name. Example: --geojson out/{stem}.geojson.gz")] = None,
@@ -220,6 +221,8 @@ def segment(
             if path is not None and path.resolve() in taken:
                 _fail(reporter, f"{slide}: {name} {path} would replace an input or another output; choose another path")
             taken |= {path.resolve()} if path is not None else set()
+    if roi_class and roi is None:
+        _fail(reporter, "--roi-class needs --roi FILE")
     if roi is not None and "{stem}" not in roi and not Path(roi).is_file():
         _fail(reporter, f"{roi}: region file not found (--roi)")
     from .pipeline.inference import configure_threads, connect
@@ -231,7 +234,7 @@ def segment(
         batch_size = 1 if predictor.device.type == "cpu" else 8
     options = SegmentOptions(prompts, tile_size, overlap, mpp, batch_size, streams, ngff, not no_tissue_detection,
                              overwrite, table=table, channels=channels, link_z=link_z, pixel_size=pixel_size,
-                             image=not no_image)
+                             image=not no_image, roi_classes=roi_class or None)
 
     try:
         client = connect(scheduler, cluster, workers, worker_cores, worker_memory)

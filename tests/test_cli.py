@@ -126,6 +126,8 @@ def test_several_inputs_continue_past_a_bad_one(tmp_path, slides):
      "none.geojson: region file not found (--roi)"),
     (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--roi", t / "file.txt", "-o", t / "x.ome.zarr"],
      "file.txt: the region file is not GeoJSON"),
+    (lambda t: ["segment", REPO / "examples" / "example_slide.tif", "--roi-class", "Tumor", "-o", t / "x.ome.zarr"],
+     "--roi-class needs --roi FILE"),
 ])
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, make_args, message):
     (tmp_path / "file.txt").write_text("x")

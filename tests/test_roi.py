@@ -58,6 +58,19 @@ def test_a_region_without_usable_polygons_is_one_clear_error(tmp_path, data, mes
     assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
 
 
+def test_classes_pick_annotations(tmp_path):
+    """QuPath exports every annotation with its class; --roi-class keeps those of the classes named."""
+    stroma = {"type": "Feature", "properties": {"classification": {"name": "Stroma", "color": [0, 255, 0]}},
+              "geometry": {"type": "Polygon", "coordinates": [[[1700, 2000], [2100, 2000], [2100, 2400], [1700, 2000]]]}}
+    path = write(tmp_path / "r.geojson", {"type": "FeatureCollection", "features": [*ANNOTATION["features"], stroma]})
+    tumour = shapely.Polygon(OUTER, [HOLE])
+    assert RegionOfInterest.load(path, (2220, 2967), ["Stroma"]).geometry.area == pytest.approx(80_000)
+    assert RegionOfInterest.load(path, (2220, 2967), ["Tumor"]).geometry.area == pytest.approx(tumour.area)
+    assert RegionOfInterest.load(path, (2220, 2967)).geometry.area == pytest.approx(tumour.area + 80_000)
+    with pytest.raises(ValueError, match=r"no polygon of class Necrosis in the region file \(its classes: Stroma, Tumor\)"):
+        RegionOfInterest.load(path, (2220, 2967), ["Necrosis"])
+
+
 def test_a_self_intersecting_outline_is_repaired():
     """A hand-drawn figure eight (a 'bow tie') is not a valid polygon; both of its loops count."""
     bow_tie = shapely.Polygon([(0, 0), (100, 100), (100, 0), (0, 100), (0, 0)])

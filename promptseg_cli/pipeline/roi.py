@@ -3,7 +3,7 @@
 The region is read from GeoJSON in level-0 pixel coordinates, as QuPath exports annotations (File > Export
 objects as GeoJSON) and as promptseg writes its own objects: a FeatureCollection, a list of Features, one
 Feature or one geometry. Its polygons and multipolygons (holes included) form the region; points and lines are
-ignored. An object belongs to the region when its centroid lies inside it, QuPath's rule for the detections of an
+ignored. ``--roi-class`` keeps the annotations of the named QuPath classes only. An object belongs to the region when its centroid lies inside it, QuPath's rule for the detections of an
 annotation. Tiles run only where the region, grown by how far an object's anchor may lie from its centroid, meets
 the tissue, so that every object of the region is found as in a run over the whole slide.
 """
@@ -30,10 +30,10 @@ class RegionOfInterest:
     geometry: shapely.Geometry  # valid, polygonal, level-0 pixels
 
     @classmethod
-    def load(cls, path: Path, image_size: tuple[int, int]) -> "RegionOfInterest":
-        """The region of the GeoJSON file ``path`` on an image of level-0 ``image_size`` ``(width, height)``;
-        ValueError with a one-line message naming the file when it cannot be read, holds no polygon or lies
-        outside the image."""
+    def load(cls, path: Path, image_size: tuple[int, int], classes: list[str] | None = None) -> "RegionOfInterest":
+        """The region of the GeoJSON file ``path`` on an image of level-0 ``image_size`` ``(width, height)``, of
+        the features of the QuPath ``classes`` only when given; ValueError with a one-line message naming the
+        file when it cannot be read, holds no polygon (of those classes) or lies outside the image."""
         try:
             data = json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes())
         except OSError as exc:
@@ -41,14 +41,19 @@ class RegionOfInterest:
         except (UnicodeDecodeError, ValueError, gzip.BadGzipFile, EOFError) as exc:
             raise ValueError(f"{path}: the region file is not GeoJSON ({exc})") from None
         try:
-            parts = [shapely.make_valid(shape(g)) for g in _geometries(data)]
+            parts = [(shapely.make_valid(shape(g)), name) for g, name in _geometries(data)]
         except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
             raise ValueError(f"{path}: the region file has a geometry that is not valid GeoJSON ({exc})") from None
-        polygons = [p for g in parts for p in shapely.get_parts(shapely.get_parts(g))
-                    if isinstance(p, (shapely.Polygon, shapely.MultiPolygon)) and not p.is_empty]
-        if not polygons:
+        parts = [(p, name) for g, name in parts for p in shapely.get_parts(shapely.get_parts(g))
+                 if isinstance(p, (shapely.Polygon, shapely.MultiPolygon)) and not p.is_empty]
+        if not parts:
             raise ValueError(f"{path}: no polygon in the region file (GeoJSON Polygon or MultiPolygon features in "
                              "level-0 pixels, as QuPath exports annotations)")
+        polygons = [p for p, name in parts if not classes or name in classes]
+        if not polygons:
+            found = sorted({name or "(unclassified)" for _, name in parts})
+            raise ValueError(f"{path}: no polygon of class {', '.join(classes)} in the region file (its classes: "
+                             f"{', '.join(found)})")
         geometry = shapely.union_all(polygons)
         width, height = image_size
         if not geometry.intersects(shapely.box(0, 0, width, height)):
@@ -89,8 +94,9 @@ def region_digest(path: Path) -> str:
         return "missing"
 
 
-def _geometries(data) -> list[dict]:
-    """The GeoJSON geometry objects of a FeatureCollection, a list of Features, one Feature or one geometry."""
+def _geometries(data) -> list[tuple[dict, str | None]]:
+    """The GeoJSON geometry objects of a FeatureCollection, a list of Features, one Feature or one geometry, each
+    with the name of its feature's QuPath classification (None when it has none)."""
     if isinstance(data, list):
         return [g for item in data for g in _geometries(item)]
     if not isinstance(data, dict):
@@ -99,9 +105,11 @@ def _geometries(data) -> list[dict]:
     if kind == "FeatureCollection":
         return _geometries(data.get("features") or [])
     if kind == "Feature":
-        return [data["geometry"]] if data.get("geometry") else []
+        classification = (data.get("properties") or {}).get("classification")
+        name = classification.get("name") if isinstance(classification, dict) else classification
+        return [(data["geometry"], name)] if data.get("geometry") else []
     if kind == "GeometryCollection":
-        return list(data.get("geometries") or [])
+        return [(g, None) for g in data.get("geometries") or []]
     if kind in ("Polygon", "MultiPolygon", "Point", "MultiPoint", "LineString", "MultiLineString"):
-        return [data]
+        return [(data, None)]
     raise ValueError(f"unknown GeoJSON type {kind!r}")

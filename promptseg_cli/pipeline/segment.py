@@ -74,6 +74,7 @@ class SegmentOptions:
     image: bool = True  # copy the slide's pixels into the output image; False: its arrays stay empty (no chunks)
     series: int | None = None  # which image of a TIFF or bioformats2raw folder of several (None: the first, warned)
     roi: Path | None = None  # GeoJSON region of interest (``roi.py``): only objects whose centroid is inside it
+    roi_classes: list[str] | None = None  # of the region file's features, those of these QuPath classes only
 
 
 @dataclass
@@ -112,7 +113,7 @@ def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
             "table": options.table, "link_z": options.link_z, "pixel_size": options.pixel_size, "image": options.image,
             "series": options.series,
             # only with a region, so that outputs made before regions existed stay up to date
-            **({"roi": region_digest(options.roi)} if options.roi is not None else {})}
+            **({"roi": region_digest(options.roi), "roi_classes": options.roi_classes} if options.roi is not None else {})}
 
 
 def output_is_current(output: Path, predictor: Predictor, options: SegmentOptions) -> bool:
@@ -153,7 +154,8 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
             check_writable(extra, options.overwrite)
     try:
         with MemoryGuard(), open_slide(path, options.channels, options.series) as reader:
-            roi = RegionOfInterest.load(options.roi, reader.level_dimensions[0]) if options.roi is not None else None
+            roi = RegionOfInterest.load(options.roi, reader.level_dimensions[0], options.roi_classes) \
+                if options.roi is not None else None
             with run_directory(output, options.overwrite) as work:
                 return SlideRun(path, output, work, reader, predictor, options, reporter, client, roi).run()
     finally:
