@@ -138,6 +138,10 @@ def test_a_slide_segmented_inside_a_region_has_the_whole_slides_objects_there(tm
     whole_report = json.loads((tmp_path / "whole.ome.zarr" / "report.json").read_text())
     assert report["tiles"]["processed_mpx"] < 0.6 * whole_report["tiles"]["processed_mpx"]
     assert report["objects"]["nuclei"] == len(found)
+    summary = report["region"]  # area and density as QuPath gives them for an annotation
+    assert summary["area_px"] == round(area.area)
+    assert summary["area_mm2"] == pytest.approx(area.area * report["mpp"] ** 2 / 1e6, rel=1e-4)
+    assert summary["objects_per_mm2"]["nuclei"] == pytest.approx(len(found) / summary["area_mm2"], rel=1e-3)
     again = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson")
     assert again.returncode == 0 and "up to date" in again.stderr, again.stderr
     write(region, {"type": "Polygon", "coordinates": [OUTER]})

@@ -62,6 +62,17 @@ class RegionOfInterest:
                              f"{height} pixels); its coordinates must be level-0 pixels")
         return cls(path, geometry)
 
+    def summary(self, image_size: tuple[int, int], mpp: float | None, objects: dict[str, int], planes: int = 1) -> dict:
+        """The region's entry of ``report.json``: file, area on the image (level-0 pixels, and mm² with a pixel
+        size) and the objects per mm² of it (per plane), as QuPath gives an annotation's detections per mm²."""
+        area = self.geometry.intersection(shapely.box(0, 0, *image_size)).area
+        summary = {"file": str(self.path), "area_px": round(area)}
+        if mpp is not None:
+            mm2 = area * mpp * mpp / 1e6
+            summary["area_mm2"] = round(mm2, 6)
+            summary["objects_per_mm2"] = {p: round(n / (mm2 * planes), 1) for p, n in objects.items()}
+        return summary
+
     def mask(self, shape: tuple[int, int], downsample: float, margin: float) -> np.ndarray:
         """The region grown by ``margin`` level-0 pixels, as a mask of an overview of ``shape`` ``(rows,
         columns)`` that is ``downsample`` times smaller than level 0 (a pixel is in when its centre is)."""

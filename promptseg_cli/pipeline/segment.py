@@ -254,7 +254,8 @@ class SlideRun:
                                sum(p.skipped for p in stats), sum(p.pixels + p.reframed for p in stats),
                                sum(p.reframed for p in stats), time.time() - self.started, self.mpp0, self.warnings)
         _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor,
-                      [p.intensity for p in stats], tiles_seconds, self.clock.seconds(), self.reader, self.layout)
+                      [p.intensity for p in stats], tiles_seconds, self.clock.seconds(), self.reader, self.layout,
+                      self.roi)
         return result
 
     def _run_plane(self, index: int, state: dict | None) -> None:
@@ -394,9 +395,9 @@ class SlideRun:
 
 def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: SegmentOptions, predictor: Predictor,
                   intensity: list[tuple[float, float]], inference_seconds: float, cpu_seconds: dict[str, float],
-                  reader: SlideReader, layout: OmeZarrLayout) -> None:
-    """``report.json`` inside the output: inputs, model, settings, tiles, counts, timing (wall, and CPU per stage:
-    ``stage_clock.py``), memory, warnings."""
+                  reader: SlideReader, layout: OmeZarrLayout, roi: RegionOfInterest | None = None) -> None:
+    """``report.json`` inside the output: inputs, model, settings, tiles, counts (per mm² of a region of interest),
+    timing (wall, and CPU per stage: ``stage_clock.py``), memory, warnings."""
     report = {
         "promptseg": __version__,
         "input": str(result.input), "output": str(result.output), "backend": reader.backend,
@@ -413,6 +414,8 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
                   "processed_mpx": round(result.pixels_processed / 1e6, 2),
                   "reframed_mpx": round(result.pixels_reframed / 1e6, 2)},
         "objects": result.objects,
+        **({"region": roi.summary(reader.level_dimensions[0], result.mpp, result.objects, len(layout.planes))}
+           if roi is not None else {}),
         "seconds": {"total": round(result.seconds, 2), "tiles": round(inference_seconds, 2)},
         "cpu_seconds": cpu_seconds,
         "peak_memory_mb": round(peak_rss_mb(), 1),
