@@ -9,8 +9,10 @@ import sys
 import numpy as np
 import pytest
 import shapely
+from PIL import Image
 from shapely.geometry import shape
 
+from promptseg_cli.pipeline.preview import REGION_COLOUR
 from promptseg_cli.pipeline.roi import RegionOfInterest, region_digest
 
 #: A QuPath-like annotation of CMU-1-Small-Region.svs (2220 x 2967): a quadrilateral over tissue and glass with a
@@ -119,12 +121,13 @@ def polygons(path):
 
 def test_a_slide_segmented_inside_a_region_has_the_whole_slides_objects_there(tmp_path, slides):
     """Only tiles that meet the region run, and the objects are those of a whole-slide run whose centroid lies
-    inside it (F1 at IoU 0.5 as for tiled against whole images); with another region the output is not up to date."""
+    inside it (F1 at IoU 0.5 as for tiled against whole images); the preview outlines the region; with another
+    region the output is not up to date."""
     slide, region = slides / "CMU-1-Small-Region.svs", write(tmp_path / "CMU-1-Small-Region.geojson", ANNOTATION)
     whole = segment(slide, "-o", tmp_path / "whole.ome.zarr", "--geojson", tmp_path / "whole.geojson")
     assert whole.returncode == 0, whole.stderr
     inside = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson",
-                     "--geojson", tmp_path / "{stem}_objects.geojson")
+                     "--geojson", tmp_path / "{stem}_objects.geojson", "--preview", tmp_path / "{stem}.png")
     assert inside.returncode == 0, inside.stderr
     area = shapely.Polygon(OUTER, [HOLE])
     found = polygons(tmp_path / "CMU-1-Small-Region_objects.geojson")
@@ -138,6 +141,8 @@ def test_a_slide_segmented_inside_a_region_has_the_whole_slides_objects_there(tm
     whole_report = json.loads((tmp_path / "whole.ome.zarr" / "report.json").read_text())
     assert report["tiles"]["processed_mpx"] < 0.6 * whole_report["tiles"]["processed_mpx"]
     assert report["objects"]["nuclei"] == len(found)
+    preview = np.asarray(Image.open(tmp_path / "CMU-1-Small-Region.png").convert("RGB"))
+    assert (preview == REGION_COLOUR).all(-1).sum() > 2000  # the region's outline: its rings, 11 000 px long at level 0
     summary = report["region"]  # area and density as QuPath gives them for an annotation
     assert summary["area_px"] == round(area.area)
     assert summary["area_mm2"] == pytest.approx(area.area * report["mpp"] ** 2 / 1e6, rel=1e-4)

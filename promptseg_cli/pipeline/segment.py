@@ -248,7 +248,8 @@ class SlideRun:
             self._write_records(writer, links)
             pyramids.result()
         if self.options.preview is not None:
-            write_preview(self.work, prompts, self.options.preview, self.layout, None if self.options.image else self.reader)
+            write_preview(self.work, prompts, self.options.preview, self.layout, None if self.options.image else self.reader,
+                          self.roi)
         stats = self.plane_stats
         result = SegmentResult(self.path, self.output, counts, sum(p.total for p in stats), sum(p.run for p in stats),
                                sum(p.skipped for p in stats), sum(p.pixels + p.reframed for p in stats),
