@@ -39,6 +39,7 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Model file (default: the weights shipped with promptseg).")]
 PixelSizeOpt = Annotated[Optional[float], typer.Option("--pixel-size", help="Run the model at this pixel size in microns instead of its native one (finer is slower; see MODEL_CARD.md). Example: --pixel-size 0.33")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Network arithmetic: fp32, or mixed precision bf16/fp16 (GPUs; bf16 also on CPUs with AVX512-BF16 or AMX, about 1.8x faster there). Example: --precision bf16")]
+RoiClassOpt = Annotated[Optional[list[str]], typer.Option("--roi-class", help="With --roi: only the annotations of this QuPath class (repeat for several). Example: --roi-class Tumor")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps. Example: --device cuda")]
 
 
@@ -152,7 +153,7 @@ def segment(
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: what the scheduler allocated, else the CPU affinity). Example: --threads 4")] = None,
     no_tissue_detection: Annotated[bool, typer.Option("--no-tissue-detection", help="Run every tile, also background.")] = False,
     roi: Annotated[Optional[str], typer.Option("--roi", help="Segment only inside the polygons of this GeoJSON file (level-0 pixels, as QuPath exports annotations; .gz too): an object is kept when its centroid is inside. {stem} as for --geojson. Example: --roi rois/{stem}.geojson")] = None,
-    roi_class: Annotated[Optional[list[str]], typer.Option("--roi-class", help="With --roi: only the annotations of this QuPath class (repeat for several). Example: --roi-class Tumor")] = None,
+    roi_class: RoiClassOpt = None,
     no_image: Annotated[bool, typer.Option("--no-image", help="Do not copy the slide's pixels into the output (labels only: the image arrays stay empty, a fraction of the disk space; view the labels over the slide itself).")] = False,
     score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Objectness threshold (default from the model). Example: --score-threshold 0.4")] = None,
     geojson: Annotated[Optional[str], typer.Option("--geojson", help="Also write QuPath GeoJSON (.gz to compress); {stem} is replaced by each input's name. Example: --geojson out/{stem}.geojson.gz")] = None,
@@ -395,6 +396,8 @@ def ingest(
     no_image: Annotated[Optional[bool], typer.Option("--no-image", help="Do not copy the slides' pixels into the outputs (as for segment).")] = None,
     series: Annotated[Optional[str], typer.Option("--series", help="Which image of a file or folder holding several, or all of them, each into OUT/<name>_s<N>.ome.zarr (as for segment; default: the first, with a warning in the log). Example: --series all")] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="Network arithmetic, as for segment (default fp32). Example: --precision bf16")] = None,
+    roi: Annotated[Optional[str], typer.Option("--roi", help="Segment each slide only inside the polygons of a GeoJSON file, {stem} being its output's name (as for segment); a slide whose file is missing fails and is retried. Example: --roi /data/annotations/{stem}.geojson")] = None,
+    roi_class: RoiClassOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     quiet: Quiet = False,
@@ -423,7 +426,7 @@ def ingest(
             max_attempts=max_attempts, retry_delay=retry_delay, reprocess_on_change=reprocess_on_change,
             done_action=done_action, on_complete=on_complete, move_failed=None if keep_failed is None else not keep_failed,
             watch_interval=interval, table=table, geojson=geojson, image=None if no_image is None else not no_image,
-            series=series, precision=precision)
+            series=series, precision=precision, roi=roi, roi_classes=roi_class)
     except (ValueError, OSError) as exc:
         _fail(reporter, str(exc))
     if not settings.inbox.is_dir():

@@ -159,6 +159,10 @@ def test_config_file_settings_and_command_line_precedence(tmp_path):
     config.write_text('inbox = "/x"\noutput_dir = "/y"\nquiet_seconds = "soon"\n')
     with pytest.raises(ValueError, match=r"--quiet-seconds \(quiet_seconds\) must be 0 or more, got soon"):
         IngestConfig.from_sources(config)
+    config.write_text('inbox = "/x"\noutput_dir = "/y"\nroi = "/rois/{stem}.geojson"\nroi_classes = "Tumor"\n')
+    assert IngestConfig.from_sources(config).roi_classes == ["Tumor"]
+    with pytest.raises(ValueError, match=r"--roi-class \(roi_classes\) needs --roi \(roi\)"):
+        IngestConfig.from_sources(config, roi="")
     config.write_text('inbox = "/x"\noutput_dir = "/y"\nquiet = 3\n')
     with pytest.raises(ValueError, match="unknown settings quiet"):
         IngestConfig.from_sources(config)
@@ -309,3 +313,36 @@ def test_a_pass_with_nothing_to_do_loads_no_model(tmp_path, inbox):
     missing = subprocess.run([*command, str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out"), "--model",
                               str(tmp_path / "nothere.pt")], capture_output=True, text=True)
     assert missing.returncode == 2 and f"{tmp_path / 'nothere.pt'}: model file not found" in missing.stderr
+
+
+def test_regions_of_interest_come_per_slide_and_a_missing_one_is_retried(tmp_path, inbox):
+    """``--roi DIR/{stem}.geojson``: each slide is segmented inside its own region; a slide whose region file is
+    not there yet fails with the file named, and is done at a retry once the file has come."""
+    from PIL import Image
+
+    first, second = sorted(inbox.glob("*.png"))
+    rois = tmp_path / "rois"
+    rois.mkdir()
+
+    def left_half(slide):
+        width, height = Image.open(slide).size
+        square = [[0, 0], [width // 2, 0], [width // 2, height], [0, height], [0, 0]]
+        (rois / f"{slide.stem}.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [square]}))
+
+    left_half(first)
+    out = tmp_path / "out"
+    run = ingest(inbox, out, "--roi", rois / "{stem}.geojson", "--retry-delay", "0")
+    assert run.returncode == 1 and "1 processed, 1 failed" in run.stdout, run.stdout  # 1: a slide failed
+    assert manifest(out) == {first.name: ("done", 1), second.name: ("failed", 1)}
+    log = (out / "promptseg-ingest.log").read_text()
+    assert f"{rois / second.stem}.geojson: cannot read the region file" in log
+    region = json.loads((out / f"{first.stem}.ome.zarr" / "report.json").read_text())["region"]
+    assert region["file"] == str(rois / f"{first.stem}.geojson")
+    left_half(second)
+    retry = ingest(inbox, out, "--roi", rois / "{stem}.geojson", "--retry-delay", "0")
+    assert retry.returncode == 0 and manifest(out)[second.name] == ("done", 2), retry.stdout
+    assert ingest(inbox, tmp_path / "whole").returncode == 0
+    for slide in (first, second):
+        inside = json.loads((out / f"{slide.stem}.ome.zarr" / "report.json").read_text())["objects"]["nuclei"]
+        everywhere = json.loads((tmp_path / "whole" / f"{slide.stem}.ome.zarr" / "report.json").read_text())
+        assert 0 < inside < everywhere["objects"]["nuclei"]

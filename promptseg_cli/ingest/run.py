@@ -66,6 +66,8 @@ class IngestConfig:
     image: bool = True  # copy each slide's pixels into its output (``--no-image``: labels only)
     series: str | None = None  # image N of a file or folder of several, or "all" (each into <name>_s<N>.ome.zarr)
     precision: str = "fp32"  # the network's arithmetic (bf16: faster on CPUs with AVX512-BF16 or AMX, and on GPUs)
+    roi: str | None = None  # region-of-interest GeoJSON per slide, {stem} = the output's name (as for segment --roi)
+    roi_classes: list[str] | None = None  # of those files' annotations, the ones of these QuPath classes only
 
     @classmethod
     def from_sources(cls, config_file: Path | None, **given) -> "IngestConfig":
@@ -88,6 +90,10 @@ class IngestConfig:
             check(f"{option} ({key})", values.get(key), rule)
         if values.get("precision", "fp32") not in PRECISION_NAMES:
             raise ValueError(f"--precision must be one of {', '.join(PRECISION_NAMES)}, got {values['precision']}")
+        if isinstance(values.get("roi_classes"), str):
+            values["roi_classes"] = [values["roi_classes"]]
+        if values.get("roi_classes") and not values.get("roi"):
+            raise ValueError("--roi-class (roi_classes) needs --roi (roi)")
         if values.get("done_action", "none") not in ("none", "move"):
             raise ValueError(f"--done-action must be move or none, got {values['done_action']}")
         return cls(**values)
@@ -209,6 +215,9 @@ class Ingest:
             for image, output in zip(images, outputs):
                 options.series = image
                 options.geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None
+                stem = output.name[: -len(".ome.zarr")]
+                options.roi = Path(config.roi.replace("{stem}", stem)) if config.roi else None
+                options.roi_classes = config.roi_classes
                 if not reprocess and output_is_current(output, predictor, options):
                     self.log.info("%s: %s is already current", unit.path, output)
                     continue
