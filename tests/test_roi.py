@@ -68,9 +68,31 @@ def test_classes_pick_annotations(tmp_path):
     tumour = shapely.Polygon(OUTER, [HOLE])
     assert RegionOfInterest.load(path, (2220, 2967), ["Stroma"]).geometry.area == pytest.approx(80_000)
     assert RegionOfInterest.load(path, (2220, 2967), ["Tumor"]).geometry.area == pytest.approx(tumour.area)
-    assert RegionOfInterest.load(path, (2220, 2967)).geometry.area == pytest.approx(tumour.area + 80_000)
+    both = RegionOfInterest.load(path, (2220, 2967))
+    assert both.geometry.area == pytest.approx(tumour.area + 80_000) and sorted(both.classes) == ["Stroma", "Tumor"]
+    assert both.classes["Stroma"].area == pytest.approx(80_000)
+    unnamed = RegionOfInterest.load(write(tmp_path / "u.geojson", {"type": "Polygon", "coordinates": [OUTER]}), (2220, 2967))
+    assert unnamed.classes == {}  # no classes in the file: no breakdown
     with pytest.raises(ValueError, match=r"no polygon of class Necrosis in the region file \(its classes: Stroma, Tumor\)"):
         RegionOfInterest.load(path, (2220, 2967), ["Necrosis"])
+
+
+def test_objects_are_counted_per_class_and_summarised_per_mm2():
+    from promptseg_cli.pipeline.catalog import ObjectBatch, Records
+    from promptseg_cli.pipeline.roi import RegionCounts
+
+    left, right = shapely.box(0, 0, 100, 100), shapely.box(100, 0, 300, 100)
+    roi = RegionOfInterest(None, shapely.union_all([left, right]), {"Stroma": left, "Tumor": right})
+    square = np.array([[[-2, -2], [2, -2], [2, 2], [-2, 2]]], float)
+    contours = np.concatenate([square + c for c in [(50, 50), (150, 50), (250, 50), (250, 20)]]).astype(np.float32)
+    counts = RegionCounts(roi)
+    counts.write(Records("nuclei", ObjectBatch(np.arange(1, 5, dtype=np.uint32), contours, np.ones(4, np.float32),
+                                               np.zeros((4, 5), np.float32))))
+    summary = roi.summary((1000, 1000), 0.5, {"nuclei": 4}, class_objects=counts.counts)
+    assert summary["area_px"] == 30_000 and summary["area_mm2"] == pytest.approx(0.0075)
+    assert summary["classes"]["Stroma"]["objects"] == {"nuclei": 1} and summary["classes"]["Tumor"]["objects"] == {"nuclei": 3}
+    assert summary["classes"]["Tumor"]["objects_per_mm2"]["nuclei"] == pytest.approx(3 / 0.005, rel=1e-3)
+    assert "area_mm2" not in roi.summary((1000, 1000), None, {"nuclei": 4})  # without a pixel size: pixels only
 
 
 def test_a_self_intersecting_outline_is_repaired():
@@ -147,6 +169,8 @@ def test_a_slide_segmented_inside_a_region_has_the_whole_slides_objects_there(tm
     assert summary["area_px"] == round(area.area)
     assert summary["area_mm2"] == pytest.approx(area.area * report["mpp"] ** 2 / 1e6, rel=1e-4)
     assert summary["objects_per_mm2"]["nuclei"] == pytest.approx(len(found) / summary["area_mm2"], rel=1e-3)
+    assert summary["classes"]["Tumor"]["objects"] == {"nuclei": len(found)}  # the file's one class
+    assert summary["classes"]["Tumor"]["area_px"] == summary["area_px"]
     again = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson")
     assert again.returncode == 0 and "up to date" in again.stderr, again.stderr
     write(region, {"type": "Polygon", "coordinates": [OUTER]})

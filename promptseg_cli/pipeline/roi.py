@@ -3,7 +3,8 @@
 The region is read from GeoJSON in level-0 pixel coordinates, as QuPath exports annotations (File > Export
 objects as GeoJSON) and as promptseg writes its own objects: a FeatureCollection, a list of Features, one
 Feature or one geometry. Its polygons and multipolygons (holes included) form the region; points and lines are
-ignored. ``--roi-class`` keeps the annotations of the named QuPath classes only. An object belongs to the region when its centroid lies inside it, QuPath's rule for the detections of an
+ignored. ``--roi-class`` keeps the annotations of the named QuPath classes only; when the annotations have
+classes, ``report.json`` counts the objects of each class's area as well. An object belongs to the region when its centroid lies inside it, QuPath's rule for the detections of an
 annotation. Tiles run only where the region, grown by how far an object's anchor may lie from its centroid, meets
 the tissue, so that every object of the region is found as in a run over the whole slide.
 """
@@ -13,7 +14,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +26,15 @@ from skimage.draw import polygon as fill_polygon
 from .measure import area_and_centroid
 
 
+#: The class of annotations without one, as QuPath names it.
+UNCLASSIFIED = "Unclassified"
+
+
 @dataclass(frozen=True)
 class RegionOfInterest:
     path: Path
     geometry: shapely.Geometry  # valid, polygonal, level-0 pixels
+    classes: dict[str, shapely.Geometry] = field(default_factory=dict)  # per QuPath class, when the file has any
 
     @classmethod
     def load(cls, path: Path, image_size: tuple[int, int], classes: list[str] | None = None) -> "RegionOfInterest":
@@ -49,28 +56,39 @@ class RegionOfInterest:
         if not parts:
             raise ValueError(f"{path}: no polygon in the region file (GeoJSON Polygon or MultiPolygon features in "
                              "level-0 pixels, as QuPath exports annotations)")
-        polygons = [p for p, name in parts if not classes or name in classes]
-        if not polygons:
-            found = sorted({name or "(unclassified)" for _, name in parts})
+        chosen = [(p, name) for p, name in parts if not classes or name in classes]
+        if not chosen:
+            found = sorted({name or UNCLASSIFIED for _, name in parts})
             raise ValueError(f"{path}: no polygon of class {', '.join(classes)} in the region file (its classes: "
                              f"{', '.join(found)})")
-        geometry = shapely.union_all(polygons)
+        geometry = shapely.union_all([p for p, _ in chosen])
+        named = {name or UNCLASSIFIED for _, name in chosen} if any(name for _, name in chosen) else set()
+        by_class = {c: shapely.union_all([p for p, name in chosen if (name or UNCLASSIFIED) == c]) for c in sorted(named)}
         width, height = image_size
         if not geometry.intersects(shapely.box(0, 0, width, height)):
             x0, y0, x1, y1 = (round(v) for v in geometry.bounds)
             raise ValueError(f"{path}: the region ({x0}, {y0}) - ({x1}, {y1}) lies outside the image ({width} x "
                              f"{height} pixels); its coordinates must be level-0 pixels")
-        return cls(path, geometry)
+        return cls(path, geometry, by_class)
 
-    def summary(self, image_size: tuple[int, int], mpp: float | None, objects: dict[str, int], planes: int = 1) -> dict:
+    def summary(self, image_size: tuple[int, int], mpp: float | None, objects: dict[str, int], planes: int = 1,
+                class_objects: dict[str, Counter] | None = None) -> dict:
         """The region's entry of ``report.json``: file, area on the image (level-0 pixels, and mm² with a pixel
-        size) and the objects per mm² of it (per plane), as QuPath gives an annotation's detections per mm²."""
-        area = self.geometry.intersection(shapely.box(0, 0, *image_size)).area
-        summary = {"file": str(self.path), "area_px": round(area)}
-        if mpp is not None:
-            mm2 = area * mpp * mpp / 1e6
-            summary["area_mm2"] = round(mm2, 6)
-            summary["objects_per_mm2"] = {p: round(n / (mm2 * planes), 1) for p, n in objects.items()}
+        size) and the objects per mm² of it (per plane), as QuPath gives an annotation's detections per mm²; the
+        same for each class's area, with its objects (``class_objects``, from :class:`RegionCounts`)."""
+        def entry(geometry: shapely.Geometry, counts: dict[str, int]) -> dict:
+            area = geometry.intersection(shapely.box(0, 0, *image_size)).area
+            values = {"area_px": round(area)}
+            if mpp is not None:
+                mm2 = area * mpp * mpp / 1e6
+                values["area_mm2"] = round(mm2, 6)
+                values["objects_per_mm2"] = {p: round(n / (mm2 * planes), 1) if mm2 else 0.0 for p, n in counts.items()}
+            return values
+
+        summary = {"file": str(self.path), **entry(self.geometry, objects)}
+        if class_objects is not None:
+            summary["classes"] = {c: {"objects": dict(class_objects[c]), **entry(g, class_objects[c])}
+                                  for c, g in self.classes.items()}
         return summary
 
     def mask(self, shape: tuple[int, int], downsample: float, margin: float) -> np.ndarray:
@@ -89,12 +107,29 @@ class RegionOfInterest:
             mask |= inside
         return mask
 
-    def contains(self, contours: np.ndarray) -> np.ndarray:
-        """Which of the ``(N, P, 2)`` level-0 contours have their centroid inside the region."""
+    def contains(self, contours: np.ndarray, geometry: shapely.Geometry | None = None) -> np.ndarray:
+        """Which of the ``(N, P, 2)`` level-0 contours have their centroid inside the region (or ``geometry``,
+        one of its classes)."""
         if len(contours) == 0:
             return np.zeros(0, bool)
         centre = area_and_centroid(contours.astype(np.float64))
-        return shapely.contains_xy(self.geometry, centre["centroid_x"], centre["centroid_y"])
+        return shapely.contains_xy(self.geometry if geometry is None else geometry, centre["centroid_x"],
+                                   centre["centroid_y"])
+
+
+class RegionCounts:
+    """A writer of finished objects (``catalog.Sink``) that counts those of each class of the region."""
+
+    def __init__(self, roi: RegionOfInterest):
+        self.roi = roi
+        self.counts: dict[str, Counter] = {c: Counter() for c in roi.classes}
+
+    def write(self, records) -> None:
+        for name, geometry in self.roi.classes.items():
+            self.counts[name][records.prompt] += int(self.roi.contains(records.batch.contours, geometry).sum())
+
+    def close(self) -> None:
+        pass
 
 
 def region_digest(path: Path) -> str:

@@ -41,7 +41,7 @@ from .plan import SlidePlan, Tile
 from .preview import write_preview
 from .defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from .reframe import reach
-from .roi import RegionOfInterest, region_digest
+from .roi import RegionCounts, RegionOfInterest, region_digest
 from .tiling import plane_tiles, stack_intensity
 from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, claim_extras, claimed_extras,
                      run_directory, stop_requested)
@@ -245,7 +245,8 @@ class SlideRun:
             # the label streams wrote the first levels with level 0, the rest is built here (every level above 0 when
             # linking rewrote level 0); the pyramid touches label arrays only, so it does not clash with the records
             pyramids = background.submit(writer.build_label_pyramids, 1 if links else self.layout.streamed_levels)
-            self._write_records(writer, links)
+            by_class = RegionCounts(self.roi) if self.roi is not None and self.roi.classes else None
+            self._write_records(writer, links, by_class)
             pyramids.result()
         if self.options.preview is not None:
             write_preview(self.work, prompts, self.options.preview, self.layout, None if self.options.image else self.reader,
@@ -254,9 +255,11 @@ class SlideRun:
         result = SegmentResult(self.path, self.output, counts, sum(p.total for p in stats), sum(p.run for p in stats),
                                sum(p.skipped for p in stats), sum(p.pixels + p.reframed for p in stats),
                                sum(p.reframed for p in stats), time.time() - self.started, self.mpp0, self.warnings)
+        region = None if self.roi is None else self.roi.summary(
+            self.reader.level_dimensions[0], self.mpp0, counts, len(self.layout.planes), by_class and by_class.counts)
         _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor,
                       [p.intensity for p in stats], tiles_seconds, self.clock.seconds(), self.reader, self.layout,
-                      self.roi)
+                      region)
         return result
 
     def _run_plane(self, index: int, state: dict | None) -> None:
@@ -368,12 +371,13 @@ class SlideRun:
             self.catalog.flush(final)
             self._checkpoint(index + 1)
 
-    def _write_records(self, writer: OmeZarrWriter, links: dict[str, np.ndarray]) -> None:
-        """Feed every finished object, part by part, to the properties, table and GeoJSON writers.
+    def _write_records(self, writer: OmeZarrWriter, links: dict[str, np.ndarray], counting: Sink | None = None) -> None:
+        """Feed every finished object, part by part, to the properties, table and GeoJSON writers (and
+        ``counting``, the region's counts per class).
 
         With ``--link-z`` each record also gets ``object_3d``: the label value of the 3-D object it belongs to.
         """
-        sinks: list[Sink] = [PropertiesSink(writer, self.mpp0)]
+        sinks: list[Sink] = [PropertiesSink(writer, self.mpp0), *([counting] if counting is not None else [])]
         if self.options.table:
             sinks.append(TableSink(self.work / "tables", self.options.table, self.mpp0, self.options.prompts))
         geojson = GeoJsonSink(self.options.geojson, self.mpp0) if self.options.geojson is not None else None
@@ -396,9 +400,10 @@ class SlideRun:
 
 def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: SegmentOptions, predictor: Predictor,
                   intensity: list[tuple[float, float]], inference_seconds: float, cpu_seconds: dict[str, float],
-                  reader: SlideReader, layout: OmeZarrLayout, roi: RegionOfInterest | None = None) -> None:
-    """``report.json`` inside the output: inputs, model, settings, tiles, counts (per mm² of a region of interest),
-    timing (wall, and CPU per stage: ``stage_clock.py``), memory, warnings."""
+                  reader: SlideReader, layout: OmeZarrLayout, region: dict | None = None) -> None:
+    """``report.json`` inside the output: inputs, model, settings, tiles, counts (and ``region``, the region of
+    interest's summary: ``RegionOfInterest.summary``), timing (wall, and CPU per stage: ``stage_clock.py``),
+    memory, warnings."""
     report = {
         "promptseg": __version__,
         "input": str(result.input), "output": str(result.output), "backend": reader.backend,
@@ -415,8 +420,7 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
                   "processed_mpx": round(result.pixels_processed / 1e6, 2),
                   "reframed_mpx": round(result.pixels_reframed / 1e6, 2)},
         "objects": result.objects,
-        **({"region": roi.summary(reader.level_dimensions[0], result.mpp, result.objects, len(layout.planes))}
-           if roi is not None else {}),
+        **({"region": region} if region is not None else {}),
         "seconds": {"total": round(result.seconds, 2), "tiles": round(inference_seconds, 2)},
         "cpu_seconds": cpu_seconds,
         "peak_memory_mb": round(peak_rss_mb(), 1),
