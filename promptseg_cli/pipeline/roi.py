@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 from shapely.geometry import shape
-from skimage.draw import polygon as fill_polygon
+from PIL import Image, ImageDraw
 
 from .measure import area_and_centroid
 
@@ -35,6 +35,9 @@ class RegionOfInterest:
     path: Path
     geometry: shapely.Geometry  # valid, polygonal, level-0 pixels
     classes: dict[str, shapely.Geometry] = field(default_factory=dict)  # per QuPath class, when the file has any
+
+    def __post_init__(self):
+        shapely.prepare([self.geometry, *self.classes.values()])  # for the many point-in-region tests
 
     @classmethod
     def load(cls, path: Path, image_size: tuple[int, int], classes: list[str] | None = None) -> "RegionOfInterest":
@@ -93,18 +96,20 @@ class RegionOfInterest:
 
     def mask(self, shape: tuple[int, int], downsample: float, margin: float) -> np.ndarray:
         """The region grown by ``margin`` level-0 pixels, as a mask of an overview of ``shape`` ``(rows,
-        columns)`` that is ``downsample`` times smaller than level 0 (a pixel is in when its centre is)."""
-        def pixels(ring) -> tuple[np.ndarray, np.ndarray]:
-            xy = np.asarray(ring.coords) / downsample - 0.5  # pixel centres at integer coordinates
-            return fill_polygon(xy[:, 1], xy[:, 0], shape)
-
+        columns)`` that is ``downsample`` times smaller than level 0. Each polygon is filled by scanlines within
+        its bounding box (its holes left out), so outlines of many thousand vertices cost little."""
         mask = np.zeros(shape, bool)
         for polygon in shapely.get_parts(self.geometry.buffer(margin + downsample)):
-            inside = np.zeros(shape, bool)
-            inside[pixels(polygon.exterior)] = True
-            for hole in polygon.interiors:
-                inside[pixels(hole)] = False
-            mask |= inside
+            x0, y0, x1, y1 = np.asarray(polygon.bounds) / downsample
+            c0, r0 = max(0, int(x0)), max(0, int(y0))
+            c1, r1 = min(shape[1], int(np.ceil(x1)) + 1), min(shape[0], int(np.ceil(y1)) + 1)
+            if c1 <= c0 or r1 <= r0:
+                continue
+            canvas = Image.new("1", (c1 - c0, r1 - r0), 0)
+            draw = ImageDraw.Draw(canvas)
+            for ring, inside in [(polygon.exterior, 1), *((hole, 0) for hole in polygon.interiors)]:
+                draw.polygon([tuple(p) for p in np.asarray(ring.coords) / downsample - (c0, r0)], fill=inside)
+            mask[r0:r1, c0:c1] |= np.asarray(canvas, bool)
         return mask
 
     def contains(self, contours: np.ndarray, geometry: shapely.Geometry | None = None) -> np.ndarray:
