@@ -3,6 +3,7 @@ inside a region with a hole, against the whole slide's objects whose centroids l
 
 import gzip
 import json
+from collections import Counter
 import subprocess
 import sys
 
@@ -77,21 +78,19 @@ def test_classes_pick_annotations(tmp_path):
         RegionOfInterest.load(path, (2220, 2967), ["Necrosis"])
 
 
-def test_objects_are_counted_per_class_and_summarised_per_mm2():
-    from promptseg_cli.pipeline.catalog import ObjectBatch, Records
-    from promptseg_cli.pipeline.roi import RegionCounts
-
-    left, right = shapely.box(0, 0, 100, 100), shapely.box(100, 0, 300, 100)
+def test_objects_get_the_class_of_their_annotation_and_are_summarised_per_mm2():
+    left, right = shapely.box(0, 0, 100, 100), shapely.box(80, 0, 300, 100)  # overlapping: the first class wins
     roi = RegionOfInterest(None, shapely.union_all([left, right]), {"Stroma": left, "Tumor": right})
     square = np.array([[[-2, -2], [2, -2], [2, 2], [-2, 2]]], float)
-    contours = np.concatenate([square + c for c in [(50, 50), (150, 50), (250, 50), (250, 20)]]).astype(np.float32)
-    counts = RegionCounts(roi)
-    counts.write(Records("nuclei", ObjectBatch(np.arange(1, 5, dtype=np.uint32), contours, np.ones(4, np.float32),
-                                               np.zeros((4, 5), np.float32))))
-    summary = roi.summary((1000, 1000), 0.5, {"nuclei": 4}, class_objects=counts.counts)
+    contours = np.concatenate([square + c for c in [(50, 50), (90, 50), (250, 50), (250, 20), (500, 50)]])
+    assert roi.class_of(contours).tolist() == ["Stroma", "Stroma", "Tumor", "Tumor", ""]
+    assert roi.class_of(np.zeros((0, 4, 2))).tolist() == []
+    summary = roi.summary((1000, 1000), 0.5, {"nuclei": 4, "cells": 0}, 1,
+                          {"Stroma": Counter(nuclei=2), "Tumor": Counter(nuclei=2)})
+    assert summary["classes"]["Stroma"]["objects"] == {"nuclei": 2, "cells": 0}
     assert summary["area_px"] == 30_000 and summary["area_mm2"] == pytest.approx(0.0075)
-    assert summary["classes"]["Stroma"]["objects"] == {"nuclei": 1} and summary["classes"]["Tumor"]["objects"] == {"nuclei": 3}
-    assert summary["classes"]["Tumor"]["objects_per_mm2"]["nuclei"] == pytest.approx(3 / 0.005, rel=1e-3)
+    assert summary["classes"]["Tumor"]["area_px"] == 22_000
+    assert summary["classes"]["Tumor"]["objects_per_mm2"]["nuclei"] == pytest.approx(2 / 0.0055, rel=1e-3)
     assert "area_mm2" not in roi.summary((1000, 1000), None, {"nuclei": 4})  # without a pixel size: pixels only
 
 
@@ -149,7 +148,8 @@ def test_a_slide_segmented_inside_a_region_has_the_whole_slides_objects_there(tm
     whole = segment(slide, "-o", tmp_path / "whole.ome.zarr", "--geojson", tmp_path / "whole.geojson")
     assert whole.returncode == 0, whole.stderr
     inside = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson",
-                     "--geojson", tmp_path / "{stem}_objects.geojson", "--preview", tmp_path / "{stem}.png")
+                     "--geojson", tmp_path / "{stem}_objects.geojson", "--preview", tmp_path / "{stem}.png",
+                     "--table", "csv")
     assert inside.returncode == 0, inside.stderr
     area = shapely.Polygon(OUTER, [HOLE])
     found = polygons(tmp_path / "CMU-1-Small-Region_objects.geojson")
@@ -171,8 +171,11 @@ def test_a_slide_segmented_inside_a_region_has_the_whole_slides_objects_there(tm
     assert summary["objects_per_mm2"]["nuclei"] == pytest.approx(len(found) / summary["area_mm2"], rel=1e-3)
     assert summary["classes"]["Tumor"]["objects"] == {"nuclei": len(found)}  # the file's one class
     assert summary["classes"]["Tumor"]["area_px"] == summary["area_px"]
-    again = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson")
+    table = (tmp_path / "out" / "CMU-1-Small-Region.ome.zarr" / "tables" / "nuclei.csv").read_text().splitlines()
+    header = table[0].split(",")
+    assert len(table) == 1 + len(found) and {row.split(",")[header.index("region")] for row in table[1:]} == {"Tumor"}
+    again = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson", "--table", "csv")
     assert again.returncode == 0 and "up to date" in again.stderr, again.stderr
     write(region, {"type": "Polygon", "coordinates": [OUTER]})
-    changed = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson")
+    changed = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson", "--table", "csv")
     assert changed.returncode == 2 and "output already exists (use --overwrite" in changed.stderr, changed.stderr

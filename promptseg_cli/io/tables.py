@@ -30,6 +30,8 @@ def columns(records: Records, mpp: float | None) -> dict[str, np.ndarray]:
         cols[f"mean_{channel}"] = b.intensities[:, i].astype(np.float64)
     for name, values in records.links.items():
         cols[name] = values.astype(np.int64)
+    if records.region is not None:
+        cols["region"] = records.region.astype(str)
     return cols
 
 

@@ -52,6 +52,7 @@ class Records:
     nucleus_contours: list[np.ndarray | None] | None = None  # for cells with a linked nucleus
     plane: dict[str, int] = field(default_factory=dict)  # {"t": .., "z": ..} for the axes a stack has
     shapes: dict[str, np.ndarray] | None = None  # shape measurements, when already computed
+    region: np.ndarray | None = None  # the class of the region-of-interest annotation holding each object (``roi.py``)
 
     def __len__(self) -> int:
         return len(self.batch.ids)

@@ -34,7 +34,7 @@ UNCLASSIFIED = "Unclassified"
 class RegionOfInterest:
     path: Path
     geometry: shapely.Geometry  # valid, polygonal, level-0 pixels
-    classes: dict[str, shapely.Geometry] = field(default_factory=dict)  # per QuPath class, when the file has any
+    classes: dict[str, shapely.Geometry] = field(default_factory=dict)  # per QuPath class (file order), if any
 
     def __post_init__(self):
         shapely.prepare([self.geometry, *self.classes.values()])  # for the many point-in-region tests
@@ -65,8 +65,8 @@ class RegionOfInterest:
             raise ValueError(f"{path}: no polygon of class {', '.join(classes)} in the region file (its classes: "
                              f"{', '.join(found)})")
         geometry = shapely.union_all([p for p, _ in chosen])
-        named = {name or UNCLASSIFIED for _, name in chosen} if any(name for _, name in chosen) else set()
-        by_class = {c: shapely.union_all([p for p, name in chosen if (name or UNCLASSIFIED) == c]) for c in sorted(named)}
+        named = dict.fromkeys(name or UNCLASSIFIED for _, name in chosen) if any(name for _, name in chosen) else {}
+        by_class = {c: shapely.union_all([p for p, name in chosen if (name or UNCLASSIFIED) == c]) for c in named}
         width, height = image_size
         if not geometry.intersects(shapely.box(0, 0, width, height)):
             x0, y0, x1, y1 = (round(v) for v in geometry.bounds)
@@ -78,7 +78,7 @@ class RegionOfInterest:
                 class_objects: dict[str, Counter] | None = None) -> dict:
         """The region's entry of ``report.json``: file, area on the image (level-0 pixels, and mm² with a pixel
         size) and the objects per mm² of it (per plane), as QuPath gives an annotation's detections per mm²; the
-        same for each class's area, with its objects (``class_objects``, from :class:`RegionCounts`)."""
+        same for each class's area, with its objects (``class_objects``: counts of :meth:`class_of`)."""
         def entry(geometry: shapely.Geometry, counts: dict[str, int]) -> dict:
             area = geometry.intersection(shapely.box(0, 0, *image_size)).area
             values = {"area_px": round(area)}
@@ -90,8 +90,8 @@ class RegionOfInterest:
 
         summary = {"file": str(self.path), **entry(self.geometry, objects)}
         if class_objects is not None:
-            summary["classes"] = {c: {"objects": dict(class_objects[c]), **entry(g, class_objects[c])}
-                                  for c, g in self.classes.items()}
+            counts = {c: {p: class_objects.get(c, {}).get(p, 0) for p in objects} for c in self.classes}
+            summary["classes"] = {c: {"objects": counts[c], **entry(g, counts[c])} for c, g in self.classes.items()}
         return summary
 
     def mask(self, shape: tuple[int, int], downsample: float, margin: float) -> np.ndarray:
@@ -112,29 +112,23 @@ class RegionOfInterest:
             mask[r0:r1, c0:c1] |= np.asarray(canvas, bool)
         return mask
 
-    def contains(self, contours: np.ndarray, geometry: shapely.Geometry | None = None) -> np.ndarray:
-        """Which of the ``(N, P, 2)`` level-0 contours have their centroid inside the region (or ``geometry``,
-        one of its classes)."""
-        if len(contours) == 0:
-            return np.zeros(0, bool)
-        centre = area_and_centroid(contours.astype(np.float64))
-        return shapely.contains_xy(self.geometry if geometry is None else geometry, centre["centroid_x"],
-                                   centre["centroid_y"])
+    def contains(self, contours: np.ndarray) -> np.ndarray:
+        """Which of the ``(N, P, 2)`` level-0 contours have their centroid inside the region."""
+        return shapely.contains_xy(self.geometry, *_centroids(contours))
+
+    def class_of(self, contours: np.ndarray) -> np.ndarray:
+        """The class of the annotations holding each contour's centroid: where annotations of several classes
+        overlap, the first in the file's order; ``""`` outside all of them."""
+        names = np.full(len(contours), "", dtype=object)
+        x, y = _centroids(contours)
+        for name, geometry in self.classes.items():
+            names[(names == "") & shapely.contains_xy(geometry, x, y)] = name
+        return names
 
 
-class RegionCounts:
-    """A writer of finished objects (``catalog.Sink``) that counts those of each class of the region."""
-
-    def __init__(self, roi: RegionOfInterest):
-        self.roi = roi
-        self.counts: dict[str, Counter] = {c: Counter() for c in roi.classes}
-
-    def write(self, records) -> None:
-        for name, geometry in self.roi.classes.items():
-            self.counts[name][records.prompt] += int(self.roi.contains(records.batch.contours, geometry).sum())
-
-    def close(self) -> None:
-        pass
+def _centroids(contours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    centre = area_and_centroid(contours.astype(np.float64))
+    return centre["centroid_x"], centre["centroid_y"]
 
 
 def region_digest(path: Path) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import resource
+from collections import Counter
 import shutil
 import threading
 import time
@@ -41,7 +42,7 @@ from .plan import SlidePlan, Tile
 from .preview import write_preview
 from .defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from .reframe import reach
-from .roi import RegionCounts, RegionOfInterest, region_digest
+from .roi import RegionOfInterest, region_digest
 from .tiling import plane_tiles, stack_intensity
 from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, claim_extras, claimed_extras,
                      run_directory, stop_requested)
@@ -245,8 +246,7 @@ class SlideRun:
             # the label streams wrote the first levels with level 0, the rest is built here (every level above 0 when
             # linking rewrote level 0); the pyramid touches label arrays only, so it does not clash with the records
             pyramids = background.submit(writer.build_label_pyramids, 1 if links else self.layout.streamed_levels)
-            by_class = RegionCounts(self.roi) if self.roi is not None and self.roi.classes else None
-            self._write_records(writer, links, by_class)
+            by_class = self._write_records(writer, links)
             pyramids.result()
         if self.options.preview is not None:
             write_preview(self.work, prompts, self.options.preview, self.layout, None if self.options.image else self.reader,
@@ -256,7 +256,7 @@ class SlideRun:
                                sum(p.skipped for p in stats), sum(p.pixels + p.reframed for p in stats),
                                sum(p.reframed for p in stats), time.time() - self.started, self.mpp0, self.warnings)
         region = None if self.roi is None else self.roi.summary(
-            self.reader.level_dimensions[0], self.mpp0, counts, len(self.layout.planes), by_class and by_class.counts)
+            self.reader.level_dimensions[0], self.mpp0, counts, len(self.layout.planes), by_class or None)
         _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor,
                       [p.intensity for p in stats], tiles_seconds, self.clock.seconds(), self.reader, self.layout,
                       region)
@@ -371,13 +371,15 @@ class SlideRun:
             self.catalog.flush(final)
             self._checkpoint(index + 1)
 
-    def _write_records(self, writer: OmeZarrWriter, links: dict[str, np.ndarray], counting: Sink | None = None) -> None:
-        """Feed every finished object, part by part, to the properties, table and GeoJSON writers (and
-        ``counting``, the region's counts per class).
+    def _write_records(self, writer: OmeZarrWriter, links: dict[str, np.ndarray]) -> dict[str, Counter]:
+        """Feed every finished object, part by part, to the properties, table and GeoJSON writers; return the
+        objects of each class of the region of interest's annotations (none without classes).
 
-        With ``--link-z`` each record also gets ``object_3d``: the label value of the 3-D object it belongs to.
+        With ``--link-z`` each record also gets ``object_3d``: the label value of the 3-D object it belongs to;
+        with a region of interest whose annotations have classes, ``region``: the class holding its centroid.
         """
-        sinks: list[Sink] = [PropertiesSink(writer, self.mpp0), *([counting] if counting is not None else [])]
+        sinks: list[Sink] = [PropertiesSink(writer, self.mpp0)]
+        by_class = {c: Counter() for c in self.roi.classes} if self.roi is not None else {}
         if self.options.table:
             sinks.append(TableSink(self.work / "tables", self.options.table, self.mpp0, self.options.prompts))
         geojson = GeoJsonSink(self.options.geojson, self.mpp0) if self.options.geojson is not None else None
@@ -388,6 +390,10 @@ class SlideRun:
                 for records in records_of_row:
                     if records.prompt in links:
                         records.links["object_3d"] = links[records.prompt][records.batch.ids]
+                    if by_class:
+                        records.region = self.roi.class_of(records.batch.contours)
+                        for name, n in zip(*np.unique(records.region.astype(str), return_counts=True)):
+                            by_class.setdefault(name, Counter())[records.prompt] += int(n)
                     for sink in sinks:
                         sink.write(records)
             for sink in sinks:
@@ -396,6 +402,7 @@ class SlideRun:
             if geojson is not None:
                 geojson.abort()
             raise
+        return by_class
 
 
 def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: SegmentOptions, predictor: Predictor,
