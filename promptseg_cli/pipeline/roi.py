@@ -3,10 +3,11 @@
 The region is read from GeoJSON in level-0 pixel coordinates, as QuPath exports annotations (File > Export
 objects as GeoJSON) and as promptseg writes its own objects: a FeatureCollection, a list of Features, one
 Feature or one geometry. Its polygons and multipolygons (holes included) form the region; points and lines are
-ignored. ``--roi-class`` keeps the annotations of the named QuPath classes only; when the annotations have
-classes, ``report.json`` counts the objects of each class's area as well. An object belongs to the region when its centroid lies inside it, QuPath's rule for the detections of an
-annotation. Tiles run only where the region, grown by how far an object's anchor may lie from its centroid, meets
-the tissue, so that every object of the region is found as in a run over the whole slide.
+ignored; ``--roi-class`` keeps the annotations of the named QuPath classes only. An object belongs to the region
+when its centroid lies inside it, QuPath's rule for the detections of an annotation, and to the class of the
+annotation holding it (a table's ``region`` column, the counts per class in ``report.json``). Tiles run only where
+the region, grown by how far an object's anchor may lie from its centroid, meets the tissue, so that every object
+of the region is found as in a run over the whole slide.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from shapely.geometry import shape
 from PIL import Image, ImageDraw
+from shapely.geometry import shape
 
 from .measure import area_and_centroid
 
@@ -40,9 +41,9 @@ class RegionOfInterest:
         shapely.prepare([self.geometry, *self.classes.values()])  # for the many point-in-region tests
 
     @classmethod
-    def load(cls, path: Path, image_size: tuple[int, int], classes: list[str] | None = None) -> "RegionOfInterest":
+    def load(cls, path: Path, image_size: tuple[int, int], class_names: list[str] | None = None) -> "RegionOfInterest":
         """The region of the GeoJSON file ``path`` on an image of level-0 ``image_size`` ``(width, height)``, of
-        the features of the QuPath ``classes`` only when given; ValueError with a one-line message naming the
+        the features of the QuPath classes ``class_names`` only when given; ValueError with a one-line message naming the
         file when it cannot be read, holds no polygon (of those classes) or lies outside the image."""
         try:
             data = json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes())
@@ -59,10 +60,10 @@ class RegionOfInterest:
         if not parts:
             raise ValueError(f"{path}: no polygon in the region file (GeoJSON Polygon or MultiPolygon features in "
                              "level-0 pixels, as QuPath exports annotations)")
-        chosen = [(p, name) for p, name in parts if not classes or name in classes]
+        chosen = [(p, name) for p, name in parts if not class_names or name in class_names]
         if not chosen:
             found = sorted({name or UNCLASSIFIED for _, name in parts})
-            raise ValueError(f"{path}: no polygon of class {', '.join(classes)} in the region file (its classes: "
+            raise ValueError(f"{path}: no polygon of class {', '.join(class_names)} in the region file (its classes: "
                              f"{', '.join(found)})")
         geometry = shapely.union_all([p for p, _ in chosen])
         named = dict.fromkeys(name or UNCLASSIFIED for _, name in chosen) if any(name for _, name in chosen) else {}

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import resource
-from collections import Counter
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
