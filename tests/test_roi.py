@@ -94,6 +94,16 @@ def test_objects_get_the_class_of_their_annotation_and_are_summarised_per_mm2():
     assert "area_mm2" not in roi.summary((1000, 1000), None, {"nuclei": 4})  # without a pixel size: pixels only
 
 
+def test_of_an_export_of_all_objects_the_annotations_make_the_region(tmp_path):
+    """QuPath can export annotations and the detections inside them into one file: the detections are no region."""
+    detection = {"type": "Feature", "properties": {"objectType": "detection"},
+                 "geometry": {"type": "Polygon", "coordinates": [[[2000, 2500], [2010, 2500], [2010, 2510], [2000, 2500]]]}}
+    path = write(tmp_path / "all.geojson", {"type": "FeatureCollection", "features": [*ANNOTATION["features"], detection]})
+    assert RegionOfInterest.load(path, (2220, 2967)).geometry.area == pytest.approx(shapely.Polygon(OUTER, [HOLE]).area)
+    only = write(tmp_path / "detections.geojson", [detection])  # detections alone still make a region
+    assert RegionOfInterest.load(only, (2220, 2967)).geometry.area == pytest.approx(50)
+
+
 def test_a_self_intersecting_outline_is_repaired():
     """A hand-drawn figure eight (a 'bow tie') is not a valid polygon; both of its loops count."""
     bow_tie = shapely.Polygon([(0, 0), (100, 100), (100, 0), (0, 100), (0, 0)])

@@ -29,6 +29,8 @@ from .measure import area_and_centroid
 
 #: The class of annotations without one, as QuPath names it.
 UNCLASSIFIED = "Unclassified"
+#: QuPath's object types that are found objects, not regions: left out of a file that has other features too.
+OBJECTS = ("detection", "cell", "tile")
 
 
 @dataclass(frozen=True)
@@ -142,14 +144,18 @@ def region_digest(path: Path) -> str:
 
 def _geometries(data) -> list[tuple[dict, str | None]]:
     """The GeoJSON geometry objects of a FeatureCollection, a list of Features, one Feature or one geometry, each
-    with the name of its feature's QuPath classification (None when it has none)."""
+    with the name of its feature's QuPath classification (None when it has none). Of a QuPath export of all
+    objects, the annotations only (not the detections or cells inside them)."""
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        data = data.get("features") or []
     if isinstance(data, list):
+        kinds = [(item.get("properties") or {}).get("objectType") if isinstance(item, dict) else None for item in data]
+        if any(kind not in OBJECTS for kind in kinds):
+            data = [item for item, kind in zip(data, kinds) if kind not in OBJECTS]
         return [g for item in data for g in _geometries(item)]
     if not isinstance(data, dict):
         raise ValueError(f"expected a GeoJSON object, found {type(data).__name__}")
     kind = data.get("type")
-    if kind == "FeatureCollection":
-        return _geometries(data.get("features") or [])
     if kind == "Feature":
         classification = (data.get("properties") or {}).get("classification")
         name = classification.get("name") if isinstance(classification, dict) else classification
