@@ -38,7 +38,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and er
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and tracebacks on errors.")]
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Model file (default: the weights shipped with promptseg).")]
 PixelSizeOpt = Annotated[Optional[float], typer.Option("--pixel-size", help="Run the model at this pixel size in microns instead of its native one (finer is slower; see MODEL_CARD.md). Example: --pixel-size 0.33")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="Network arithmetic: fp32, or mixed precision bf16/fp16 (GPUs; bf16 also on CPUs with AVX512-BF16 or AMX, about 1.8x faster there). Example: --precision bf16")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="Network arithmetic: fp32, or mixed precision bf16/fp16 (GPUs; bf16 also on CPUs with AVX512-BF16 or AMX, about 1.8x faster there), or auto: bf16 where the GPU or CPU has it, else fp32. Example: --precision auto")]
 RoiClassOpt = Annotated[Optional[list[str]], typer.Option("--roi-class", help="With --roi: only the annotations of this QuPath class (repeat for several). Example: --roi-class Tumor")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps. Example: --device cuda")]
 
@@ -63,15 +63,18 @@ def _fail(reporter: Reporter, message: str, code: int = EXIT_USAGE) -> None:
 
 def _load_predictor(model: Path | None, device: str, reporter: Reporter, score: float | None = None,
                     precision: str = "fp32"):
-    from .model.predictor import Predictor, cpu_flags, cpu_precision_warning, resolve_device
+    from .model.predictor import Predictor, cpu_flags, cpu_precision_warning, resolve_device, resolve_precision
     from .model.weights import ModelFileError, load_model
 
     try:
         dev = resolve_device(device)
-        predictor = Predictor(load_model(model, dev), dev, score, precision=precision)
+        chosen = resolve_precision(precision, dev, cpu_flags())
+        predictor = Predictor(load_model(model, dev), dev, score, precision=chosen)
     except (ModelFileError, ValueError, RuntimeError) as exc:
         _fail(reporter, str(exc))
-    warning = cpu_precision_warning(precision, cpu_flags()) if dev.type == "cpu" else None
+    if precision == "auto":
+        reporter.debug(f"--precision auto: {chosen} on {dev}")
+    warning = cpu_precision_warning(chosen, cpu_flags()) if dev.type == "cpu" else None
     if warning:
         reporter.warn(warning)
     return predictor

@@ -15,8 +15,10 @@ PROBABILITY: Rule = (lambda v: 0 <= v <= 1, "between 0 and 1")
 THRESHOLD: Rule = (lambda v: 0 < v < 1, "above 0 and below 1")
 
 
-#: The network precisions (``--precision``; ``model.predictor.PRECISIONS`` maps them to torch types).
+#: The network precisions (``--precision``; ``model.predictor.PRECISIONS`` maps them to torch types), and
+#: ``auto``: the fastest one the device runs natively (``model.predictor.resolve_precision``).
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
+PRECISION_CHOICES = (*PRECISION_NAMES, "auto")
 
 
 def check(option: str, value: Any, rule: Rule) -> None:

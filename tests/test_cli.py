@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
@@ -214,6 +215,30 @@ def test_bf16_on_cpu_finds_the_same_nuclei_and_slow_precisions_are_named(tmp_pat
     assert cpu_precision_warning("bf16", {"avx512f", "avx512_bf16"}) is None
     assert cpu_precision_warning("bf16", {"amx_bf16"}) is None and cpu_precision_warning("bf16", None) is None
     assert "fp16" in cpu_precision_warning("fp16", {"avx512_bf16"}) and cpu_precision_warning("fp32", set()) is None
+
+
+def test_precision_auto_takes_bf16_where_the_cpu_has_it(tmp_path, slides):
+    """``--precision auto`` runs bf16 on a CPU with bfloat16 arithmetic and fp32 on others (and says which in
+    report.json); the same labels as asking for that precision."""
+    from promptseg_cli.model.predictor import BF16_CPU_FLAGS, cpu_flags, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, {"avx2", "avx512_bf16"}) == "bf16"
+    assert resolve_precision("auto", cpu, {"avx2"}) == "fp32" and resolve_precision("auto", cpu, None) == "fp32"
+    assert resolve_precision("auto", torch.device("mps"), {"amx_bf16"}) == "fp32"
+    assert resolve_precision("fp16", cpu, set()) == "fp16"
+    with pytest.raises(ValueError, match="--precision must be one of fp32, bf16, fp16, auto, got half"):
+        resolve_precision("half", cpu, set())
+    expected = "bf16" if (cpu_flags() or set()) & BF16_CPU_FLAGS else "fp32"
+    write_fields_tiff(tmp_path / "he.tif", slides, [(600, 900, 320, 240)])
+    labels = {}
+    for precision in ("auto", expected):
+        out = tmp_path / f"{precision}.ome.zarr"
+        run = promptseg("segment", tmp_path / "he.tif", "-o", out, "--precision", precision)
+        assert run.returncode == 0, run.stderr
+        assert json.loads((out / "report.json").read_text())["parameters"]["precision"] == expected
+        labels[precision] = np.asarray(zarr.open_group(str(out), mode="r")["labels/nuclei/0"])
+    assert np.array_equal(labels["auto"], labels[expected])
 
 
 def test_series_all_segments_every_image_into_its_own_output(tmp_path, slides):

@@ -154,7 +154,7 @@ def test_config_file_settings_and_command_line_precedence(tmp_path):
         IngestConfig.from_sources(config)
     config.write_text('inbox = "/x"\noutput_dir = "/y"\nprecision = "bf16"\n')
     assert IngestConfig.from_sources(config).precision == "bf16"
-    with pytest.raises(ValueError, match="--precision must be one of fp32, bf16, fp16, got int8"):
+    with pytest.raises(ValueError, match="--precision must be one of fp32, bf16, fp16, auto, got int8"):
         IngestConfig.from_sources(config, precision="int8")
     config.write_text('inbox = "/x"\noutput_dir = "/y"\nquiet_seconds = "soon"\n')
     with pytest.raises(ValueError, match=r"--quiet-seconds \(quiet_seconds\) must be 0 or more, got soon"):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ..limits import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, PRECISION_NAMES, check
+from ..limits import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, PRECISION_CHOICES, check
 from ..pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from ..pipeline.resume import Interrupted
 from ..progress import Reporter
@@ -88,8 +88,8 @@ class IngestConfig:
         values["series"] = series_choice(values.get("series"))
         for key, option, rule in LIMITS:
             check(f"{option} ({key})", values.get(key), rule)
-        if values.get("precision", "fp32") not in PRECISION_NAMES:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISION_NAMES)}, got {values['precision']}")
+        if values.get("precision", "fp32") not in PRECISION_CHOICES:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {values['precision']}")
         if isinstance(values.get("roi_classes"), str):
             values["roi_classes"] = [values["roi_classes"]]
         if values.get("roi_classes") and not values.get("roi"):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..limits import PRECISION_NAMES
+from ..limits import PRECISION_CHOICES, PRECISION_NAMES
 from .contours import propose
 from .network import STRIDE_MULTIPLE, CPNOutput, fused_for_inference, mid_intensity, normalise_image_
 from .nms import polygon_nms, polygons_from_contours
@@ -83,6 +83,18 @@ def cpu_flags() -> set[str] | None:
     except OSError:
         pass
     return None
+
+
+def resolve_precision(name: str, device: torch.device, flags: set[str] | None) -> str:
+    """``name``, or for ``auto`` the fastest precision ``device`` runs natively: bf16 on a CUDA GPU that has it
+    (fp16 on older ones) and on a CPU with bfloat16 arithmetic (feature ``flags``), fp32 elsewhere."""
+    if name not in PRECISION_CHOICES:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {name}")
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device.type == "cpu" and flags and flags & BF16_CPU_FLAGS else "fp32"
 
 
 def cpu_precision_warning(precision: str, flags: set[str] | None) -> str | None:
