@@ -53,6 +53,7 @@ def test_a_region_is_read_from_each_geojson_form(tmp_path, data, compress):
      "the region (5000, 5000) - (6000, 6000) lies outside the image (2220 x 2967 pixels)"),
     ({"type": "Polygon", "coordinates": [[1, 2]]}, "has a geometry that is not valid GeoJSON"),
     ({"type": "Topology"}, "unknown GeoJSON type 'Topology'"),
+    ({"type": "Feature", "geometry": {"type": "Polygon"}}, "not valid GeoJSON (no 'coordinates' member)"),
 ])
 def test_a_region_without_usable_polygons_is_one_clear_error(tmp_path, data, message):
     path = write(tmp_path / "r.geojson", data)

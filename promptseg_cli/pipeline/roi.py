@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,9 +55,12 @@ class RegionOfInterest:
         except (UnicodeDecodeError, ValueError, gzip.BadGzipFile, EOFError) as exc:
             raise ValueError(f"{path}: the region file is not GeoJSON ({exc})") from None
         try:
-            parts = [(shapely.make_valid(shape(g)), name) for g, name in _geometries(data)]
+            with warnings.catch_warnings():  # shapely's warning about NaN coordinates comes as the error below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                parts = [(shapely.make_valid(shape(g)), name) for g, name in _geometries(data)]
         except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
-            raise ValueError(f"{path}: the region file has a geometry that is not valid GeoJSON ({exc})") from None
+            detail = f"no {exc.args[0]!r} member" if isinstance(exc, KeyError) else exc
+            raise ValueError(f"{path}: the region file has a geometry that is not valid GeoJSON ({detail})") from None
         parts = [(p, name) for g, name in parts for p in shapely.get_parts(shapely.get_parts(g))
                  if isinstance(p, (shapely.Polygon, shapely.MultiPolygon)) and not p.is_empty]
         if not parts:
