@@ -79,19 +79,30 @@ def test_classes_pick_annotations(tmp_path):
         RegionOfInterest.load(path, (2220, 2967), ["Necrosis"])
 
 
-def test_objects_get_the_class_of_their_annotation_and_are_summarised_per_mm2():
-    left, right = shapely.box(0, 0, 100, 100), shapely.box(80, 0, 300, 100)  # overlapping: the first class wins
-    roi = RegionOfInterest(None, shapely.union_all([left, right]), {"Stroma": left, "Tumor": right})
+def test_objects_get_the_class_of_the_smallest_annotation_holding_them_and_are_summarised_per_mm2(tmp_path):
+    """As QuPath's hierarchy does: necrosis drawn inside a tumour is the necrosis's; overlapping annotations give
+    the overlap to the smaller one. The classes' areas do not overlap, so their densities add up."""
+    def feature(name, box):
+        return {"type": "Feature", "properties": {"objectType": "annotation", "classification": {"name": name}},
+                "geometry": shapely.geometry.mapping(shapely.box(*box))}
+
+    path = write(tmp_path / "r.geojson", [feature("Tumor", (0, 0, 1000, 1000)), feature("Necrosis", (100, 100, 300, 300)),
+                                          feature("Stroma", (900, 0, 1500, 500))])
+    roi = RegionOfInterest.load(path, (2000, 2000))
+    assert list(roi.classes) == ["Tumor", "Necrosis", "Stroma"]
+    assert [round(g.area) for g in roi.classes.values()] == [1_000_000 - 40_000 - 50_000, 40_000, 300_000]
     square = np.array([[[-2, -2], [2, -2], [2, 2], [-2, 2]]], float)
-    contours = np.concatenate([square + c for c in [(50, 50), (90, 50), (250, 50), (250, 20), (500, 50)]])
-    assert roi.class_of(contours).tolist() == ["Stroma", "Stroma", "Tumor", "Tumor", ""]
+    contours = np.concatenate([square + c for c in [(50, 50), (200, 200), (950, 100), (1200, 100), (1800, 1800)]])
+    assert roi.class_of(contours).tolist() == ["Tumor", "Necrosis", "Stroma", "Stroma", ""]
     assert roi.class_of(np.zeros((0, 4, 2))).tolist() == []
+    left, right = shapely.box(0, 0, 100, 100), shapely.box(100, 0, 300, 100)
+    roi = RegionOfInterest(None, shapely.union_all([left, right]), {"Stroma": left, "Tumor": right})
     summary = roi.summary((1000, 1000), 0.5, {"nuclei": 4, "cells": 0}, 1,
                           {"Stroma": Counter(nuclei=2), "Tumor": Counter(nuclei=2)})
     assert summary["classes"]["Stroma"]["objects"] == {"nuclei": 2, "cells": 0}
     assert summary["area_px"] == 30_000 and summary["area_mm2"] == pytest.approx(0.0075)
-    assert summary["classes"]["Tumor"]["area_px"] == 22_000
-    assert summary["classes"]["Tumor"]["objects_per_mm2"]["nuclei"] == pytest.approx(2 / 0.0055, rel=1e-3)
+    assert summary["classes"]["Tumor"]["area_px"] == 20_000
+    assert summary["classes"]["Tumor"]["objects_per_mm2"]["nuclei"] == pytest.approx(2 / 0.005, rel=1e-3)
     assert "area_mm2" not in roi.summary((1000, 1000), None, {"nuclei": 4})  # without a pixel size: pixels only
 
 

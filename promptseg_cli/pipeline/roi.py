@@ -5,7 +5,7 @@ objects as GeoJSON) and as promptseg writes its own objects: a FeatureCollection
 Feature or one geometry. Its polygons and multipolygons (holes included) form the region; points and lines are
 ignored; ``--roi-class`` keeps the annotations of the named QuPath classes only. An object belongs to the region
 when its centroid lies inside it, QuPath's rule for the detections of an annotation, and to the class of the
-annotation holding it (a table's ``region`` column, the counts per class in ``report.json``). Tiles run only where
+smallest annotation holding it (a table's ``region`` column, the counts per class in ``report.json``). Tiles run only where
 the region, grown by how far an object's anchor may lie from its centroid, meets the tissue, so that every object
 of the region is found as in a run over the whole slide.
 """
@@ -38,7 +38,7 @@ OBJECTS = ("detection", "cell", "tile")
 class RegionOfInterest:
     path: Path
     geometry: shapely.Geometry  # valid, polygonal, level-0 pixels
-    classes: dict[str, shapely.Geometry] = field(default_factory=dict)  # per QuPath class (file order), if any
+    classes: dict[str, shapely.Geometry] = field(default_factory=dict)  # disjoint, per QuPath class, if any
 
     def __post_init__(self):
         shapely.prepare([self.geometry, *self.classes.values()])  # for the many point-in-region tests
@@ -72,8 +72,7 @@ class RegionOfInterest:
             raise ValueError(f"{path}: no polygon of class {', '.join(class_names)} in the region file (its classes: "
                              f"{', '.join(found)})")
         geometry = shapely.union_all([p for p, _ in chosen])
-        named = dict.fromkeys(name or UNCLASSIFIED for _, name in chosen) if any(name for _, name in chosen) else {}
-        by_class = {c: shapely.union_all([p for p, name in chosen if (name or UNCLASSIFIED) == c]) for c in named}
+        by_class = _class_areas(chosen) if any(name for _, name in chosen) else {}
         width, height = image_size
         if not geometry.intersects(shapely.box(0, 0, width, height)):
             x0, y0, x1, y1 = (round(v) for v in geometry.bounds)
@@ -124,13 +123,25 @@ class RegionOfInterest:
         return shapely.contains_xy(self.geometry, *_centroids(contours))
 
     def class_of(self, contours: np.ndarray) -> np.ndarray:
-        """The class of the annotations holding each contour's centroid: where annotations of several classes
-        overlap, the first in the file's order; ``""`` outside all of them."""
+        """The class of the annotation holding each contour's centroid (the smallest one where annotations
+        overlap); ``""`` outside all of them."""
         names = np.full(len(contours), "", dtype=object)
         x, y = _centroids(contours)
         for name, geometry in self.classes.items():
-            names[(names == "") & shapely.contains_xy(geometry, x, y)] = name
+            names[shapely.contains_xy(geometry, x, y)] = name
         return names
+
+
+def _class_areas(annotations: list[tuple[shapely.Geometry, str | None]]) -> dict[str, shapely.Geometry]:
+    """The area of each class (in the order the file names them): what lies in an annotation of that class and in
+    no smaller one, as QuPath's hierarchy puts an object under the smallest annotation holding it (a region of
+    necrosis drawn inside a tumour is the necrosis's, not the tumour's). The areas do not overlap."""
+    parts: dict[str, list[shapely.Geometry]] = {name or UNCLASSIFIED: [] for _, name in annotations}
+    covered = shapely.Polygon()
+    for polygon, name in sorted(annotations, key=lambda annotation: annotation[0].area):
+        parts[name or UNCLASSIFIED].append(polygon.difference(covered))
+        covered = covered.union(polygon)
+    return {name: shapely.union_all(pieces) for name, pieces in parts.items()}
 
 
 def _centroids(contours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
