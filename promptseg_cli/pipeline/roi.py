@@ -134,13 +134,17 @@ class RegionOfInterest:
 
 def _class_areas(annotations: list[tuple[shapely.Geometry, str | None]]) -> dict[str, shapely.Geometry]:
     """The area of each class (in the order the file names them): what lies in an annotation of that class and in
-    no smaller one, as QuPath's hierarchy puts an object under the smallest annotation holding it (a region of
-    necrosis drawn inside a tumour is the necrosis's, not the tumour's). The areas do not overlap."""
-    parts: dict[str, list[shapely.Geometry]] = {name or UNCLASSIFIED: [] for _, name in annotations}
-    covered = shapely.Polygon()
-    for polygon, name in sorted(annotations, key=lambda annotation: annotation[0].area):
-        parts[name or UNCLASSIFIED].append(polygon.difference(covered))
-        covered = covered.union(polygon)
+    no smaller one of another class, as QuPath's hierarchy puts an object under the smallest annotation holding it
+    (a region of necrosis drawn inside a tumour is the necrosis's, not the tumour's). The areas do not overlap."""
+    names = [name or UNCLASSIFIED for _, name in annotations]
+    polygons = [polygon for polygon, _ in annotations]
+    areas = np.array([polygon.area for polygon in polygons])
+    tree = shapely.STRtree(polygons)
+    parts: dict[str, list[shapely.Geometry]] = {name: [] for name in names}
+    for i, polygon in enumerate(polygons):
+        smaller = [j for j in tree.query(polygon, predicate="intersects")
+                   if names[j] != names[i] and (areas[j], j) < (areas[i], i)]
+        parts[names[i]].append(polygon.difference(shapely.union_all([polygons[j] for j in smaller])) if smaller else polygon)
     return {name: shapely.union_all(pieces) for name, pieces in parts.items()}
 
 
