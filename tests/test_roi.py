@@ -16,6 +16,8 @@ from shapely.geometry import shape
 from promptseg_cli.pipeline.preview import REGION_COLOUR
 from promptseg_cli.pipeline.roi import RegionOfInterest, region_digest
 
+from conftest import REPO
+
 #: A QuPath-like annotation of CMU-1-Small-Region.svs (2220 x 2967): a quadrilateral over tissue and glass with a
 #: square hole, in level-0 pixels.
 OUTER = [[300, 400], [1600, 500], [1400, 1900], [400, 1700], [300, 400]]
@@ -201,3 +203,18 @@ def test_a_slide_segmented_inside_a_region_has_the_whole_slides_objects_there(tm
     write(region, {"type": "Polygon", "coordinates": [OUTER]})
     changed = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson", "--table", "csv")
     assert changed.returncode == 2 and "output already exists (use --overwrite" in changed.stderr, changed.stderr
+
+
+def test_the_example_region_counts_each_class_apart(tmp_path):
+    """The bundled example: necrosis drawn inside the tumour keeps its own nuclei and area (the preview outlines
+    it), and the classes' counts add up to the region's."""
+    example = REPO / "examples"
+    run = segment(example / "example_slide.tif", "--roi", example / "example_region.geojson", "-o", tmp_path / "x.ome.zarr",
+                  "--preview", tmp_path / "x.png")
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "x.ome.zarr" / "report.json").read_text())
+    classes = report["region"]["classes"]
+    assert list(classes) == ["Tumor", "Necrosis", "Stroma"] and all(c["objects"]["nuclei"] > 10 for c in classes.values())
+    assert sum(c["objects"]["nuclei"] for c in classes.values()) == report["objects"]["nuclei"]
+    assert sum(c["area_px"] for c in classes.values()) == report["region"]["area_px"]
+    assert classes["Necrosis"]["area_px"] == 240 * 200

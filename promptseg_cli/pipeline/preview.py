@@ -32,13 +32,14 @@ def _outline(image: np.ndarray, labels: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _draw_region(image: np.ndarray, roi: RegionOfInterest | None, scale: float, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """``image`` with the outline (rings and holes) of ``roi`` drawn on it, for an image of level-0 pixels ``scale``
+    """``image`` with the outlines (rings and holes) of ``roi`` drawn on it, of each class's area when its
+    annotations have classes (so that one drawn inside another shows), for an image of level-0 pixels ``scale``
     times smaller whose top left is level-0 ``origin``."""
     if roi is None:
         return image
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
-    for polygon in shapely.get_parts(roi.geometry):
+    for polygon in shapely.get_parts(list(roi.classes.values()) or roi.geometry):
         for ring in (polygon.exterior, *polygon.interiors):
             points = (np.asarray(ring.coords) - origin) / scale
             draw.line([tuple(p) for p in points], fill=REGION_COLOUR, width=2)
