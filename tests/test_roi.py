@@ -1,11 +1,12 @@
-"""Regions of interest (``segment --roi``): reading QuPath-style GeoJSON, the tile mask, and a real slide segmented
-inside a region with a hole, against the whole slide's objects whose centroids lie in it."""
+"""Regions of interest (``segment --roi``): reading QuPath-style GeoJSON, classes, the tile mask, and real slides
+segmented inside regions (one with a hole, against the whole slide's objects whose centroids lie in it; the
+bundled example's nested annotations)."""
 
 import gzip
 import json
-from collections import Counter
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
