@@ -317,7 +317,8 @@ def test_a_pass_with_nothing_to_do_loads_no_model(tmp_path, inbox):
 
 def test_regions_of_interest_come_per_slide_and_a_missing_one_is_retried(tmp_path, inbox):
     """``--roi DIR/{stem}.geojson``: each slide is segmented inside its own region; a slide whose region file is
-    not there yet fails with the file named, and is done at a retry once the file has come."""
+    not there yet fails with the file named, and is done at a retry once the file has come; with
+    --reprocess-on-change an edited region file redoes its slide."""
     from PIL import Image
 
     first, second = sorted(inbox.glob("*.png"))
@@ -340,9 +341,18 @@ def test_regions_of_interest_come_per_slide_and_a_missing_one_is_retried(tmp_pat
     assert region["file"] == str(rois / f"{first.stem}.geojson")
     left_half(second)
     retry = ingest(inbox, out, "--roi", rois / "{stem}.geojson", "--retry-delay", "0")
-    assert retry.returncode == 0 and manifest(out)[second.name] == ("done", 2), retry.stdout
+    assert retry.returncode == 0 and manifest(out)[second.name] == ("done", 1), retry.stdout  # a new input: attempt 1
     assert ingest(inbox, tmp_path / "whole").returncode == 0
     for slide in (first, second):
         inside = json.loads((out / f"{slide.stem}.ome.zarr" / "report.json").read_text())["objects"]["nuclei"]
         everywhere = json.loads((tmp_path / "whole" / f"{slide.stem}.ome.zarr" / "report.json").read_text())
         assert 0 < inside < everywhere["objects"]["nuclei"]
+    # an edited annotation is a changed slide for --reprocess-on-change (a smaller region: fewer objects)
+    square = [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]
+    (rois / f"{first.stem}.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [square]}))
+    before = json.loads((out / f"{first.stem}.ome.zarr" / "report.json").read_text())["objects"]["nuclei"]
+    unchanged = ingest(inbox, out, "--roi", rois / "{stem}.geojson")
+    assert "0 processed" in unchanged.stdout, unchanged.stdout
+    edited = ingest(inbox, out, "--roi", rois / "{stem}.geojson", "--reprocess-on-change")
+    assert edited.returncode == 0 and "1 processed" in edited.stdout, edited.stdout
+    assert json.loads((out / f"{first.stem}.ome.zarr" / "report.json").read_text())["objects"]["nuclei"] < before

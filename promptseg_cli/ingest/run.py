@@ -191,18 +191,35 @@ class Ingest:
             return time.time() >= entry.next_attempt
         if entry.status == "done" and self.config.reprocess_on_change:
             same_model = entry.model == self._model[0].model.version
-            return not same_model or entry.fingerprint != unit.fingerprint()
+            return not same_model or entry.fingerprint != self._fingerprint(unit, self._outputs(unit)[1])
         return False
+
+    def _outputs(self, unit: SlideUnit) -> tuple[list[int | None], list[Path]]:
+        """The images of ``unit`` that ``series`` picks and their outputs."""
+        images = images_to_segment(unit.path, self.config.series)
+        return images, [self.output_for(unit, image) for image in images]
+
+    def _region(self, output: Path) -> Path | None:
+        """The region file of ``output`` (``roi`` with ``{stem}`` its name), if regions are used."""
+        return Path(self.config.roi.replace("{stem}", output.name[: -len(".ome.zarr")])) if self.config.roi else None
+
+    def _fingerprint(self, unit: SlideUnit, outputs: list[Path]) -> str:
+        """The slide's content fingerprint, and its region files' with regions (so that a slide whose annotations
+        were edited counts as changed)."""
+        if not self.config.roi:
+            return unit.fingerprint()
+        from ..pipeline.roi import region_digest
+
+        return unit.fingerprint() + "".join(f" roi:{region_digest(self._region(output))}" for output in outputs)
 
     def _process(self, unit: SlideUnit, manifest: Manifest) -> bool:
         """Segment ``unit`` (each of its images chosen by ``series``, into an output of its own); done when all are."""
         from ..pipeline.segment import output_is_current, segment_slide
 
         config, (predictor, options, parameters) = self.config, self._model
-        images = images_to_segment(unit.path, config.series)
-        outputs = [self.output_for(unit, image) for image in images]
+        images, outputs = self._outputs(unit)
         entry = manifest.get(unit.path)
-        manifest.start(unit.path, unit.fingerprint(), parameters, predictor.model.version, outputs[0])
+        manifest.start(unit.path, self._fingerprint(unit, outputs), parameters, predictor.model.version, outputs[0])
         if any(output.resolve() == unit.path.resolve() for output in outputs):  # an OME-Zarr input in the output folder
             self._failed(unit, manifest, f"{unit.path}: the output would replace the input; choose an --output-dir "
                                          "outside the inbox")
@@ -215,9 +232,7 @@ class Ingest:
             for image, output in zip(images, outputs):
                 options.series = image
                 options.geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None
-                stem = output.name[: -len(".ome.zarr")]
-                options.roi = Path(config.roi.replace("{stem}", stem)) if config.roi else None
-                options.roi_classes = config.roi_classes
+                options.roi, options.roi_classes = self._region(output), config.roi_classes
                 if not reprocess and output_is_current(output, predictor, options):
                     self.log.info("%s: %s is already current", unit.path, output)
                     continue
