@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from ..batch import extra_paths
 from ..limits import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, PRECISION_CHOICES, check
 from ..pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from ..pipeline.resume import Interrupted
@@ -200,8 +201,8 @@ class Ingest:
         return images, [self.output_for(unit, image) for image in images]
 
     def _region(self, output: Path) -> Path | None:
-        """The region file of ``output`` (``roi`` with ``{stem}`` its name), if regions are used."""
-        return Path(self.config.roi.replace("{stem}", output.name[: -len(".ome.zarr")])) if self.config.roi else None
+        """The region file of ``output`` (``roi`` with ``{stem}`` its name, as for segment), if regions are used."""
+        return extra_paths(output, {"roi": self.config.roi})["roi"]
 
     def _fingerprint(self, unit: SlideUnit, outputs: list[Path]) -> str:
         """The slide's content fingerprint, and its region files' with regions (so that a slide whose annotations

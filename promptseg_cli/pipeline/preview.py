@@ -31,7 +31,8 @@ def _outline(image: np.ndarray, labels: dict[str, np.ndarray]) -> np.ndarray:
     return out
 
 
-def _draw_region(image: np.ndarray, roi: RegionOfInterest | None, scale: float, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+def _draw_region(image: np.ndarray, roi: RegionOfInterest | None, scale: float,
+                 origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """``image`` with the outlines (rings and holes) of ``roi`` drawn on it, of each class's area when its
     annotations have classes (so that one drawn inside another shows), for an image of level-0 pixels ``scale``
     times smaller whose top left is level-0 ``origin``."""
