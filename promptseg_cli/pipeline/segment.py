@@ -114,7 +114,8 @@ def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
             "table": options.table, "link_z": options.link_z, "pixel_size": options.pixel_size, "image": options.image,
             "series": options.series,
             # only with a region, so that outputs made before regions existed stay up to date
-            **({"roi": region_digest(options.roi), "roi_classes": options.roi_classes} if options.roi is not None else {})}
+            **({"roi": region_digest(options.roi), "roi_classes": options.roi_classes}
+               if options.roi is not None else {})}
 
 
 def output_is_current(output: Path, predictor: Predictor, options: SegmentOptions) -> bool:
