@@ -5,9 +5,9 @@ objects as GeoJSON) and as promptseg writes its own objects: a FeatureCollection
 Feature or one geometry. Its polygons and multipolygons (holes included) form the region; points and lines are
 ignored; ``--roi-class`` keeps the annotations of the named QuPath classes only. An object belongs to the region
 when its centroid lies inside it, QuPath's rule for the detections of an annotation, and to the class of the
-smallest annotation holding it (a table's ``region`` column, the counts per class in ``report.json``). Tiles run only where
-the region, grown by how far an object's anchor may lie from its centroid, meets the tissue, so that every object
-of the region is found as in a run over the whole slide.
+smallest annotation holding it (a table's ``region`` column, the counts per class in ``report.json``). Tiles run
+only where the region, grown by how far an object's anchor may lie from its centroid, meets the tissue, so that
+every object of the region is found as in a run over the whole slide.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ class RegionOfInterest:
     @classmethod
     def load(cls, path: Path, image_size: tuple[int, int], class_names: list[str] | None = None) -> "RegionOfInterest":
         """The region of the GeoJSON file ``path`` on an image of level-0 ``image_size`` ``(width, height)``, of
-        the features of the QuPath classes ``class_names`` only when given; ValueError with a one-line message naming the
-        file when it cannot be read, holds no polygon (of those classes) or lies outside the image."""
+        the features of the QuPath classes ``class_names`` only when given; ValueError with a one-line message
+        naming the file when it cannot be read, holds no polygon (of those classes) or lies outside the image."""
         try:
             data = json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes())
         except OSError as exc:
@@ -144,7 +144,8 @@ def _class_areas(annotations: list[tuple[shapely.Geometry, str | None]]) -> dict
     for i, polygon in enumerate(polygons):
         smaller = [j for j in tree.query(polygon, predicate="intersects")
                    if names[j] != names[i] and (areas[j], j) < (areas[i], i)]
-        parts[names[i]].append(polygon.difference(shapely.union_all([polygons[j] for j in smaller])) if smaller else polygon)
+        inside = shapely.union_all([polygons[j] for j in smaller]) if smaller else None
+        parts[names[i]].append(polygon if inside is None else polygon.difference(inside))
     return {name: shapely.union_all(pieces) for name, pieces in parts.items()}
 
 
