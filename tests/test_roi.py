@@ -11,6 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import shapely
+import zarr
 from PIL import Image
 from shapely.geometry import shape
 
@@ -208,7 +209,7 @@ def test_a_slide_segmented_inside_a_region_has_the_whole_slides_objects_there(tm
 
 def test_the_example_region_counts_each_class_apart(tmp_path):
     """The bundled example: necrosis drawn inside the tumour keeps its own nuclei and area (the preview outlines
-    it), and the classes' counts add up to the region's."""
+    it), the classes' counts add up to the region's, and each label's NGFF properties name its class."""
     example = REPO / "examples"
     run = segment(example / "example_slide.tif", "--roi", example / "example_region.geojson", "-o", tmp_path / "x.ome.zarr",
                   "--preview", tmp_path / "x.png")
@@ -219,3 +220,5 @@ def test_the_example_region_counts_each_class_apart(tmp_path):
     assert sum(c["objects"]["nuclei"] for c in classes.values()) == report["objects"]["nuclei"]
     assert sum(c["area_px"] for c in classes.values()) == report["region"]["area_px"]
     assert classes["Necrosis"]["area_px"] == 240 * 200
+    properties = zarr.open_group(str(tmp_path / "x.ome.zarr"), mode="r")["labels/nuclei"].attrs["ome"]["image-label"]["properties"]
+    assert Counter(p["region"] for p in properties) == {c: v["objects"]["nuclei"] for c, v in classes.items()}

@@ -314,7 +314,7 @@ class PropertiesSink:
                    "area (px)": np.round(m["area"], 2), "centroid x (px)": np.round(m["centroid_x"], 2),
                    "centroid y (px)": np.round(m["centroid_y"], 2),
                    **({"area (um^2)": np.round(m["area"] * self.mpp**2, 3)} if self.mpp else {}),
-                   **records.links}
+                   **records.links, **({"region": records.region} if records.region is not None else {})}
         keep = slice(None)
         if "object_3d" in records.links:  # a 3-D object is described by its first plane's row (its label value)
             keep = records.links["object_3d"] == b.ids
