@@ -66,15 +66,16 @@ def _load_predictor(model: Path | None, device: str, reporter: Reporter, score: 
     from .model.predictor import Predictor, cpu_flags, cpu_precision_warning, resolve_device, resolve_precision
     from .model.weights import ModelFileError, load_model
 
+    flags = cpu_flags()
     try:
         dev = resolve_device(device)
-        chosen = resolve_precision(precision, dev, cpu_flags())
+        chosen = resolve_precision(precision, dev, flags)
         predictor = Predictor(load_model(model, dev), dev, score, precision=chosen)
     except (ModelFileError, ValueError, RuntimeError) as exc:
         _fail(reporter, str(exc))
     if precision == "auto":
         reporter.debug(f"--precision auto: {chosen} on {dev}")
-    warning = cpu_precision_warning(chosen, cpu_flags()) if dev.type == "cpu" else None
+    warning = cpu_precision_warning(chosen, flags) if dev.type == "cpu" else None
     if warning:
         reporter.warn(warning)
     return predictor
@@ -372,7 +373,7 @@ def evaluate(
         result = run_evaluation(dataset, segmenter, ids, save_predictions, progress=lambda n: advance(n, ""))
     result = {"prompt": canonical, "method": method, "split": split,
               "model": predictor.model.version if method == "cpn" else None,
-              "pixel_size": pixel_size or predictor.model.native_mpp, "precision": precision, **result}
+              "pixel_size": pixel_size or predictor.model.native_mpp, "precision": predictor.precision, **result}
     typer.echo(json.dumps(result))
 
 
