@@ -265,6 +265,34 @@ def test_parallel_model_streams_give_the_same_output(tmp_path):
     np.testing.assert_array_equal(one, two)
 
 
+def test_an_image_of_one_tile_runs_on_the_threads_of_every_stream(tmp_path):
+    """With fewer tile batches than model streams, the streams left idle give their threads to the others (a
+    one-tile image runs the network on every core), and the process's thread count is restored afterwards."""
+    import torch
+
+    from promptseg_cli.pipeline.inference import configure_threads
+
+    class ThreadCountingDetector(DarkObjectDetector):
+        def forward(self, tiles, prompt, intensity):
+            seen.append(torch.get_num_threads())  # in the stream's own thread
+            return super().forward(tiles, prompt, intensity)
+
+    threads = torch.get_num_threads()
+    try:
+        streams = configure_threads(torch.device("cpu"), 4)  # two streams of two threads
+        for name, shape, tile_size in (("one", (200, 240), 256), ("several", (600, 700), 256)):
+            image, centres, _ = disc_slide(shape, seams=tile_size)
+            slide = write_pyramid_tiff(tmp_path / f"{name}.tif", image, mpp=0.5)
+            seen: list[int] = []
+            result = segment_slide(slide, tmp_path / f"{name}.ome.zarr", ThreadCountingDetector(),
+                                   SegmentOptions(["nuclei"], tile_size=tile_size, streams=streams), Reporter(quiet=True))
+            assert result.objects["nuclei"] == len(centres)
+            assert seen == [4] if name == "one" else (len(seen) > 2 and set(seen) == {2})
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_objects_larger_than_the_halo_are_whole_at_seams(tmp_path):
     """Discs 80-112 px across, many on seams, with a 32-px halo: the tile that owns one sees only part of it, so
     it is predicted again from a window around it and comes out whole, once. The report counts the windows' pixels

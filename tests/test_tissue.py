@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from promptseg_cli.slide.readers import open_slide
-from promptseg_cli.slide.tissue import BRIGHTFIELD_SPAN, DILATION, is_fluorescence, noise_sigma, tissue_mask
+from promptseg_cli.slide.tissue import (BRIGHTFIELD_SPAN, DILATION, is_fluorescence, median, noise_sigma, tissue_mask,
+                                        unscanned)
 from promptseg_cli.training.datasets import intensity_range
 
 #: Level-0 boxes (x, y, width, height) of CMU-1-Small-Region.svs: glass with a few specks, and the same glass with
@@ -128,3 +129,19 @@ def test_noise_sigma_is_the_noise_not_the_structure():
     ramp = np.add.outer(np.arange(512), np.arange(512)) / 4  # smooth structure, no noise
     assert noise_sigma(ramp) == 0.5  # the floor: half a grey level
     assert noise_sigma(ramp + rng.normal(0, 7, ramp.shape)) == pytest.approx(7, rel=0.05)
+
+
+def test_median_and_unscanned_are_numpys():
+    """The histogram median and the channel-by-channel test for black give what numpy's plain forms give."""
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3, 4, 101, 1000):
+        for low, high in ((0, 256), (95, 105)):
+            values = rng.integers(low, high, (n, 3), dtype=np.uint8)
+            assert median(values) == float(np.median(values))
+            assert median(values[::2]) == float(np.median(values[::2]))  # not contiguous
+    grey16 = rng.integers(0, 4096, (50, 40), dtype=np.uint16)
+    assert median(grey16) == float(np.median(grey16))
+    image = rng.integers(0, 3, (60, 50, 4), dtype=np.uint8)  # often black in every channel
+    for channels in (image[..., :3], image, image[..., 0]):
+        expected = channels.max(axis=-1) == 0 if channels.ndim == 3 else channels == 0
+        np.testing.assert_array_equal(unscanned(channels), expected)

@@ -14,6 +14,7 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,23 @@ def configure_threads(device: torch.device, threads: int) -> int:
     return streams
 
 
+@contextmanager
+def threads_per_stream(streams: int, used: int) -> Iterator[None]:
+    """Inside: torch's threads for ``used`` of the ``streams`` model streams that :func:`configure_threads` set
+    up, so that the cores of the streams left idle go to the others (a one-tile image on 2 cores: the network
+    about 1.9 times as fast). Torch's thread count is the process's, and each thread takes it up at its first
+    parallel operation, so the threads started inside use it; it is restored on leaving."""
+    each = torch.get_num_threads()
+    if used >= streams:
+        yield
+        return
+    torch.set_num_threads(each * streams // used)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(each)
+
+
 def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, batches: list[list[Tile]], start: int,
                   prompts: list[str], intensity: tuple[float, float], fill: int, measure: bool,
                   streams: int, clock: StageClock) -> Iterator[BatchResult]:
@@ -99,7 +117,9 @@ def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, bat
     Three stages overlap, each in its own threads: reads run ahead, ``streams`` batches go through the network at
     once, and the post-processing of a batch (contours, NMS, intensities) runs while the next ones are in the
     network. At most ``streams + 2`` batches are between reading and their result, so memory stays bounded.
+    With fewer batches than streams (an image of one tile), fewer streams run, with the others' threads.
     """
+    used = max(1, min(streams, len(batches) - start))
     def load(batch: list[Tile]) -> np.ndarray:
         with clock.stage("reads"):
             return read_batch(slide, plan, batch, fill)
@@ -116,14 +136,14 @@ def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, bat
         with clock.stage("reframing"):
             return reframe_batch(predictor, slide, plan, batch, pixels, results, intensity, fill, measure)
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as reading, \
-            ThreadPoolExecutor(max_workers=streams, thread_name_prefix="model") as network, \
+    with threads_per_stream(streams, used), ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as reading, \
+            ThreadPoolExecutor(max_workers=used, thread_name_prefix="model") as network, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="post") as post:
         in_flight: deque[Future] = deque()
         for batch in batches[start:]:
             read = reading.submit(load, batch)
             in_flight.append(post.submit(finish, network.submit(forward, read), batch))
-            if len(in_flight) > streams + 1:
+            if len(in_flight) > used + 1:
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()

@@ -3,7 +3,9 @@
 Stages run in their own threads and overlap, so wall time per stage says little; the CPU time of the threads that
 run each stage adds up to where the run's CPU went. Each stage is timed with its thread's CPU clock; ``other``
 is the rest of the process's CPU time over the run (zarr's encoding threads, the memory guard, start and end of
-the run). Stages that run on a dask cluster's workers are not counted here.
+the run, and the helper threads of torch's parallel operations when a model stream has more than one thread, as
+on machines with more than 2 cores or for an image of one tile). Stages that run on a dask cluster's workers are
+not counted here.
 """
 
 from __future__ import annotations

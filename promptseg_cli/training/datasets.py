@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..slide.tissue import BRIGHTFIELD_SPAN, FLUORESCENCE_CONTRAST, is_fluorescence, noise_sigma, unscanned
+from ..slide.tissue import BRIGHTFIELD_SPAN, FLUORESCENCE_CONTRAST, is_fluorescence, median, noise_sigma, unscanned
 
 VALIDATION_FRACTION = 0.15
 VALIDATION_MINIMUM = 2
@@ -79,9 +79,10 @@ def intensity_range(image: np.ndarray, tissue: np.ndarray | None = None) -> tupl
         low = np.percentile(sample, 1.0)
         high = np.percentile(sample if on_tissue is None else on_tissue, 99.8)
         grey = sample.max(axis=-1) if sample.ndim == 3 else sample
-        high = max(high, float(np.median(grey)) + FLUORESCENCE_CONTRAST * noise_sigma(grey))
+        high = max(high, median(grey) + FLUORESCENCE_CONTRAST * noise_sigma(grey))
     else:
-        scanned = sample[~unscanned(sample)]
+        blank = unscanned(sample)
+        scanned = sample[~blank] if blank.any() else sample
         high = np.percentile(scanned, 99.8)
         low = min(np.percentile(scanned if on_tissue is None else on_tissue, 1.0), high - BRIGHTFIELD_SPAN)
     return float(low), float(max(high, low + 1.0))
