@@ -3,8 +3,8 @@ leaving the interpreter again.
 
 Usage: python benchmarks/command_overhead.py [--repeat 5]
 Prints, as medians over ``repeat`` fresh processes each, the wall and CPU (user + system) seconds of
-``promptseg info`` and ``promptseg segment`` of a 64 x 64 image and of an ``ingest --once`` pass over an empty
-inbox, and "exit": the seconds from the command's last exit handler to the end of its process (the interpreter's
+``promptseg info`` and ``promptseg segment`` of a 64 x 64 image, of an ``ingest --once`` pass over an empty
+inbox and of an ``ingest --once --reprocess-on-change`` pass over an inbox of 20 such images all done, and "exit": the seconds from the command's last exit handler to the end of its process (the interpreter's
 own clean-up). For a small image, a cron pass or a job-array task of one slide, this is most of the time. The CPU
 time moves less than the wall time with a shared machine's load. Run it with ``PYTHONPATH=<other checkout>`` to
 time another version of the code.
@@ -57,15 +57,23 @@ def main() -> None:
         image = Path(tmp) / "tiny.png"
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(image)
         (Path(tmp) / "inbox").mkdir()
+        done = Path(tmp) / "done"
+        done.mkdir()
+        for i in range(20):
+            (done / f"field{i}.png").write_bytes(image.read_bytes())
+        subprocess.run([sys.executable, "-m", "promptseg_cli", "ingest", str(done), "--once", "--quiet-seconds", "0",
+                        "--output-dir", str(Path(tmp) / "done_out"), "-q"], check=True, cwd=tmp)
         commands = {
             "promptseg info": ["info", str(image)],
             "promptseg segment (64 x 64 px)": ["segment", str(image), "-q", "--overwrite"],
             "promptseg ingest --once (empty inbox)": ["ingest", str(Path(tmp) / "inbox"), "--once", "--output-dir",
                                                       str(Path(tmp) / "out"), "-q"],
+            "promptseg ingest --once --reprocess-on-change (20 done)": [
+                "ingest", str(done), "--once", "--reprocess-on-change", "--output-dir", str(Path(tmp) / "done_out"), "-q"],
         }
         for name, arguments in commands.items():
             wall, cpu, exit_seconds = measure(arguments, Path(tmp), args.repeat)
-            print(f"{name:<40} {wall:.2f} s wall, {cpu:.2f} CPU-s, exit {exit_seconds:.2f} s", flush=True)
+            print(f"{name:<58} {wall:.2f} s wall, {cpu:.2f} CPU-s, exit {exit_seconds:.2f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -449,7 +449,7 @@ def ingest(
         return predictor, configure_threads(predictor.device, allocated_cpus())
 
     _imports_done()  # the model and torch are imported at the first slide to process, if any
-    runner = Ingest(settings, load, log)
+    runner = Ingest(settings, load, log, model)
     _stop_on_signals(reporter)
     try:
         while True:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 import signal
 import sqlite3
@@ -296,23 +297,58 @@ def test_series_all_and_a_bioformats2raw_folder_of_any_name(tmp_path, slides):
     assert wrong.returncode == 2 and "--series must be an image number (0, 1, ...) or all, got first" in wrong.stderr
 
 
+def probed_ingest(inbox, out, *extra):
+    """An ``ingest --once`` pass in a process that says at its end on stderr whether it imported torch."""
+    probe = ("import sys\nfrom promptseg_cli.cli import run\ntry:\n    run()\nfinally:\n"
+             "    print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n")
+    return subprocess.run([sys.executable, "-c", probe, "ingest", "--once", "--quiet-seconds", "0.5", str(inbox),
+                           "--output-dir", str(out), *map(str, extra)], capture_output=True, text=True)
+
+
 def test_a_pass_with_nothing_to_do_loads_no_model(tmp_path, inbox):
     """cron runs a pass every few minutes, most with nothing new: such a pass imported torch and loaded the model
     (about 2 s of CPU each time). Now the model is loaded at the first slide to process; a --model that does
     not exist is still an error at once."""
     (tmp_path / "empty").mkdir()
-    probe = ("import sys\nfrom promptseg_cli.cli import run\ntry:\n    run()\nfinally:\n"
-             "    print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n")
-    command = [sys.executable, "-c", probe, "ingest", "--once", "--quiet-seconds", "0.5"]
-    empty = subprocess.run([*command, str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out")],
-                           capture_output=True, text=True)
+    empty = probed_ingest(tmp_path / "empty", tmp_path / "out")
     assert empty.returncode == 0 and "0 processed, 0 failed, 0 waiting" in empty.stdout
     assert empty.stderr.strip().endswith("no torch"), empty.stderr
-    full = subprocess.run([*command, str(inbox), "--output-dir", str(tmp_path / "out")], capture_output=True, text=True)
+    full = probed_ingest(inbox, tmp_path / "out")
     assert full.returncode == 0 and "2 processed" in full.stdout and full.stderr.strip().endswith("torch imported")
-    missing = subprocess.run([*command, str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out"), "--model",
-                              str(tmp_path / "nothere.pt")], capture_output=True, text=True)
+    missing = probed_ingest(tmp_path / "empty", tmp_path / "out", "--model", tmp_path / "nothere.pt")
     assert missing.returncode == 2 and f"{tmp_path / 'nothere.pt'}: model file not found" in missing.stderr
+
+
+def test_reprocess_on_change_redoes_what_changed_and_reads_nothing_else(tmp_path, inbox):
+    """--reprocess-on-change redoes a slide whose content changed, and every slide when the model's version
+    changes. A pass that finds nothing changed loads no model (the manifest knows the version of the model file)
+    and reads no slide: files that keep the sizes and modification times they had when fingerprinted are not
+    read again (so, as for make or rsync, a change that keeps both goes unnoticed)."""
+    from PIL import Image
+
+    from promptseg_cli.model.weights import load_model, save_model
+
+    out, changed = tmp_path / "out", "--reprocess-on-change"
+    first, second = sorted(inbox.glob("*.png"))
+    assert "2 processed" in probed_ingest(inbox, out).stdout
+    quiet = probed_ingest(inbox, out, changed)
+    assert "0 processed" in quiet.stdout and quiet.stderr.strip().endswith("no torch"), quiet.stdout + quiet.stderr
+    Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first)
+    redone = probed_ingest(inbox, out, changed)
+    assert redone.returncode == 0 and "1 processed" in redone.stdout, redone.stdout
+    assert f"{first}: processing" in redone.stdout
+    model = load_model()
+    save_model(tmp_path / "newer.pt", model.network, {**model.metadata, "version": "0.1.0+newer"})
+    newer = probed_ingest(inbox, out, changed, "--model", tmp_path / "newer.pt")
+    assert newer.returncode == 0 and "2 processed" in newer.stdout, newer.stdout
+    again = probed_ingest(inbox, out, changed, "--model", tmp_path / "newer.pt")
+    assert "0 processed" in again.stdout and again.stderr.strip().endswith("no torch"), again.stdout + again.stderr
+    stat, data = second.stat(), bytearray(second.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    second.write_bytes(bytes(data))
+    os.utime(second, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    untouched = probed_ingest(inbox, out, changed, "--model", tmp_path / "newer.pt")
+    assert untouched.returncode == 0 and "0 processed" in untouched.stdout, untouched.stdout
 
 
 def test_regions_of_interest_come_per_slide_and_a_missing_one_is_retried(tmp_path, inbox):
@@ -356,3 +392,23 @@ def test_regions_of_interest_come_per_slide_and_a_missing_one_is_retried(tmp_pat
     edited = ingest(inbox, out, "--roi", rois / "{stem}.geojson", "--reprocess-on-change")
     assert edited.returncode == 0 and "1 processed" in edited.stdout, edited.stdout
     assert json.loads((out / f"{first.stem}.ome.zarr" / "report.json").read_text())["objects"]["nuclei"] < before
+
+
+def test_a_manifest_from_before_signatures_is_read_and_gains_them(tmp_path):
+    """Manifests written before signatures and model records were kept open as they are, with the column and
+    table added."""
+    from promptseg_cli.ingest.manifest import MANIFEST_NAME, Manifest
+
+    with sqlite3.connect(tmp_path / MANIFEST_NAME) as db:
+        db.execute("CREATE TABLE slides (path TEXT PRIMARY KEY, fingerprint TEXT, parameters TEXT, model TEXT, status "
+                   "TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0, first_seen "
+                   "REAL, started REAL, finished REAL, seconds REAL, output TEXT, objects TEXT, error TEXT)")
+        db.execute("INSERT INTO slides (path, fingerprint, model, status) VALUES ('/in/a.svs', 'f', 'v1', 'done')")
+    old = Manifest(tmp_path)
+    entry = old.get("/in/a.svs")
+    assert (entry.status, entry.fingerprint, entry.signature) == ("done", "f", None)
+    old.unchanged("/in/a.svs", "sizes and times")
+    old.record_model("model.pt:1:2", "v1")
+    assert old.get("/in/a.svs").signature == "sizes and times" and old.model_version("model.pt:1:2") == "v1"
+    old.close()
+    assert Manifest(tmp_path).get("/in/a.svs").signature == "sizes and times"  # opened again: nothing added twice

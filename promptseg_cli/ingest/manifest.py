@@ -1,10 +1,11 @@
 """The ingestion manifest: one SQLite row per slide in the output directory (``promptseg-manifest.sqlite``).
 
-A row holds the slide's content fingerprint, the parameters and model version it was processed with, its status
-(``pending`` = still being copied, ``processing``, ``done``, ``failed`` = will be retried, ``quarantined`` =
-gave up), attempts,
-timings and the last error. SQLite's own locking makes each update atomic, so a killed run never leaves a
-half-written manifest.
+A row holds the slide's content fingerprint with the sizes and modification times of the files it was taken
+from (its *signature*), the parameters and model version it was processed with, its status (``pending`` = still
+being copied, ``processing``, ``done``, ``failed`` = will be retried, ``quarantined`` = gave up), attempts,
+timings and the last error. A second table remembers the version of each model file seen (by path, size and
+modification time), so that a pass need not load a model to know it. SQLite's own locking makes each update
+atomic, so a killed run never leaves a half-written manifest.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ CREATE TABLE IF NOT EXISTS slides (
     seconds REAL,
     output TEXT,
     objects TEXT,
-    error TEXT
+    error TEXT,
+    signature TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (started REAL, finished REAL, processed INTEGER, failed INTEGER);
+CREATE TABLE IF NOT EXISTS models (identity TEXT PRIMARY KEY, version TEXT NOT NULL);
 """
 
 
@@ -71,6 +74,7 @@ class Entry:
     next_attempt: float
     output: str | None
     error: str | None
+    signature: str | None
 
 
 class Manifest:
@@ -79,21 +83,38 @@ class Manifest:
         self.path = output_dir / MANIFEST_NAME
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.executescript(SCHEMA)
+        try:  # a manifest written before signatures were kept
+            self.db.execute("ALTER TABLE slides ADD COLUMN signature TEXT")
+        except sqlite3.OperationalError:  # the column is there
+            pass
 
     def get(self, path: Path) -> Entry | None:
-        row = self.db.execute("SELECT path, fingerprint, parameters, model, status, attempts, next_attempt, output, error "
-                              "FROM slides WHERE path = ?", (str(path),)).fetchone()
+        row = self.db.execute("SELECT path, fingerprint, parameters, model, status, attempts, next_attempt, output, error, "
+                              "signature FROM slides WHERE path = ?", (str(path),)).fetchone()
         return Entry(*row) if row else None
 
-    def start(self, path: Path, digest: str, parameters: dict, model: str, output: Path) -> None:
+    def start(self, path: Path, digest: str, signature: str, parameters: dict, model: str, output: Path) -> None:
         now = time.time()
         self.db.execute(
-            "INSERT INTO slides (path, fingerprint, parameters, model, status, attempts, first_seen, started, output) "
-            "VALUES (?, ?, ?, ?, 'processing', 1, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET fingerprint = excluded.fingerprint, "
-            "parameters = excluded.parameters, model = excluded.model, status = 'processing', "
+            "INSERT INTO slides (path, fingerprint, signature, parameters, model, status, attempts, first_seen, started, "
+            "output) VALUES (?, ?, ?, ?, ?, 'processing', 1, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+            "fingerprint = excluded.fingerprint, signature = excluded.signature, parameters = excluded.parameters, "
+            "model = excluded.model, status = 'processing', "
             "attempts = CASE WHEN slides.fingerprint = excluded.fingerprint AND slides.status != 'done' "
             "THEN slides.attempts + 1 ELSE 1 END, started = excluded.started, output = excluded.output, error = NULL",
-            (str(path), digest, json.dumps(parameters, sort_keys=True), model, now, now, str(output)))
+            (str(path), digest, signature, json.dumps(parameters, sort_keys=True), model, now, now, str(output)))
+
+    def unchanged(self, path: Path, signature: str) -> None:
+        """The slide's files were found to hold the content fingerprinted before: keep their new ``signature``."""
+        self.db.execute("UPDATE slides SET signature = ? WHERE path = ?", (signature, str(path)))
+
+    def model_version(self, identity: str) -> str | None:
+        """The version recorded for the model file ``identity`` (path, size, modification time), if any."""
+        row = self.db.execute("SELECT version FROM models WHERE identity = ?", (identity,)).fetchone()
+        return row[0] if row else None
+
+    def record_model(self, identity: str, version: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO models VALUES (?, ?)", (identity, version))
 
     def pending(self, path: Path) -> None:
         """Seen but not yet complete on disk (still being copied)."""

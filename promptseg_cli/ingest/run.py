@@ -1,8 +1,9 @@
 """``promptseg ingest``: a cron-safe pass over an inbox of slides.
 
 One pass: take the single-instance lock (or leave at once if another pass holds it), find complete slides,
-skip those the manifest says are done (unless ``--reprocess-on-change`` and the file or model changed), and
-segment the rest one by one. A failing slide is retried on later passes with exponential backoff and, after
+skip those the manifest says are done (unless ``--reprocess-on-change`` and the file or model changed: a slide
+whose files keep the sizes and modification times they had when fingerprinted is not read again, and the model
+is not loaded to learn its version when the manifest knows its file), and segment the rest one by one. A failing slide is retried on later passes with exponential backoff and, after
 ``max_attempts``, quarantined (and by default moved to ``INBOX/.failed/`` with its error text) while the others
 go on. Outputs are published atomically and an interrupted slide resumes on the next pass.
 """
@@ -10,6 +11,7 @@ go on. Outputs are published atomically and an interrupted slide resumes on the 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import logging.handlers
 import shlex
@@ -28,6 +30,7 @@ from rich.console import Console
 
 from ..batch import extra_paths
 from ..limits import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, PRECISION_CHOICES, check
+from ..model import DEFAULT_MODEL
 from ..pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from ..pipeline.resume import Interrupted
 from ..progress import Reporter
@@ -123,8 +126,11 @@ class Ingest:
     """Passes over ``config.inbox``. The model comes from ``load()`` (the predictor and its number of parallel
     streams) at the first slide that needs it: a pass with nothing to do imports neither torch nor the pipeline."""
 
-    def __init__(self, config: IngestConfig, load: Callable[[], tuple[Predictor, int]], logger: logging.Logger):
+    def __init__(self, config: IngestConfig, load: Callable[[], tuple[Predictor, int]], logger: logging.Logger,
+                 model_file: Path | None = None):
+        """``model_file``: the file ``load`` loads the model from (None: the default model)."""
         self.config, self.log, self._load = config, logger, load
+        self.model_file = model_file or DEFAULT_MODEL
         self._silent = Reporter(quiet=True, console=Console(quiet=True))  # a slide's warnings go to the log instead
 
     @cached_property
@@ -191,36 +197,73 @@ class Ingest:
         if entry.status == "failed":
             return time.time() >= entry.next_attempt
         if entry.status == "done" and self.config.reprocess_on_change:
-            same_model = entry.model == self._model[0].model.version
-            return not same_model or entry.fingerprint != self._fingerprint(unit, self._outputs(unit)[1])
+            if entry.model != self._model_version(manifest):
+                return True
+            regions = self._regions(self._outputs(unit)[1]) if self.config.roi else []
+            signature = self._signature(unit, regions)
+            if signature == entry.signature:  # no file touched since it was fingerprinted: not read again
+                return False
+            if entry.fingerprint != self._fingerprint(unit, regions):
+                return True
+            manifest.unchanged(unit.path, signature)
         return False
+
+    def _model_version(self, manifest: Manifest) -> str:
+        """The model's version: the manifest's record of the model file when it has one (so that a pass with
+        nothing changed loads no model), else the loaded model's, then recorded."""
+        version = manifest.model_version(self._model_identity())
+        if version is None:
+            version = self._model[0].model.version
+            manifest.record_model(self._model_identity(), version)
+        return version
+
+    def _model_identity(self) -> str:
+        stat = self.model_file.stat()
+        return f"{self.model_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
     def _outputs(self, unit: SlideUnit) -> tuple[list[int | None], list[Path]]:
         """The images of ``unit`` that ``series`` picks and their outputs."""
         images = images_to_segment(unit.path, self.config.series)
         return images, [self.output_for(unit, image) for image in images]
 
-    def _region(self, output: Path) -> Path | None:
-        """The region file of ``output`` (``roi`` with ``{stem}`` its name, as for segment), if regions are used."""
-        return extra_paths(output, {"roi": self.config.roi})["roi"]
+    def _regions(self, outputs: list[Path]) -> list[Path]:
+        """The region files of ``outputs`` (``roi`` with ``{stem}`` each one's name, as for segment); none
+        without regions."""
+        return [extra_paths(output, {"roi": self.config.roi})["roi"] for output in outputs] if self.config.roi else []
 
-    def _fingerprint(self, unit: SlideUnit, outputs: list[Path]) -> str:
-        """The slide's content fingerprint, and its region files' with regions (so that a slide whose annotations
-        were edited counts as changed)."""
-        if not self.config.roi:
+    @staticmethod
+    def _fingerprint(unit: SlideUnit, regions: list[Path]) -> str:
+        """The slide's content fingerprint, and its region files' (so that a slide whose annotations were edited
+        counts as changed)."""
+        if not regions:
             return unit.fingerprint()
         from ..pipeline.roi import region_digest
 
-        return unit.fingerprint() + "".join(f" roi:{region_digest(self._region(output))}" for output in outputs)
+        return unit.fingerprint() + "".join(f" roi:{region_digest(region)}" for region in regions)
+
+    @staticmethod
+    def _signature(unit: SlideUnit, regions: list[Path]) -> str:
+        """The sizes and modification times of every file the fingerprint reads (``missing`` for a region file
+        that is not there)."""
+        stats = []
+        for region in regions:
+            try:
+                stat = region.stat()
+                stats.append([str(region), stat.st_size, stat.st_mtime_ns])
+            except OSError:
+                stats.append([str(region), "missing"])
+        return json.dumps([unit.signature(), stats])
 
     def _process(self, unit: SlideUnit, manifest: Manifest) -> bool:
         """Segment ``unit`` (each of its images chosen by ``series``, into an output of its own); done when all are."""
         from ..pipeline.segment import output_is_current, segment_slide
 
         config, (predictor, options, parameters) = self.config, self._model
+        manifest.record_model(self._model_identity(), predictor.model.version)
         images, outputs = self._outputs(unit)
-        entry = manifest.get(unit.path)
-        manifest.start(unit.path, self._fingerprint(unit, outputs), parameters, predictor.model.version, outputs[0])
+        entry, regions = manifest.get(unit.path), self._regions(outputs)
+        manifest.start(unit.path, self._fingerprint(unit, regions), self._signature(unit, regions), parameters,
+                       predictor.model.version, outputs[0])
         if any(output.resolve() == unit.path.resolve() for output in outputs):  # an OME-Zarr input in the output folder
             self._failed(unit, manifest, f"{unit.path}: the output would replace the input; choose an --output-dir "
                                          "outside the inbox")
@@ -230,10 +273,10 @@ class Ingest:
         started = time.time()
         objects: Counter[str] = Counter()
         try:
-            for image, output in zip(images, outputs):
+            for image, output, region in zip(images, outputs, regions or [None] * len(outputs)):
                 options.series = image
                 options.geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None
-                options.roi, options.roi_classes = self._region(output), config.roi_classes
+                options.roi, options.roi_classes = region, config.roi_classes
                 if not reprocess and output_is_current(output, predictor, options):
                     self.log.info("%s: %s is already current", unit.path, output)
                     continue

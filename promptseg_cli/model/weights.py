@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import DEFAULT_MODEL
 from .network import CPNConfig, PromptedCPN
 from .prompts import CANONICAL_PROMPTS, SYNONYMS
 
@@ -21,7 +22,6 @@ from .prompts import CANONICAL_PROMPTS, SYNONYMS
 SIMULATED_DATASET = "simulated two-channel tissue"
 
 FORMAT = "promptseg-cpn/1"
-DEFAULT_MODEL = Path(__file__).with_name("default_model.pt")
 
 
 class ModelFileError(ValueError):
