@@ -26,3 +26,9 @@ def check(option: str, value: Any, rule: Rule) -> None:
     ok, wording = rule
     if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and ok(value)):
         raise ValueError(f"{option} must be {wording}, got {value}")
+
+
+def check_precision(name: str) -> None:
+    """ValueError ``--precision must be one of ..., got NAME`` unless ``name`` is one of ``PRECISION_CHOICES``."""
+    if name not in PRECISION_CHOICES:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {name}")

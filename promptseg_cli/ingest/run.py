@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from ..batch import extra_paths
-from ..limits import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, PRECISION_CHOICES, check
+from ..limits import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, check, check_precision
 from ..model import DEFAULT_MODEL
 from ..pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from ..pipeline.resume import Interrupted
@@ -92,8 +92,7 @@ class IngestConfig:
         values["series"] = series_choice(values.get("series"))
         for key, option, rule in LIMITS:
             check(f"{option} ({key})", values.get(key), rule)
-        if values.get("precision", "fp32") not in PRECISION_CHOICES:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {values['precision']}")
+        check_precision(values.get("precision", "fp32"))
         if isinstance(values.get("roi_classes"), str):
             values["roi_classes"] = [values["roi_classes"]]
         if values.get("roi_classes") and not values.get("roi"):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..limits import PRECISION_CHOICES, PRECISION_NAMES
+from ..limits import PRECISION_NAMES, check_precision
 from .contours import propose
 from .network import STRIDE_MULTIPLE, CPNOutput, fused_for_inference, mid_intensity, normalise_image_
 from .nms import polygon_nms, polygons_from_contours
@@ -88,8 +88,7 @@ def cpu_flags() -> set[str] | None:
 def resolve_precision(name: str, device: torch.device, flags: set[str] | None) -> str:
     """``name``, or for ``auto`` the fastest precision ``device`` runs natively: bf16 on a CUDA GPU that has it
     (fp16 on older ones) and on a CPU with bfloat16 arithmetic (feature ``flags``), fp32 elsewhere."""
-    if name not in PRECISION_CHOICES:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {name}")
+    check_precision(name)
     if name != "auto":
         return name
     if device.type == "cuda":
