@@ -60,6 +60,24 @@ def test_segmenting_the_nucleus_channel_finds_the_nuclei(tmp_path, two_channel):
     assert counts.summary()["ap@0.5"] > 0.6
 
 
+def test_a_float_image_with_an_empty_nan_border_finds_its_nuclei(tmp_path, two_channel):
+    """Registered, stitched or deconvolved images are often 32-bit float with NaN where there is no data: those
+    pixels count as 0, for the channel's range as for the tiles."""
+    path, nuclei = two_channel
+    dapi = tifffile.imread(path)[1].astype(np.float32) / 65535
+    dapi[:, 448:] = np.nan  # an empty border
+    dapi[:40, :40] = np.inf
+    tifffile.imwrite(tmp_path / "float.tif", dapi, resolution=(20000, 20000), resolutionunit="CENTIMETER")
+    out = tmp_path / "float.ome.zarr"
+    run = subprocess.run([sys.executable, "-m", "promptseg_cli", "segment", str(tmp_path / "float.tif"), "-o", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    labels = np.asarray(zarr.open_group(str(out), mode="r")["labels/nuclei/0"])[0]
+    counts = Counts()
+    counts.add(nuclei[40:, :440], labels[40:, :440])  # away from the border's pixels and the objects it cuts
+    assert counts.summary()["ap@0.5"] > 0.6 and labels[:, 456:].max() == 0
+
+
 def test_an_ome_zarr_written_by_promptseg_is_an_input(tmp_path):
     first = tmp_path / "first.ome.zarr"
     args = [sys.executable, "-m", "promptseg_cli", "segment"]

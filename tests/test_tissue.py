@@ -145,3 +145,22 @@ def test_median_and_unscanned_are_numpys():
     for channels in (image[..., :3], image, image[..., 0]):
         expected = channels.max(axis=-1) == 0 if channels.ndim == 3 else channels == 0
         np.testing.assert_array_equal(unscanned(channels), expected)
+
+
+def test_a_dark_image_of_coarse_noise_keeps_its_range_within_8_bits(tmp_path):
+    """A bilevel image of noise (mostly black: taken for fluorescence) has a noise floor far above 255; its range
+    stops at 255, so the fill value of its tiles is a byte and it segments without an error."""
+    from PIL import Image
+
+    from promptseg_cli.pipeline.segment import SegmentOptions, segment_slide
+    from promptseg_cli.progress import Reporter
+
+    from detectors import DarkObjectDetector
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), np.uint8)).convert("1")  # dithered
+    low, high = intensity_range(np.repeat(np.asarray(noise.convert("L"))[..., None], 3, axis=2))
+    assert low == 0 and high == 255
+    noise.save(tmp_path / "bilevel.png")
+    result = segment_slide(tmp_path / "bilevel.png", tmp_path / "out.ome.zarr", DarkObjectDetector(),
+                           SegmentOptions(["nuclei"]), Reporter(quiet=True))
+    assert result.objects["nuclei"] >= 0 and (tmp_path / "out.ome.zarr" / "report.json").is_file()

@@ -204,7 +204,7 @@ class CompositeReader(SlideReader):
         step = max(1, -(-max(width, height) // 1024))  # read every step-th pixel: at most ~1024 x 1024 per plane
         samples, bright, noise = [], [], []
         for t, z in sampled_planes(self.planes):
-            data = self.stack.plane(smallest, channel, slice(None, None, step), slice(None, None, step), t, z)
+            data = _finite(self.stack.plane(smallest, channel, slice(None, None, step), slice(None, None, step), t, z))
             samples.append(data.astype(np.float32).ravel())
             bright.append(data[bright_region(data)].astype(np.float32))
             noise.append(noise_sigma(data))
@@ -236,7 +236,7 @@ class CompositeReader(SlideReader):
         return reader
 
     def _channel(self, level: int, c: int, y: slice, x: slice) -> np.ndarray:
-        return self.stack.plane(level, c, y, x, self.t, self.z)
+        return _finite(self.stack.plane(level, c, y, x, self.t, self.z))
 
     @property
     def level_dimensions(self) -> list[tuple[int, int]]:
@@ -259,3 +259,11 @@ class CompositeReader(SlideReader):
                 cache[channel] = data.astype(np.uint8)
             out[..., rgb] = cache[channel]
         return out
+
+
+def _finite(data: np.ndarray) -> np.ndarray:
+    """Float pixels that are NaN or infinite (the empty borders of registered, stitched or deconvolved images)
+    as 0, so that they neither spoil a channel's range nor come out as arbitrary bytes."""
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        return np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    return data

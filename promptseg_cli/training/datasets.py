@@ -85,6 +85,8 @@ def intensity_range(image: np.ndarray, tissue: np.ndarray | None = None) -> tupl
         scanned = sample[~blank] if blank.any() else sample
         high = np.percentile(scanned, 99.8)
         low = min(np.percentile(scanned if on_tissue is None else on_tissue, 1.0), high - BRIGHTFIELD_SPAN)
+    if np.issubdtype(image.dtype, np.integer):  # the noise floor above may reach past the brightest value there is
+        high = min(high, float(np.iinfo(image.dtype).max))
     return float(low), float(max(high, low + 1.0))
 
 
