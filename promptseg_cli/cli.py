@@ -516,6 +516,50 @@ def info(
             typer.echo(f"{key:<19} {value if value not in (None, []) else '-'}")
 
 
+@app.command()
+def summarize(
+    outputs: Annotated[list[Path], typer.Argument(help="Outputs, or folders searched for them. Example: results/")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="CSV file to write (default: print the CSV). Example: -o counts.csv")] = None,
+) -> None:
+    """One CSV row per output (from its report.json): input, model, pixel size, objects of each prompt and, with a
+    region of interest, the region's and each annotation class's area and objects per mm², then tiles run,
+    seconds, peak memory and warnings. Unfinished outputs are left out; an unreadable report is an error line
+    (exit 1) while the rest are written.
+
+    Example: promptseg summarize results/ -o counts.csv
+    """
+    from .io.summary import find_reports, read_report, write_summary
+
+    reporter = Reporter()
+    missing = [path for path in outputs if not path.exists()]
+    if missing:
+        _fail(reporter, f"{missing[0]}: no such file or folder")
+    reports = find_reports(outputs)
+    if not reports:
+        _fail(reporter, f"{', '.join(map(str, outputs))}: no promptseg outputs (folders with a report.json) found")
+    rows, failed = [], 0
+    for path in reports:
+        try:
+            rows.append(read_report(path))
+        except ValueError as exc:
+            reporter.error(str(exc))
+            failed += 1
+    if output is None:
+        write_summary(rows, sys.stdout)
+    else:
+        partial = output.with_name(f".{output.name}.partial")
+        try:
+            with open(partial, "w", newline="") as stream:
+                write_summary(rows, stream)
+            partial.replace(output)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            _fail(reporter, f"{output}: cannot write ({exc.strerror or exc})")
+        reporter.log(f"{output}: {len(rows)} rows")
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
 def _imports_done() -> None:
     """Turn the garbage collector back on once a command has imported its libraries (``run`` turns it off for
     the imports), with everything imported so far frozen out of its later collections. A no-op where the
