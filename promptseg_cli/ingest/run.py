@@ -3,9 +3,10 @@
 One pass: take the single-instance lock (or leave at once if another pass holds it), find complete slides,
 skip those the manifest says are done (unless ``--reprocess-on-change`` and the file or model changed: a slide
 whose files keep the sizes and modification times they had when fingerprinted is not read again, and the model
-is not loaded to learn its version when the manifest knows its file), and segment the rest one by one. A failing slide is retried on later passes with exponential backoff and, after
-``max_attempts``, quarantined (and by default moved to ``INBOX/.failed/`` with its error text) while the others
-go on. Outputs are published atomically and an interrupted slide resumes on the next pass.
+is not loaded to learn its version when the manifest knows its file), and segment the rest one by one. A
+failing slide is retried on later passes with exponential backoff and, after ``max_attempts``, quarantined (and
+by default moved to ``INBOX/.failed/`` with its error text) while the others go on. Outputs are published
+atomically and an interrupted slide resumes on the next pass.
 """
 
 from __future__ import annotations
@@ -210,10 +211,11 @@ class Ingest:
     def _model_version(self, manifest: Manifest) -> str:
         """The model's version: the manifest's record of the model file when it has one (so that a pass with
         nothing changed loads no model), else the loaded model's, then recorded."""
-        version = manifest.model_version(self._model_identity())
+        identity = self._model_identity()
+        version = manifest.model_version(identity)
         if version is None:
             version = self._model[0].model.version
-            manifest.record_model(self._model_identity(), version)
+            manifest.record_model(identity, version)
         return version
 
     def _model_identity(self) -> str:

@@ -120,6 +120,7 @@ def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, bat
     With fewer batches than streams (an image of one tile), fewer streams run, with the others' threads.
     """
     used = max(1, min(streams, len(batches) - start))
+
     def load(batch: list[Tile]) -> np.ndarray:
         with clock.stage("reads"):
             return read_batch(slide, plan, batch, fill)
