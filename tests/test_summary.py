@@ -30,11 +30,15 @@ def test_a_row_per_output_with_its_region_classes_and_bad_reports_named(tmp_path
         rows = {row["output"]: row for row in csv.DictReader(stream)}
     assert sorted(rows) == [str(out / "field.ome.zarr"), str(out / "slide.ome.zarr")]
     header = next(csv.reader(open(tmp_path / "counts.csv")))
-    assert header[:8] == ["output", "input", "model", "mpp", "width", "height", "planes", "nuclei_objects"]
+    assert header[:10] == ["output", "input", "model", "mpp", "width", "height", "planes", "nuclei_objects",
+                           "tissue_area_mm2", "tissue_nuclei_per_mm2"]
     assert header[-4:] == ["tiles_run", "seconds", "peak_memory_mb", "warnings"]
     for name, row in rows.items():
         report = json.loads((tmp_path / name / "report.json").read_text())
         assert int(row["nuclei_objects"]) == report["objects"]["nuclei"] and row["input"] == report["input"]
+        if "area_mm2" in report["tissue"]:  # with a pixel size
+            assert float(row["tissue_area_mm2"]) == report["tissue"]["area_mm2"] > 0
+            assert float(row["tissue_nuclei_per_mm2"]) == report["tissue"]["objects_per_mm2"]["nuclei"]
     with_region = rows[str(out / "slide.ome.zarr")]
     classes = json.loads((out / "slide.ome.zarr" / "report.json").read_text())["region"]["classes"]
     assert set(classes) == {"Tumor", "Necrosis", "Stroma"}

@@ -164,3 +164,36 @@ def test_a_dark_image_of_coarse_noise_keeps_its_range_within_8_bits(tmp_path):
     result = segment_slide(tmp_path / "bilevel.png", tmp_path / "out.ome.zarr", DarkObjectDetector(),
                            SegmentOptions(["nuclei"]), Reporter(quiet=True))
     assert result.objects["nuclei"] >= 0 and (tmp_path / "out.ome.zarr" / "report.json").is_file()
+
+
+def test_the_report_gives_the_tissue_area_and_the_objects_per_mm2_of_it(tmp_path):
+    """``report.json``'s ``tissue``: the detected tissue's area (not the margin tiles run on beyond it), in
+    pixels and mm², and the objects per mm² of it; with a region of interest, the tissue inside the region."""
+    import json
+
+    from PIL import Image, ImageDraw
+
+    from promptseg_cli.pipeline.segment import SegmentOptions, segment_slide
+    from promptseg_cli.progress import Reporter
+
+    from conftest import write_pyramid_tiff
+    from detectors import DarkObjectDetector
+
+    rng = np.random.default_rng(3)
+    canvas = np.clip(rng.normal(235, 3, (1600, 2000, 3)), 0, 255).astype(np.uint8)  # glass
+    eosin = np.clip(rng.normal((205, 140, 180), 8, (600, 800, 3)), 0, 255).astype(np.uint8)  # a section, 600 x 800
+    section = Image.fromarray(eosin)
+    for x, y in rng.integers(20, (780, 580), (150, 2)):
+        ImageDraw.Draw(section).ellipse([x - 6, y - 6, x + 6, y + 6], fill=(70, 40, 110))  # nuclei
+    canvas[500:1100, 600:1400] = np.asarray(section)
+    slide = write_pyramid_tiff(tmp_path / "section.tif", canvas, mpp=0.5, compression="zlib")
+    left = tmp_path / "left.geojson"
+    left.write_text(json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [1000, 0], [1000, 1600], [0, 1600], [0, 0]]]}))
+    for name, roi in (("whole", None), ("left", left)):
+        result = segment_slide(slide, tmp_path / f"{name}.ome.zarr", DarkObjectDetector(),
+                               SegmentOptions(["nuclei"], roi=roi), Reporter(quiet=True))
+        report = json.loads((tmp_path / f"{name}.ome.zarr" / "report.json").read_text())["tissue"]
+        expected = 600 * 800 if roi is None else 600 * 400
+        assert abs(report["area_px"] / expected - 1) < 0.02, report
+        assert report["area_mm2"] == pytest.approx(report["area_px"] * 0.25e-6, rel=1e-4)
+        assert report["objects_per_mm2"]["nuclei"] == pytest.approx(result.objects["nuclei"] / report["area_mm2"], rel=1e-3)

@@ -2,7 +2,7 @@
 
 After a batch, a job array or a month of ingestion, the figures people report per slide are spread over one
 ``report.json`` per output; this gathers them into one CSV for a spreadsheet or pandas: the input, model and
-pixel size, the objects of each prompt and, with a region of interest, the region's and each annotation class's
+pixel size, the objects of each prompt, the tissue's area and objects per mm² and, with a region of interest, the region's and each annotation class's
 area, objects and objects per mm² (as ``report.json`` has them), then tiles, time, peak memory and warnings.
 Columns are the union over the outputs, in the order first met; an output without a value leaves it empty.
 """
@@ -46,6 +46,9 @@ def summary_row(output: Path, report: dict) -> dict[str, object]:
                               "model": report["model"]["version"], "mpp": report.get("mpp"), "width": width,
                               "height": height, "planes": report.get("planes", 1)}
     row.update({f"{prompt}_objects": count for prompt, count in report["objects"].items()})
+    tissue = report.get("tissue") or {}  # reports written before the tissue area was added have none
+    row["tissue_area_mm2"] = tissue.get("area_mm2")
+    row.update({f"tissue_{prompt}_per_mm2": value for prompt, value in (tissue.get("objects_per_mm2") or {}).items()})
     region = report.get("region")
     if region:
         row["region_file"], row["region_area_mm2"] = region["file"], region.get("area_mm2")

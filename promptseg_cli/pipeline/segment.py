@@ -91,6 +91,7 @@ class SegmentResult:
     seconds: float
     mpp: float | None
     warnings: list[str] = field(default_factory=list)
+    tissue_px: float = 0.0  # level-0 pixels of detected tissue (inside the region of interest), summed over planes
 
 
 @dataclass
@@ -103,6 +104,7 @@ class PlaneStats:
     pixels: int  # of the tiles, halos included
     intensity: tuple[float, float]
     reframed: int = 0  # of the reframing windows (``reframe.py``), added as the tiles finish
+    tissue_px: float = 0.0  # level-0 pixels of detected tissue (``tiling.PlaneTiles``)
 
 
 def run_parameters(predictor: Predictor, options: SegmentOptions) -> dict:
@@ -255,7 +257,8 @@ class SlideRun:
         stats = self.plane_stats
         result = SegmentResult(self.path, self.output, counts, sum(p.total for p in stats), sum(p.run for p in stats),
                                sum(p.skipped for p in stats), sum(p.pixels + p.reframed for p in stats),
-                               sum(p.reframed for p in stats), time.time() - self.started, self.mpp0, self.warnings)
+                               sum(p.reframed for p in stats), time.time() - self.started, self.mpp0, self.warnings,
+                               sum(p.tissue_px for p in stats))
         region = None if self.roi is None else self.roi.summary(
             self.reader.level_dimensions[0], self.mpp0, counts, len(self.layout.planes), by_class or None)
         _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor,
@@ -269,13 +272,13 @@ class SlideRun:
         t, z = self.layout.planes[index]
         reader = self.reader.plane_reader(t, z)
         with self.clock.stage("planning"):
-            tiles, total, intensity, fluorescence = plane_tiles(reader, self.plan, self.options.tissue_detection,
-                                                                 self.stack_intensity, self.roi)
-        if not fluorescence:
+            planned = plane_tiles(reader, self.plan, self.options.tissue_detection, self.stack_intensity, self.roi)
+        tiles, total, intensity = planned.tiles, planned.total, planned.intensity
+        if not planned.fluorescence:
             self._warn_brightfield()
         del self.plane_stats[index:]  # a resumed plane is counted once
         self.plane_stats.append(PlaneStats(total, len(tiles), total - len({(tile.row, tile.col) for tile in tiles}),
-                                           sum(tile.read_pixels for tile in tiles), intensity))
+                                           sum(tile.read_pixels for tile in tiles), intensity, tissue_px=planned.tissue_px))
         self.reporter.debug(f"{self.path.name} plane {(t, z)}: level {self.plan.level}, factor {self.plan.factor:.3f}, "
                             f"{len(tiles)} tiles to run, {total} in the grid, intensity {intensity}")
         plane = {axis: value for axis, value in (("t", t), ("z", z)) if axis.upper() in self.layout.plane_axes}
@@ -428,6 +431,7 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
                   "processed_mpx": round(result.pixels_processed / 1e6, 2),
                   "reframed_mpx": round(result.pixels_reframed / 1e6, 2)},
         "objects": result.objects,
+        "tissue": _tissue_entry(result),
         **({"region": region} if region is not None else {}),
         "seconds": {"total": round(result.seconds, 2), "tiles": round(inference_seconds, 2)},
         "cpu_seconds": cpu_seconds,
@@ -435,6 +439,17 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
         "warnings": result.warnings,
     }
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _tissue_entry(result: SegmentResult) -> dict:
+    """``report.json``'s ``tissue``: the area of the detected tissue (inside the region of interest, if any; summed
+    over a stack's planes) in level-0 pixels and, with a pixel size, mm² and the objects per mm² of it."""
+    entry: dict = {"area_px": round(result.tissue_px)}
+    if result.mpp is not None:
+        mm2 = result.tissue_px * result.mpp**2 / 1e6
+        entry["area_mm2"] = round(mm2, 6)
+        entry["objects_per_mm2"] = {p: round(n / mm2, 1) if mm2 else 0.0 for p, n in result.objects.items()}
+    return entry
 
 
 def peak_rss_mb() -> float:

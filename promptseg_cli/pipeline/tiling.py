@@ -28,7 +28,7 @@ from ..model.network import STRIDE_MULTIPLE
 from ..slide.lazy import thumbnail
 from ..slide.readers import SlideReader
 from ..slide.stack import sampled_planes
-from ..slide.tissue import DILATION, is_fluorescence, tissue_mask
+from ..slide.tissue import DILATION, detected_tissue, grow, is_fluorescence, tissue_mask
 from ..training.datasets import intensity_range
 from .plan import MIN_TILE_SIZE, SlidePlan, Tile, stride_padded
 from .roi import RegionOfInterest
@@ -61,12 +61,14 @@ def tissue_tiles(plan: SlidePlan, mask: np.ndarray | None, downsample: float,
 
 class PlaneTiles(NamedTuple):
     """What one streamed overview of a plane says: the tiles to run and the size of their grid (see
-    :func:`tissue_tiles`), the intensity range (its tissue's) and whether its background is dark."""
+    :func:`tissue_tiles`), the intensity range (its tissue's), whether its background is dark and the area of
+    its detected tissue (level-0 pixels, as the overview resolves it; inside the region of interest, if any)."""
 
     tiles: list[Tile]
     total: int
     intensity: tuple[float, float]
     fluorescence: bool
+    tissue_px: float
 
 
 def plane_tiles(reader: SlideReader, plan: SlidePlan, tissue_detection: bool = True,
@@ -76,13 +78,16 @@ def plane_tiles(reader: SlideReader, plan: SlidePlan, tissue_detection: bool = T
     stack's (:func:`stack_intensity`). With a region of interest, only tiles where it (grown by the halo, the
     farthest an object's centroid may lie from its anchor) meets the tissue run."""
     overview, downsample = thumbnail(reader)
-    mask = tissue_mask(overview)
+    tissue = detected_tissue(overview)
+    mask = grow(tissue)
     run = mask if tissue_detection else None
     if roi is not None:
         region = roi.mask(mask.shape, downsample, plan.overlap * plan.to_level0)
         run = region if run is None else run & region
+        tissue = tissue & roi.mask(mask.shape, downsample, 0.0)
     tiles = tissue_tiles(plan, run, downsample, DILATION if tissue_detection else 0)
-    return PlaneTiles(*tiles, intensity or intensity_range(overview, mask), is_fluorescence(overview))
+    return PlaneTiles(*tiles, intensity or intensity_range(overview, mask), is_fluorescence(overview),
+                      float(tissue.sum()) * downsample**2)
 
 
 def stack_intensity(reader: SlideReader) -> tuple[float, float]:

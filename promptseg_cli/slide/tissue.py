@@ -56,14 +56,24 @@ def median(image: np.ndarray) -> float:
 
 
 def tissue_mask(overview: np.ndarray) -> np.ndarray:
-    """Boolean mask of tissue on an RGB overview.
+    """Where tiles run: :func:`detected_tissue` grown by ``DILATION`` overview pixels, so that tissue borders and
+    sparse nuclei are not cut off."""
+    return grow(detected_tissue(overview))
+
+
+def grow(tissue: np.ndarray) -> np.ndarray:
+    """``tissue`` grown by ``DILATION`` pixels."""
+    return ndimage.binary_dilation(tissue, iterations=DILATION)
+
+
+def detected_tissue(overview: np.ndarray) -> np.ndarray:
+    """Boolean mask of tissue on an RGB overview (its area is the tissue's area).
 
     Brightfield: pixels that are coloured or darker than the glass (Otsu on ``255 - min(RGB)`` and on
     saturation of the scanned pixels, at most ``TISSUE_SIGNAL`` and at least ``GLASS_MARGIN`` above the palest
     ones, so that the noise of a glass-only overview is not split in two; unscanned black is not tissue).
     Fluorescence: pixels brighter than the dark background (Otsu on the brightest channel, at least
-    ``FLUORESCENCE_SIGNAL``). The mask is closed and dilated a little so that tissue borders and sparse nuclei
-    are not cut off.
+    ``FLUORESCENCE_SIGNAL``). The mask is closed, so that gaps of a pixel or two between tissue count as tissue.
     """
     red, green, blue = (overview[..., c] for c in range(3))  # channel-wise uint8 ops: no float copy of the overview
     brightest = np.maximum(np.maximum(red, green), blue)
@@ -84,7 +94,7 @@ def tissue_mask(overview: np.ndarray) -> np.ndarray:
         glass = float(np.percentile(scanned, 0.5))
         otsu = threshold_otsu(scanned) if scanned.max() > scanned.min() else glass
         threshold = min(max(otsu, glass + GLASS_MARGIN), TISSUE_SIGNAL)
-    return _grown(signal > threshold)
+    return _closed(signal > threshold)
 
 
 def noise_sigma(image: np.ndarray) -> float:
@@ -104,5 +114,9 @@ def bright_region(channel: np.ndarray) -> np.ndarray:
 
 
 def _grown(mask: np.ndarray) -> np.ndarray:
-    """``mask`` closed and dilated a little, so that tissue borders and sparse nuclei are not cut off."""
-    return ndimage.binary_dilation(ndimage.binary_closing(mask, iterations=2), iterations=DILATION)
+    """``mask`` closed and grown a little, so that tissue borders and sparse nuclei are not cut off."""
+    return grow(_closed(mask))
+
+
+def _closed(mask: np.ndarray) -> np.ndarray:
+    return ndimage.binary_closing(mask, iterations=2)
