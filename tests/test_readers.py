@@ -169,6 +169,28 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path, name, content, proble
     assert str(path) in str(err.value) and problem in str(err.value)
 
 
+def test_a_small_level_is_decoded_once_and_a_large_one_window_by_window(tmp_path, monkeypatch):
+    """A level of up to ``KEPT_LEVEL_PIXELS`` is decoded whole at its first read and kept (a small image is read
+    by its overview, its tiles and its copy); a larger one is decoded window by window. Either way a read is the
+    file's pixels, with ``fill`` beyond the level."""
+    from promptseg_cli.slide import readers
+
+    image = np.random.default_rng(2).integers(0, 255, (700, 900, 3), dtype=np.uint8)
+    path = write_pyramid_tiff(tmp_path / "small.tif", image, mpp=0.5, compression="zlib")
+    for kept, decodes in ((readers.KEPT_LEVEL_PIXELS, 1), (1000, 3)):
+        monkeypatch.setattr(readers, "KEPT_LEVEL_PIXELS", kept)
+        with open_slide(path) as reader:
+            decoded, read = [], reader._read
+            reader._read = lambda *window: decoded.append(window) or read(*window)
+            for x, y in ((0, 0), (400, 300), (800, 650)):
+                region = reader.read(0, x, y, 200, 150, fill=9)
+                expected = np.full((150, 200, 3), 9, np.uint8)
+                inside = image[y : y + 150, x : x + 200]
+                expected[: inside.shape[0], : inside.shape[1]] = inside
+                np.testing.assert_array_equal(region, expected)
+        assert len(decoded) == decodes
+
+
 def test_truncated_slide_fails_cleanly(tmp_path, slides):
     data = (slides / "CMU-1-Small-Region.svs").read_bytes()
     path = tmp_path / "truncated.svs"
