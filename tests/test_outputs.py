@@ -105,7 +105,8 @@ def test_ngff_properties_preview_and_report(run):
     assert report["peak_memory_mb"] > 0 and report["model"]["version"] == "dark-object-test-detector"
     cpu = report["cpu_seconds"]  # where the run's CPU went, by stage
     stages = {"planning", "reads", "network", "post-processing", "reframing", "merging and labels", "image copy"}
-    assert stages <= set(cpu) and min(cpu.values()) >= 0 and cpu["reads"] > 0 and cpu["merging and labels"] > 0
+    # this small image is decoded once, by its overview (planning), and its tiles are read from memory
+    assert stages <= set(cpu) and min(cpu.values()) >= 0 and cpu["planning"] > 0 and cpu["merging and labels"] > 0
     assert sum(v for k, v in cpu.items() if k != "total") == pytest.approx(cpu["total"], abs=0.1)
 
 

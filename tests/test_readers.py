@@ -170,7 +170,7 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path, name, content, proble
 
 
 def test_a_small_level_is_decoded_once_and_a_large_one_window_by_window(tmp_path, monkeypatch):
-    """A level of up to ``KEPT_LEVEL_PIXELS`` is decoded whole at its first read and kept (a small image is read
+    """A level 0 of up to ``KEPT_LEVEL_PIXELS`` is decoded whole at its first read and kept (a small image is read
     by its overview, its tiles and its copy); a larger one is decoded window by window. Either way a read is the
     file's pixels, with ``fill`` beyond the level."""
     from promptseg_cli.slide import readers

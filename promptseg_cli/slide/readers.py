@@ -42,9 +42,9 @@ class SlideError(Exception):
     """A slide that cannot be opened or read; the message names the file and the problem."""
 
 
-#: A level of at most this many pixels (48 MB of RGB) is decoded whole at its first read and kept: a small image
+#: A level 0 of at most this many pixels (48 MB of RGB) is decoded whole at its first read and kept: a small image
 #: is read by its overview, its tiles and its copy, and each would decode it again (tiled, stripped or compressed
-#: files; a 5.5 Mpx field: about 0.2 CPU-s of its 1.3 s). Slides' low levels are kept too; their level 0 is not.
+#: files; a 5.5 Mpx field: about 0.2 CPU-s of its 1.3 s). A slide's is larger, and its overview level is read once.
 KEPT_LEVEL_PIXELS = 2**24
 
 
@@ -52,7 +52,7 @@ class SlideReader(ABC):
     """Levels, pixel size and RGB region reads of one slide or image."""
 
     backend: str = ""
-    #: Whether levels up to ``KEPT_LEVEL_PIXELS`` are kept once read (not for images held in memory anyway).
+    #: Whether a level 0 of up to ``KEPT_LEVEL_PIXELS`` is kept once read (not for images held in memory anyway).
     keeps_levels = True
 
     def __init__(self, path: Path):
@@ -128,10 +128,10 @@ class SlideReader(ABC):
         return out
 
     def _level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """``_read``, from the whole level kept in memory where it is small (``KEPT_LEVEL_PIXELS``) and the reader
+        """``_read``, from level 0 kept whole in memory where it is small (``KEPT_LEVEL_PIXELS``) and the reader
         has one plane (plane readers of a stack share this reader's state)."""
         lw, lh = self.level_dimensions[level]
-        if not self.keeps_levels or lw * lh > KEPT_LEVEL_PIXELS or len(self.planes) > 1:
+        if level != 0 or not self.keeps_levels or lw * lh > KEPT_LEVEL_PIXELS or len(self.planes) > 1:
             return self._read(level, x, y, width, height)
         with self._keeping:
             if level not in self._kept:
