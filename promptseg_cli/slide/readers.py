@@ -53,12 +53,12 @@ class SlideReader(ABC):
 
     backend: str = ""
     #: Whether a level 0 of up to ``KEPT_LEVEL_PIXELS`` is kept once read (not for images held in memory anyway).
-    keeps_levels = True
+    keeps_level0 = True
 
     def __init__(self, path: Path):
         self.path = path
         self.warnings: list[str] = []  # what a run should tell the user about this file
-        self._kept: dict[int, np.ndarray] = {}
+        self._kept_level0: np.ndarray | None = None  # level 0, once read, where it is kept
         self._keeping = threading.Lock()
 
     @property
@@ -131,12 +131,12 @@ class SlideReader(ABC):
         """``_read``, from level 0 kept whole in memory where it is small (``KEPT_LEVEL_PIXELS``) and the reader
         has one plane (plane readers of a stack share this reader's state)."""
         lw, lh = self.level_dimensions[level]
-        if level != 0 or not self.keeps_levels or lw * lh > KEPT_LEVEL_PIXELS or len(self.planes) > 1:
+        if level != 0 or not self.keeps_level0 or lw * lh > KEPT_LEVEL_PIXELS or len(self.planes) > 1:
             return self._read(level, x, y, width, height)
         with self._keeping:
-            if level not in self._kept:
-                self._kept[level] = self._read(level, 0, 0, lw, lh)
-        return self._kept[level][y : y + height, x : x + width]
+            if self._kept_level0 is None:
+                self._kept_level0 = self._read(0, 0, 0, lw, lh)
+        return self._kept_level0[y : y + height, x : x + width]
 
     def close(self) -> None:
         pass
@@ -526,7 +526,7 @@ DECODED_PIXELS = {"L": ((), np.uint8), "LA": ((2,), np.uint8), "RGB": ((3,), np.
 
 class PillowReader(SlideReader):
     backend = "pillow"
-    keeps_levels = False  # decoded whole when opened
+    keeps_level0 = False  # decoded whole when opened
 
     def __init__(self, path: Path):
         super().__init__(path)
