@@ -80,6 +80,60 @@ def test_an_uncompressed_tiff_in_one_strip_is_read_window_by_window(tmp_path, by
     np.testing.assert_array_equal(plane, stack[2, 1, 100:164, 1400:1500])
 
 
+@pytest.mark.parametrize("layout", ["rgb", "planar", "stack"])
+def test_a_deflate_plane_in_one_strip_is_inflated_piece_by_piece(tmp_path, monkeypatch, layout):
+    """A compressed plane in one strip is one chunk to tifffile's zarr store, decoded whole to read any window of
+    it (a 20 000 px RGB plane: 1.2 GB). Deflate strips larger than the strip cache are inflated once, a piece at
+    a time, into a temporary file: neither the strip nor the plane is ever whole in memory."""
+    import tracemalloc
+
+    from promptseg_cli.slide import readers, untiled
+    from promptseg_cli.slide.stack import open_stack
+
+    monkeypatch.setattr(untiled, "STRIP_CACHE_BYTES", 2**20)  # the 3.5 MB strips below count as too large
+    monkeypatch.setattr(untiled, "INFLATE_BYTES", 2**16)
+    monkeypatch.setattr(readers, "KEPT_LEVEL_PIXELS", 0)  # as for a large image: nothing decoded whole and kept
+    rng = np.random.default_rng(7)
+    if layout == "stack":  # big-endian 16-bit ZCYX, as ImageJ writes: one strip per page
+        pixels = rng.integers(0, 60000, (2, 3, 1000, 1200)).astype(np.uint16)
+        tifffile.imwrite(tmp_path / "a.tif", pixels, imagej=True, byteorder=">", metadata={"axes": "ZCYX"},
+                         compression="zlib", predictor=True, rowsperstrip=1000)
+    else:
+        pixels = rng.integers(0, 255, (1000, 1200, 3), dtype=np.uint8)
+        pixels[:, :500] = 230  # glass: strips that inflate far more than their compressed bytes
+        stored = pixels.transpose(2, 0, 1).copy() if layout == "planar" else pixels
+        tifffile.imwrite(tmp_path / "a.tif", stored, photometric="rgb", compression="zlib", predictor=True,
+                         rowsperstrip=1000, planarconfig="separate" if layout == "planar" else "contig")
+    tracemalloc.start()
+    if layout == "stack":
+        stack = open_stack(tmp_path / "a.tif")
+        window = stack.plane(0, 2, slice(100, 400), slice(900, 1200), z=1)
+        expected = pixels[1, 2, 100:400, 900:1200]
+    else:
+        reader = open_slide(tmp_path / "a.tif")
+        window = reader.read(0, 900, 100, 300, 300)
+        expected = pixels[100:400, 900:1200]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(window, expected)
+    assert peak < 2**20, peak  # each strip is 2.4-3.6 MB inflated
+
+
+def test_a_corrupt_deflate_strip_is_a_clear_error(tmp_path, monkeypatch):
+    from promptseg_cli.slide import untiled
+
+    monkeypatch.setattr(untiled, "STRIP_CACHE_BYTES", 2**16)
+    pixels = np.random.default_rng(8).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", pixels, photometric="rgb", compression="zlib", rowsperstrip=300)
+    with tifffile.TiffFile(tmp_path / "a.tif") as tif:
+        offset, count = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    data = bytearray((tmp_path / "a.tif").read_bytes())
+    data[offset + count // 2 : offset + count // 2 + 64] = bytes(64)
+    (tmp_path / "a.tif").write_bytes(bytes(data))
+    with pytest.raises(SlideError, match=r"a.tif: a deflate strip is (corrupt|short)"):
+        open_slide(tmp_path / "a.tif")
+
+
 def test_a_large_png_or_jpeg_is_decoded_to_a_file_not_into_memory(tmp_path, monkeypatch):
     """PNG/JPEG cannot be read in parts: above 2**26 pixels they are decoded once into a temporary file and read
     window by window (Pillow's decompression-bomb guard refused them from 179 Mpx; in memory, 1 Gpx is 3 GB)."""

@@ -557,15 +557,7 @@ class PillowReader(SlideReader):
         pixel, dtype = DECODED_PIXELS[image.mode]
         if image.mode == "P" and "transparency" in image.info:
             pixel = (4,)
-        shape = (image.height, image.width, *pixel)
-        try:
-            return decoded_to_file(path, decode, shape, dtype)
-        except OSError as exc:
-            import tempfile
-
-            size = np.prod(shape) * np.dtype(dtype).itemsize / 1e9
-            raise SlideError(f"{path}: cannot decode the image into the temporary folder {tempfile.gettempdir()} "
-                             f"({size:.1f} GB): {exc.strerror or exc}; set TMPDIR to a folder with room") from exc
+        return decoded_to_file(path, decode, (image.height, image.width, *pixel), dtype)
 
     @property
     def level_dimensions(self) -> list[tuple[int, int]]:
