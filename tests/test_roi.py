@@ -200,6 +200,9 @@ def test_a_slide_segmented_inside_a_region_has_the_whole_slides_objects_there(tm
     table = (tmp_path / "out" / "CMU-1-Small-Region.ome.zarr" / "tables" / "nuclei.csv").read_text().splitlines()
     header = table[0].split(",")
     assert len(table) == 1 + len(found) and {row.split(",")[header.index("region")] for row in table[1:]} == {"Tumor"}
+    features = json.loads((tmp_path / "CMU-1-Small-Region_objects.geojson").read_text())["features"]
+    assert {f["properties"]["metadata"]["Region"] for f in features} == {"Tumor"}
+    assert "metadata" not in json.loads((tmp_path / "whole.geojson").read_text())["features"][0]["properties"]
     again = segment(slide, "--output-dir", tmp_path / "out", "--roi", tmp_path / "{stem}.geojson", "--table", "csv")
     assert again.returncode == 0 and "up to date" in again.stderr, again.stderr
     write(region, {"type": "Polygon", "coordinates": [OUTER]})

@@ -2,8 +2,10 @@
 
 Each object is a Feature with ``properties.objectType`` "detection" (or "cell" with a ``nucleusGeometry`` when
 nuclei and cells ran together), a ``classification`` with both ``name`` and ``color`` (QuPath rejects a
-classification without a colour) and ``measurements`` as a name -> number dict. Coordinates are level-0 pixels
-in QuPath's convention, which is also promptseg's: pixel ``(row, col)`` covers ``[col, col+1) x [row, row+1)``.
+classification without a colour), ``measurements`` as a name -> number dict and, with a region of interest
+(``--roi``), ``metadata`` (QuPath's field for an object's text values) ``{"Region": class of the annotation
+holding it}``. Coordinates are level-0 pixels in QuPath's convention, which is also promptseg's: pixel ``(row,
+col)`` covers ``[col, col+1) x [row, row+1)``.
 Objects of a stack carry their plane the way QuPath writes it: ``geometry.plane = {"c": -1, "z": Z, "t": T}``.
 A path ending in ``.gz`` is gzip-compressed.
 """
@@ -67,6 +69,8 @@ class GeoJsonSink:
             props = {"objectType": "cell" if records.prompt == "cells" and records.nucleus_contours is not None else "detection",
                      "classification": {"name": name, "color": colour},
                      "measurements": self._measurements(records, i)}
+            if records.region is not None:
+                props["metadata"] = {"Region": str(records.region[i])}
             geometry = _polygon(records.batch.contours[i])
             if records.plane:
                 geometry["plane"] = {"c": -1, "z": records.plane.get("z", 0), "t": records.plane.get("t", 0)}
