@@ -469,8 +469,9 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     series: Annotated[Optional[int], typer.Option("--series", min=0, help="Which image of a TIFF or bioformats2raw OME-Zarr folder holding several (from 0). Example: --series 1")] = None,
 ) -> None:
-    """Print format, backend, dimensions, levels, pixel size, vendor and associated images of a slide; for a
-    multichannel image or stack also its axes, sizes, channel names and Z/T spacing.
+    """Describe a slide or image: format, dimensions, levels, pixel size and associated images.
+
+    Also the backend and vendor; for a multichannel image or stack its axes, sizes, channel names and Z/T spacing.
 
     Example: promptseg info slide.svs
     """
@@ -521,10 +522,11 @@ def summarize(
     outputs: Annotated[list[Path], typer.Argument(help="Outputs, or folders searched for them. Example: results/")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="CSV file to write (default: print the CSV). Example: -o counts.csv")] = None,
 ) -> None:
-    """One CSV row per output (from its report.json): input, model, pixel size, objects of each prompt and, with a
-    region of interest, the region's and each annotation class's area and objects per mm², then tiles run,
-    seconds, peak memory and warnings. Unfinished outputs are left out; an unreadable report is an error line
-    (exit 1) while the rest are written.
+    """Gather outputs' counts into one CSV: a row per output, from its report.json.
+
+    Each row: input, model, pixel size, objects of each prompt, tissue area and objects per mm² of it and, with a region of interest, the region's and each annotation class's area and objects per mm², then tiles run, seconds, peak memory and warnings.
+
+    Unfinished outputs are left out; an unreadable report is an error line (exit 1) while the rest are written.
 
     Example: promptseg summarize results/ -o counts.csv
     """
