@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from promptseg_cli.slide.readers import open_slide
-from promptseg_cli.slide.tissue import (BRIGHTFIELD_SPAN, DILATION, is_fluorescence, median, noise_sigma, tissue_mask,
-                                        unscanned)
+from promptseg_cli.slide import tissue
+from promptseg_cli.slide.tissue import (BRIGHTFIELD_SPAN, DILATION, is_fluorescence, median, noise_sigma, percentile,
+                                        tissue_mask, unscanned)
 from promptseg_cli.training.datasets import intensity_range
 
 #: Level-0 boxes (x, y, width, height) of CMU-1-Small-Region.svs: glass with a few specks, and the same glass with
@@ -131,20 +132,35 @@ def test_noise_sigma_is_the_noise_not_the_structure():
     assert noise_sigma(ramp + rng.normal(0, 7, ramp.shape)) == pytest.approx(7, rel=0.05)
 
 
-def test_median_and_unscanned_are_numpys():
-    """The histogram median and the channel-by-channel test for black give what numpy's plain forms give."""
+def test_median_percentiles_and_unscanned_are_numpys():
+    """The histogram median and percentiles and the channel-by-channel test for black give what numpy's plain
+    forms give, to the bit."""
     rng = np.random.default_rng(7)
     for n in (1, 2, 3, 4, 101, 1000):
-        for low, high in ((0, 256), (95, 105)):
+        for low, high in ((0, 256), (95, 105), (254, 256)):
             values = rng.integers(low, high, (n, 3), dtype=np.uint8)
             assert median(values) == float(np.median(values))
             assert median(values[::2]) == float(np.median(values[::2]))  # not contiguous
+            for q in (0.0, 0.5, 1.0, 33.3, 99.8, 99.99, 100.0):
+                assert percentile(values, q) == float(np.percentile(values, q)), (n, low, q)
     grey16 = rng.integers(0, 4096, (50, 40), dtype=np.uint16)
-    assert median(grey16) == float(np.median(grey16))
+    assert median(grey16) == float(np.median(grey16)) and percentile(grey16, 99.8) == np.percentile(grey16, 99.8)
     image = rng.integers(0, 3, (60, 50, 4), dtype=np.uint8)  # often black in every channel
     for channels in (image[..., :3], image, image[..., 0]):
         expected = channels.max(axis=-1) == 0 if channels.ndim == 3 else channels == 0
         np.testing.assert_array_equal(unscanned(channels), expected)
+
+
+def test_closing_and_growing_are_scipys():
+    """The mask's closing and growing by shifted rows and columns give scipy's binary morphology (4-neighbour
+    cross, pixels beyond the border background), also on masks one pixel wide and at their borders."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(8)
+    for _ in range(200):
+        mask = rng.random(tuple(rng.integers(1, 30, 2))) < rng.random()
+        np.testing.assert_array_equal(tissue._closed(mask), ndimage.binary_closing(mask, iterations=2))
+        np.testing.assert_array_equal(tissue.grow(mask), ndimage.binary_dilation(mask, iterations=DILATION))
 
 
 def test_a_dark_image_of_coarse_noise_keeps_its_range_within_8_bits(tmp_path):

@@ -78,7 +78,8 @@ def plane_tiles(reader: SlideReader, plan: SlidePlan, tissue_detection: bool = T
     stack's (:func:`stack_intensity`). With a region of interest, only tiles where it (grown by the halo, the
     farthest an object's centroid may lie from its anchor) meets the tissue run."""
     overview, downsample = thumbnail(reader)
-    tissue = detected_tissue(overview)
+    fluorescence = is_fluorescence(overview)
+    tissue = detected_tissue(overview, fluorescence)
     mask = grow(tissue)
     run = mask if tissue_detection else None
     if roi is not None:
@@ -86,7 +87,7 @@ def plane_tiles(reader: SlideReader, plan: SlidePlan, tissue_detection: bool = T
         run = region if run is None else run & region
         tissue = tissue & roi.mask(mask.shape, downsample, 0.0)
     tiles = tissue_tiles(plan, run, downsample, DILATION if tissue_detection else 0)
-    return PlaneTiles(*tiles, intensity or intensity_range(overview, mask), is_fluorescence(overview),
+    return PlaneTiles(*tiles, intensity or intensity_range(overview, mask), fluorescence,
                       float(tissue.sum()) * downsample**2)
 
 

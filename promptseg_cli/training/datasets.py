@@ -19,7 +19,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..slide.tissue import BRIGHTFIELD_SPAN, FLUORESCENCE_CONTRAST, is_fluorescence, median, noise_sigma, unscanned
+from ..slide.tissue import (BRIGHTFIELD_SPAN, FLUORESCENCE_CONTRAST, is_fluorescence, median, noise_sigma, percentile,
+                            unscanned)
 
 VALIDATION_FRACTION = 0.15
 VALIDATION_MINIMUM = 2
@@ -72,22 +73,29 @@ def intensity_range(image: np.ndarray, tissue: np.ndarray | None = None) -> tupl
     sample = image[:: step[0], :: step[1]]
     on_tissue = None
     if tissue is not None:  # the sample's pixels on tissue, or all of the tissue's where it holds few of them
-        on_tissue = sample[tissue[:: step[0], :: step[1]]]
+        on_tissue = _pixels(sample, tissue[:: step[0], :: step[1]])
         if len(on_tissue) < 4096:
-            on_tissue = image[tissue] if tissue.any() else None
+            on_tissue = _pixels(image, tissue) if tissue.any() else None
     if is_fluorescence(sample):
-        low = np.percentile(sample, 1.0)
-        high = np.percentile(sample if on_tissue is None else on_tissue, 99.8)
+        low = percentile(sample, 1.0)
+        high = percentile(sample if on_tissue is None else on_tissue, 99.8)
         grey = sample.max(axis=-1) if sample.ndim == 3 else sample
         high = max(high, median(grey) + FLUORESCENCE_CONTRAST * noise_sigma(grey))
     else:
         blank = unscanned(sample)
-        scanned = sample[~blank] if blank.any() else sample
-        high = np.percentile(scanned, 99.8)
-        low = min(np.percentile(scanned if on_tissue is None else on_tissue, 1.0), high - BRIGHTFIELD_SPAN)
+        scanned = _pixels(sample, ~blank) if blank.any() else sample
+        high = percentile(scanned, 99.8)
+        low = min(percentile(scanned if on_tissue is None else on_tissue, 1.0), high - BRIGHTFIELD_SPAN)
     if np.issubdtype(image.dtype, np.integer):  # the noise floor above may reach past the brightest value there is
         high = min(high, float(np.iinfo(image.dtype).max))
     return float(low), float(max(high, low + 1.0))
+
+
+def _pixels(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image[mask]`` for a 2-D ``mask``: whole pixels gathered at once (for an RGB image a third of the time)."""
+    if image.ndim == 2:
+        return image[mask]
+    return np.compress(mask.ravel(), np.ascontiguousarray(image).reshape(-1, image.shape[-1]), axis=0)
 
 
 def resize_label(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
