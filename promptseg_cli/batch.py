@@ -174,17 +174,26 @@ def run_batch(slides: list[Path], images: list[int | None], targets: list[Path],
     return outcomes
 
 
+#: Batches of up to this many inputs list every one in the summary table; larger ones list the failed ones only
+#: (each input's line was logged as it finished, and ``promptseg summarize`` tabulates the outputs).
+SUMMARY_ROWS = 50
+
+
 def print_summary(outcomes: list[Outcome], reporter) -> None:
-    """A table of every slide's outcome (on stderr, like the progress)."""
+    """A table of the slides' outcomes (every one, or the failed ones of a large batch) and a count of each, on
+    stderr like the progress."""
     from rich.table import Table
 
-    table = Table(title="promptseg summary", show_lines=False)
-    for column in ("slide", "status", "objects", "seconds", "output / error"):
-        table.add_column(column)
-    for o in outcomes:
-        objects = ", ".join(f"{n} {p}" for p, n in (o.objects or {}).items())
-        table.add_row(str(o.slide), o.status, objects, f"{o.seconds:.1f}" if o.seconds else "", o.error or str(o.output))
-    if not reporter.quiet:
+    listed = outcomes if len(outcomes) <= SUMMARY_ROWS else [o for o in outcomes if o.status == "failed"]
+    if listed and not reporter.quiet:
+        title = "promptseg summary" if listed is outcomes else "promptseg summary: the failed inputs"
+        table = Table(title=title, show_lines=False)
+        for column in ("slide", "status", "objects", "seconds", "output / error"):
+            table.add_column(column)
+        for o in listed:
+            objects = ", ".join(f"{n} {p}" for p, n in (o.objects or {}).items())
+            table.add_row(str(o.slide), o.status, objects, f"{o.seconds:.1f}" if o.seconds else "",
+                          o.error or str(o.output))
         reporter.console.print(table)
     failed = sum(o.status == "failed" for o in outcomes)
     done = sum(o.status == "done" for o in outcomes)

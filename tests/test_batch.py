@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from promptseg_cli.batch import (BatchError, allocated_cpus, collect_inputs, parse_shard, read_input_list,
-                                 shard_from_environment)
+from promptseg_cli.batch import (SUMMARY_ROWS, BatchError, Outcome, allocated_cpus, collect_inputs, parse_shard,
+                                 print_summary, read_input_list, shard_from_environment)
 
 from test_cli import promptseg
 
@@ -20,6 +20,31 @@ def test_shards_split_deterministically_and_cover_everything():
     flat = [p for part in parts for p in part]
     assert sorted(flat) == sorted(items) and len(flat) == len(set(flat))
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_the_summary_of_a_large_batch_lists_its_failures_only():
+    """A plate of thousands of images would end in a table of thousands of rows (5 s for 10 000 here), each
+    already logged as it finished: past ``SUMMARY_ROWS`` inputs the table holds the failed ones."""
+    import io
+
+    from rich.console import Console
+
+    from promptseg_cli.progress import Reporter
+
+    def summary(count: int, failed: set[int]) -> str:
+        reporter = Reporter(console=Console(file=io.StringIO(), width=200))
+        print_summary([Outcome(Path(f"w{i:05d}.tif"), Path(f"w{i:05d}.ome.zarr"), "failed", error=f"w{i:05d}.tif: bad")
+                       if i in failed else Outcome(Path(f"w{i:05d}.tif"), Path(f"w{i:05d}.ome.zarr"), "done",
+                                                   {"nuclei": 7}, 0.4) for i in range(count)], reporter)
+        return reporter.console.file.getvalue()
+
+    small = summary(SUMMARY_ROWS, {3})
+    assert "w00000.tif" in small and "w00003.tif: bad" in small and "49 done, 0 up to date, 1 failed of 50" in small
+    large = summary(2000, {3, 1500})
+    assert "w00000.tif" not in large and "w00003.tif: bad" in large and "w01500.tif: bad" in large
+    assert "the failed inputs" in large and "1998 done, 0 up to date, 2 failed of 2000 inputs" in large
+    clean = summary(2000, set())
+    assert "promptseg summary" not in clean and "2000 done, 0 up to date, 0 failed of 2000 inputs" in clean
 
 
 @pytest.mark.parametrize("text", ["4/4", "1", "a/b", "-1/3", "0/0"])
