@@ -135,8 +135,11 @@ def test_a_corrupt_deflate_strip_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_a_large_png_or_jpeg_is_decoded_to_a_file_not_into_memory(tmp_path, monkeypatch):
-    """PNG/JPEG cannot be read in parts: above 2**26 pixels they are decoded once into a temporary file and read
-    window by window (Pillow's decompression-bomb guard refused them from 179 Mpx; in memory, 1 Gpx is 3 GB)."""
+    """PNG/JPEG cannot be read in parts: above 2**26 pixels they are decoded once, at the first read, into a
+    temporary file and read window by window (Pillow's decompression-bomb guard refused them from 179 Mpx; in
+    memory, 1 Gpx is 3 GB)."""
+    import os
+    import tempfile
     import tracemalloc
 
     import imagecodecs
@@ -150,10 +153,19 @@ def test_a_large_png_or_jpeg_is_decoded_to_a_file_not_into_memory(tmp_path, monk
     Image.fromarray(rgb).save(tmp_path / "rgb.jpg", quality=90)
     Image.new("1", (8200, 8200)).save(tmp_path / "bits.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # for the reference decodes
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+
+    def spilled() -> int:  # open (deleted) files in the temporary folder
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(spill)) for fd in os.listdir("/proc/self/fd"))
+
     for name, box in (("grey.png", (2990, 3990, 400, 200)), ("rgb.jpg", (5990, 4990, 300, 300))):
         tracemalloc.start()
         with open_slide(tmp_path / name) as reader:
+            assert spilled() == 0  # opened, not decoded: `info` reads the header alone
             window = reader.read(0, *box)
+            assert spilled() == 1
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             assert reader.level_dimensions == [(8200, 8200)]

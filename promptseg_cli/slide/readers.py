@@ -18,6 +18,7 @@ Every reader reports levels, dimensions, pixel size and returns RGB ``uint8`` re
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -25,9 +26,14 @@ import re
 import threading
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .untiled import MappedLevel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
@@ -126,6 +132,10 @@ class SlideReader(ABC):
         if region is not None:
             out[y0 - y : y1 - y, x0 - x : x1 - x] = region
         return out
+
+    def probe(self) -> None:
+        """Read a pixel of the smallest level: a backend that cannot decode the file fails here, when opened."""
+        self.read(len(self.level_dimensions) - 1, 0, 0, 1, 1)
 
     def _level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """``_read``, from level 0 kept whole in memory where it is small (``KEPT_LEVEL_PIXELS``) and the reader
@@ -525,26 +535,36 @@ DECODED_PIXELS = {"L": ((), np.uint8), "LA": ((2,), np.uint8), "RGB": ((3,), np.
 
 
 class PillowReader(SlideReader):
+    """PNG, JPEG and the other formats Pillow reads: decoded whole, into memory when opened or, above
+    ``IN_MEMORY_PIXELS``, into a temporary file at the first read (so ``info`` reads the header alone)."""
+
     backend = "pillow"
-    keeps_level0 = False  # decoded whole when opened
+    keeps_level0 = False  # decoded whole anyway
 
     def __init__(self, path: Path):
         super().__init__(path)
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = None  # Pillow's decompression-bomb guard (179 Mpx) would refuse large images
-        self._decoded = None
+        self._decode: Callable[[], MappedLevel] | None = None  # the large image's decoding, until it has run
+        self._decoded: MappedLevel | None = None
         with Image.open(path) as image:
             self._size = image.size
             if image.width * image.height > IN_MEMORY_PIXELS:
-                self._decoded = self._decode_to_file(path, image)
+                self._decode = self._decoder(path, image)
             else:
                 image.load()
                 conversion = PILLOW_CONVERSIONS.get(image.mode)
                 self._array = _to_rgb(np.asarray(image.convert(conversion) if conversion else image))
 
+    def probe(self) -> None:
+        if self._decode is None:  # a large image's header alone is read when opened
+            super().probe()
+
     @staticmethod
-    def _decode_to_file(path: Path, image):
+    def _decoder(path: Path, image) -> Callable[[], MappedLevel]:
+        """The decoding of the large ``image`` into a temporary file, to run at the first read (its format and
+        mode are checked now)."""
         import imagecodecs
 
         from .untiled import decoded_to_file
@@ -557,7 +577,7 @@ class PillowReader(SlideReader):
         pixel, dtype = DECODED_PIXELS[image.mode]
         if image.mode == "P" and "transparency" in image.info:
             pixel = (4,)
-        return decoded_to_file(path, decode, (image.height, image.width, *pixel), dtype)
+        return functools.partial(decoded_to_file, path, decode, (image.height, image.width, *pixel), dtype)
 
     @property
     def level_dimensions(self) -> list[tuple[int, int]]:
@@ -568,9 +588,12 @@ class PillowReader(SlideReader):
         return None
 
     def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        if self._decoded is not None:
-            return _to_rgb(self._decoded[y : y + height, x : x + width])
-        return self._array[y : y + height, x : x + width]
+        if self._decode is None:
+            return self._array[y : y + height, x : x + width]
+        with self._keeping:
+            if self._decoded is None:
+                self._decoded = self._decode()
+        return _to_rgb(self._decoded[y : y + height, x : x + width])
 
     def close(self) -> None:
         if self._decoded is not None:
@@ -794,7 +817,7 @@ def open_slide(path: str | Path, channels: str | None = None, series: int | None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 reader = backend(source)
-            reader.read(len(reader.level_dimensions) - 1, 0, 0, 1, 1)
+            reader.probe()
             return reader
         except SlideError:
             raise
