@@ -16,7 +16,7 @@ from PIL import Image
 from shapely.geometry import shape
 
 from promptseg_cli.pipeline.preview import REGION_COLOUR
-from promptseg_cli.pipeline.roi import RegionOfInterest, region_digest
+from promptseg_cli.pipeline.roi import RegionOfInterest, grown, region_digest
 
 from conftest import REPO
 
@@ -133,12 +133,16 @@ def test_a_self_intersecting_outline_is_repaired():
 def test_the_tile_mask_covers_the_grown_region_with_its_hole_and_an_island_in_it():
     island = [[900, 1000], [1000, 1000], [1000, 1100], [900, 1100], [900, 1000]]
     roi = RegionOfInterest(None, shapely.union_all([shapely.Polygon(OUTER, [HOLE]), shapely.Polygon(island)]))
-    mask = roi.mask((300, 230), 10.0, 0.0)
+    mask = roi.mask((300, 230), 10.0)
     assert mask[100, 100]  # inside the outline: level-0 (1005, 1005) is in the island
     assert mask[45, 80] and not mask[0, 0] and not mask[250, 200]
-    assert not mask[91, 81]  # in the hole, beyond the one overview pixel the mask grows by
-    grown = roi.mask((300, 230), 10.0, 100.0)
-    assert grown.sum() > mask.sum() and grown[mask].all() and grown[35, 100]
+    assert not mask[91, 81]  # in the hole
+    tiles = grown(mask, 10.0)  # 100 level-0 pixels
+    assert tiles.sum() > mask.sum() and tiles[mask].all() and tiles[35, 100]
+    # it covers the region buffered by as much, rasterised the same way
+    buffered = RegionOfInterest(None, roi.geometry.buffer(100.0)).mask((300, 230), 10.0)
+    assert tiles[buffered].all() and tiles.sum() < 1.2 * buffered.sum()
+    assert not grown(np.zeros((5, 5), bool), 3.0).any()
 
 
 def test_centroids_decide_membership():

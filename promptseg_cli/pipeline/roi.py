@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 from PIL import Image, ImageDraw
+from scipy import ndimage
 from shapely.geometry import shape
 
 from .measure import area_and_centroid
@@ -100,12 +101,13 @@ class RegionOfInterest:
             summary["classes"] = {c: {"objects": counts[c], **entry(g, counts[c])} for c, g in self.classes.items()}
         return summary
 
-    def mask(self, shape: tuple[int, int], downsample: float, margin: float) -> np.ndarray:
-        """The region grown by ``margin`` level-0 pixels, as a mask of an overview of ``shape`` ``(rows,
-        columns)`` that is ``downsample`` times smaller than level 0. Each polygon is filled by scanlines within
-        its bounding box (its holes left out), so outlines of many thousand vertices cost little."""
+    def mask(self, shape: tuple[int, int], downsample: float) -> np.ndarray:
+        """The region as a mask of an overview of ``shape`` ``(rows, columns)`` that is ``downsample`` times
+        smaller than level 0: the pixels a polygon touches, less those its holes touch (so a region of many small
+        polygons covers more pixels than its area). Each polygon is filled by scanlines within its bounding box,
+        so outlines of many thousand vertices cost little."""
         mask = np.zeros(shape, bool)
-        for polygon in shapely.get_parts(self.geometry.buffer(margin + downsample)):
+        for polygon in shapely.get_parts(self.geometry):
             x0, y0, x1, y1 = np.asarray(polygon.bounds) / downsample
             c0, r0 = max(0, int(x0)), max(0, int(y0))
             c1, r1 = min(shape[1], int(np.ceil(x1)) + 1), min(shape[0], int(np.ceil(y1)) + 1)
@@ -130,6 +132,17 @@ class RegionOfInterest:
         for name, geometry in self.classes.items():
             names[shapely.contains_xy(geometry, x, y)] = name
         return names
+
+
+def grown(mask: np.ndarray, radius: float) -> np.ndarray:
+    """``mask`` (:meth:`RegionOfInterest.mask`) grown by ``radius`` pixels and two more, so that it covers every
+    pixel that the region grown by ``radius`` touches (a point of the region lies in a pixel of the mask, whose
+    centre is at most half a diagonal from it): where tiles run for a region, grown by how far an object's
+    centroid may lie from its anchor. Grown on the mask, not as polygons: buffering outlines of thousands of
+    vertices took seconds."""
+    if not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask) <= radius + 2
 
 
 def _class_areas(annotations: list[tuple[shapely.Geometry, str | None]]) -> dict[str, shapely.Geometry]:

@@ -31,7 +31,7 @@ from ..slide.stack import sampled_planes
 from ..slide.tissue import DILATION, detected_tissue, grow, is_fluorescence, tissue_mask
 from ..training.datasets import intensity_range
 from .plan import MIN_TILE_SIZE, SlidePlan, Tile, stride_padded
-from .roi import RegionOfInterest
+from .roi import RegionOfInterest, grown
 
 #: Native pixels kept around detected tissue when a tile is cropped to it (the mask's own dilation counts).
 TISSUE_MARGIN = STRIDE_MULTIPLE
@@ -83,9 +83,10 @@ def plane_tiles(reader: SlideReader, plan: SlidePlan, tissue_detection: bool = T
     mask = grow(tissue)
     run = mask if tissue_detection else None
     if roi is not None:
-        region = roi.mask(mask.shape, downsample, plan.overlap * plan.to_level0)
+        inside = roi.mask(mask.shape, downsample)
+        region = grown(inside, plan.overlap * plan.to_level0 / downsample)
         run = region if run is None else run & region
-        tissue = tissue & roi.mask(mask.shape, downsample, 0.0)
+        tissue = tissue & inside
     tiles = tissue_tiles(plan, run, downsample, DILATION if tissue_detection else 0)
     return PlaneTiles(*tiles, intensity or intensity_range(overview, mask), fluorescence,
                       float(tissue.sum()) * downsample**2)
