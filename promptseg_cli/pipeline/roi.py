@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -135,14 +136,13 @@ class RegionOfInterest:
 
 
 def grown(mask: np.ndarray, radius: float) -> np.ndarray:
-    """``mask`` (:meth:`RegionOfInterest.mask`) grown by ``radius`` pixels and two more, so that it covers every
-    pixel that the region grown by ``radius`` touches (a point of the region lies in a pixel of the mask, whose
-    centre is at most half a diagonal from it): where tiles run for a region, grown by how far an object's
-    centroid may lie from its anchor. Grown on the mask, not as polygons: buffering outlines of thousands of
-    vertices took seconds."""
-    if not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_edt(~mask) <= radius + 2
+    """``mask`` (:meth:`RegionOfInterest.mask`) grown by a square of ``radius`` pixels and two more on each side,
+    so that it covers every pixel that the region grown by ``radius`` touches (a point of the region lies in a
+    pixel of the mask, whose centre is at most half a diagonal from it): where tiles run for a region, grown by
+    how far an object's centroid may lie from its anchor. Grown on the mask, not as polygons (buffering outlines
+    of thousands of vertices took seconds), by running maxima along rows and columns (a 2048 px overview: 0.04 s)."""
+    size = 2 * (math.ceil(radius) + 2) + 1
+    return ndimage.maximum_filter1d(ndimage.maximum_filter1d(mask, size, axis=0), size, axis=1)
 
 
 def _class_areas(annotations: list[tuple[shapely.Geometry, str | None]]) -> dict[str, shapely.Geometry]:
