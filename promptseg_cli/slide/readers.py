@@ -18,7 +18,6 @@ Every reader reports levels, dimensions, pixel size and returns RGB ``uint8`` re
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -26,14 +25,13 @@ import re
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from .untiled import MappedLevel
+    from .untiled import DeferredLevel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
@@ -515,7 +513,16 @@ class TifffileReader(SlideReader):
             region = np.moveaxis(region, channels, -1)
         return _to_rgb(region)
 
+    def probe(self) -> None:
+        from .untiled import DeferredLevel
+
+        if not isinstance(self._levels[-1], DeferredLevel):  # a level in a temporary file is decoded at its first read
+            super().probe()
+
     def close(self) -> None:
+        for level in self._levels:
+            if hasattr(level, "close"):  # levels in temporary files (zarr arrays have nothing to close)
+                level.close()
         self._tif.close()
 
 
@@ -546,25 +553,24 @@ class PillowReader(SlideReader):
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = None  # Pillow's decompression-bomb guard (179 Mpx) would refuse large images
-        self._decode: Callable[[], MappedLevel] | None = None  # the large image's decoding, until it has run
-        self._decoded: MappedLevel | None = None
+        self._decoded: DeferredLevel | None = None
         with Image.open(path) as image:
             self._size = image.size
             if image.width * image.height > IN_MEMORY_PIXELS:
-                self._decode = self._decoder(path, image)
+                self._decoded = self._decode_to_file(path, image)
             else:
                 image.load()
                 conversion = PILLOW_CONVERSIONS.get(image.mode)
                 self._array = _to_rgb(np.asarray(image.convert(conversion) if conversion else image))
 
     def probe(self) -> None:
-        if self._decode is None:  # a large image's header alone is read when opened
+        if self._decoded is None:  # a large image is decoded at its first read
             super().probe()
 
     @staticmethod
-    def _decoder(path: Path, image) -> Callable[[], MappedLevel]:
-        """The decoding of the large ``image`` into a temporary file, to run at the first read (its format and
-        mode are checked now)."""
+    def _decode_to_file(path: Path, image) -> DeferredLevel:
+        """The large ``image`` decoded into a temporary file at its first read (its format and mode are checked
+        now)."""
         import imagecodecs
 
         from .untiled import decoded_to_file
@@ -577,7 +583,7 @@ class PillowReader(SlideReader):
         pixel, dtype = DECODED_PIXELS[image.mode]
         if image.mode == "P" and "transparency" in image.info:
             pixel = (4,)
-        return functools.partial(decoded_to_file, path, decode, (image.height, image.width, *pixel), dtype)
+        return decoded_to_file(path, decode, (image.height, image.width, *pixel), dtype)
 
     @property
     def level_dimensions(self) -> list[tuple[int, int]]:
@@ -588,12 +594,9 @@ class PillowReader(SlideReader):
         return None
 
     def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        if self._decode is None:
-            return self._array[y : y + height, x : x + width]
-        with self._keeping:
-            if self._decoded is None:
-                self._decoded = self._decode()
-        return _to_rgb(self._decoded[y : y + height, x : x + width])
+        if self._decoded is not None:
+            return _to_rgb(self._decoded[y : y + height, x : x + width])
+        return self._array[y : y + height, x : x + width]
 
     def close(self) -> None:
         if self._decoded is not None:

@@ -12,16 +12,21 @@ plane, libvips and Bio-Formats' exporters compressed strips, editors and export 
   inflated once, piece by piece, into a temporary file, read as above.
 * PNG and JPEG cannot be read in parts: a large one is decoded once into a temporary file, read as above.
 
+What is decoded into a temporary file is decoded at the first read (:class:`DeferredLevel`), so that opening the
+file (``promptseg info``) reads its header alone.
+
 BENCHMARKS.md, "Large images without tiles", has the times and memory of each against a tiled pyramid.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import mmap
 import os
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +73,29 @@ class MappedLevel:
             self.file.close()
 
 
+class DeferredLevel:
+    """A level decoded into a temporary file (``decode()`` makes its :class:`MappedLevel`) at its first read."""
+
+    def __init__(self, shape: tuple[int, ...], dtype, decode: Callable[[], MappedLevel]):
+        self.shape, self.dtype, self._decode = tuple(shape), np.dtype(dtype), decode
+        self._level: MappedLevel | None = None
+        self._decoding = threading.Lock()
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        with self._decoding:
+            if self._level is None:
+                self._level = self._decode()
+        return self._level[index]
+
+    def close(self) -> None:
+        if self._level is not None:
+            self._level.close()
+
+
 #: Decoded strips kept per stripped TIFF: a band of tiles reads the same strips (each as wide as the image) once
 #: per tile; kept, they are decoded once (a 20 000 px wide image's band of strips: about 55 MB).
 STRIP_CACHE_BYTES = 128 * 2**20
@@ -102,11 +130,11 @@ def _strip_cache(store):
     return CacheStore(store, cache_store=zarr.storage.MemoryStore(), max_size=STRIP_CACHE_BYTES)
 
 
-def inflated_to_file(path: Path, level, byteorder: str) -> MappedLevel | None:
-    """``level`` (a tifffile series) inflated into a temporary file when its strips are deflate-compressed and
-    each is larger than ``STRIP_CACHE_BYTES`` (a plane in one strip), read by mapping; else None. Strips are
-    inflated ``INFLATE_BYTES`` at a time and written to the file, so neither they nor the plane are ever whole in
-    memory, and the horizontal predictor is undone on whole rows."""
+def inflated_to_file(path: Path, level, byteorder: str) -> DeferredLevel | None:
+    """``level`` (a tifffile series) inflated into a temporary file at its first read when its strips are
+    deflate-compressed and each is larger than ``STRIP_CACHE_BYTES`` (a plane in one strip), read by mapping;
+    else None. Strips are inflated ``INFLATE_BYTES`` at a time and written to the file, so neither they nor the
+    plane are ever whole in memory, and the horizontal predictor is undone on whole rows."""
     key = level.keyframe
     if (key.is_tiled or key.compression not in DEFLATE or key.predictor not in (1, 2) or key.fillorder != 1
             or key.bitspersample != 8 * level.dtype.itemsize):
@@ -136,7 +164,8 @@ def inflated_to_file(path: Path, level, byteorder: str) -> MappedLevel | None:
                     os.pwrite(target, piece, start + done)
             position += (key.samplesperpixel if planar else 1) * plane_bytes
 
-    return _spilled(path, level.shape, level.dtype, byteorder, inflate)
+    return DeferredLevel(level.shape, level.dtype,
+                         functools.partial(_spilled, path, level.shape, level.dtype, byteorder, inflate))
 
 
 def _inflated_rows(path: Path, source: IO[bytes], offset: int, count: int, size: int, row_bytes: int):
@@ -163,9 +192,9 @@ def _inflated_rows(path: Path, source: IO[bytes], offset: int, count: int, size:
         raise SlideError(f"{path}: a deflate strip is short ({done} of {size} bytes)")
 
 
-def decoded_to_file(path: Path, decode: Callable, shape: tuple[int, ...], dtype) -> MappedLevel:
-    """``path`` decoded by ``decode(data, out=array)`` (an imagecodecs decoder) straight into a temporary file,
-    mapped: neither the compressed file nor the decoded pixels pass through the heap."""
+def decoded_to_file(path: Path, decode: Callable, shape: tuple[int, ...], dtype) -> DeferredLevel:
+    """``path`` decoded by ``decode(data, out=array)`` (an imagecodecs decoder) straight into a temporary file at
+    its first read, mapped: neither the compressed file nor the decoded pixels pass through the heap."""
 
     def into(source: IO[bytes], target: int) -> None:
         with mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as data, mmap.mmap(target, 0) as mapped:
@@ -175,7 +204,7 @@ def decoded_to_file(path: Path, decode: Callable, shape: tuple[int, ...], dtype)
             finally:
                 del out
 
-    return _spilled(path, shape, dtype, "=", into)
+    return DeferredLevel(shape, dtype, functools.partial(_spilled, path, shape, dtype, "=", into))
 
 
 def _spilled(path: Path, shape: tuple[int, ...], dtype, byteorder: str,
