@@ -29,9 +29,11 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+import imagecodecs
 import numpy as np
 import zarr
 
@@ -150,19 +152,29 @@ def inflated_to_file(path: Path, level, byteorder: str) -> DeferredLevel | None:
     stored = level.dtype.newbyteorder(byteorder)
     per_plane = math.ceil(key.imagelength / key.rowsperstrip)
 
+    def write(target: int, piece: bytes, position: int) -> None:
+        if key.predictor == 2:  # each sample stored as the difference from its left neighbour's
+            piece = bytearray(piece)
+            rows = np.frombuffer(piece, stored).reshape(-1, *row)
+            imagecodecs.delta_decode(rows, axis=-2, out=rows)
+        os.pwrite(target, piece, position)
+
     def inflate(source: IO[bytes], target: int) -> None:
-        position = 0
-        for page in level.pages:
-            for strip, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts)):
-                plane, first = divmod(strip, per_plane)
-                rows = min(key.rowsperstrip, key.imagelength - first * key.rowsperstrip)
-                start = position + plane * plane_bytes + first * key.rowsperstrip * row_bytes
-                for done, piece in _inflated_rows(path, source, offset, count, rows * row_bytes, row_bytes):
-                    if key.predictor == 2:  # each sample stored as the difference from its left neighbour's
-                        rows_of = np.frombuffer(piece, stored).reshape(-1, *row)
-                        piece = np.cumsum(rows_of, axis=1, dtype=level.dtype).astype(stored).tobytes()
-                    os.pwrite(target, piece, start + done)
-            position += (key.samplesperpixel if planar else 1) * plane_bytes
+        # a piece is undone and written in a thread while the next one is inflated (both release the GIL)
+        position, written = 0, None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inflate") as writer:
+            for page in level.pages:
+                for strip, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts)):
+                    plane, first = divmod(strip, per_plane)
+                    rows = min(key.rowsperstrip, key.imagelength - first * key.rowsperstrip)
+                    start = position + plane * plane_bytes + first * key.rowsperstrip * row_bytes
+                    for done, piece in _inflated_rows(path, source, offset, count, rows * row_bytes, row_bytes):
+                        if written is not None:
+                            written.result()
+                        written = writer.submit(write, target, piece, start + done)
+                position += (key.samplesperpixel if planar else 1) * plane_bytes
+            if written is not None:
+                written.result()
 
     return DeferredLevel(level.shape, level.dtype,
                          functools.partial(_spilled, path, level.shape, level.dtype, byteorder, inflate))
