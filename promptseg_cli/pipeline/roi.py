@@ -88,13 +88,7 @@ class RegionOfInterest:
         size) and the objects per mm² of it (per plane), as QuPath gives an annotation's detections per mm²; the
         same for each class's area, with its objects (``class_objects``: counts of :meth:`class_of`)."""
         def entry(geometry: shapely.Geometry, counts: dict[str, int]) -> dict:
-            area = geometry.intersection(shapely.box(0, 0, *image_size)).area
-            values = {"area_px": round(area)}
-            if mpp is not None:
-                mm2 = area * mpp * mpp / 1e6
-                values["area_mm2"] = round(mm2, 6)
-                values["objects_per_mm2"] = {p: round(n / (mm2 * planes), 1) if mm2 else 0.0 for p, n in counts.items()}
-            return values
+            return area_entry(geometry.intersection(shapely.box(0, 0, *image_size)).area, mpp, counts, planes)
 
         summary = {"file": str(self.path), **entry(self.geometry, objects)}
         if class_objects is not None:
@@ -133,6 +127,17 @@ class RegionOfInterest:
         for name, geometry in self.classes.items():
             names[shapely.contains_xy(geometry, x, y)] = name
         return names
+
+
+def area_entry(area_px: float, mpp: float | None, objects: dict[str, int], planes: int = 1) -> dict:
+    """An area as ``report.json`` gives it: level-0 pixels and, with a pixel size, mm² and the ``objects`` per mm²
+    of it (per plane, for an area counted once for ``planes`` planes)."""
+    entry: dict = {"area_px": round(area_px)}
+    if mpp is not None:
+        mm2 = area_px * mpp * mpp / 1e6
+        entry["area_mm2"] = round(mm2, 6)
+        entry["objects_per_mm2"] = {p: round(n / (mm2 * planes), 1) if mm2 else 0.0 for p, n in objects.items()}
+    return entry
 
 
 def grown(mask: np.ndarray, radius: float) -> np.ndarray:

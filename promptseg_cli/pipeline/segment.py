@@ -42,7 +42,7 @@ from .plan import SlidePlan, Tile
 from .preview import write_preview
 from .defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from .reframe import reach
-from .roi import RegionOfInterest, region_digest
+from .roi import RegionOfInterest, area_entry, region_digest
 from .tiling import plane_tiles, stack_intensity
 from .resume import (Checkpoints, Interrupted, OutputError, OutputExistsError, check_writable, claim_extras, claimed_extras,
                      run_directory, stop_requested)
@@ -431,7 +431,7 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
                   "processed_mpx": round(result.pixels_processed / 1e6, 2),
                   "reframed_mpx": round(result.pixels_reframed / 1e6, 2)},
         "objects": result.objects,
-        "tissue": _tissue_entry(result),
+        "tissue": area_entry(result.tissue_px, result.mpp, result.objects),  # detected, inside the region
         **({"region": region} if region is not None else {}),
         "seconds": {"total": round(result.seconds, 2), "tiles": round(inference_seconds, 2)},
         "cpu_seconds": cpu_seconds,
@@ -439,17 +439,6 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
         "warnings": result.warnings,
     }
     path.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _tissue_entry(result: SegmentResult) -> dict:
-    """``report.json``'s ``tissue``: the area of the detected tissue (inside the region of interest, if any; summed
-    over a stack's planes) in level-0 pixels and, with a pixel size, mm² and the objects per mm² of it."""
-    entry: dict = {"area_px": round(result.tissue_px)}
-    if result.mpp is not None:
-        mm2 = result.tissue_px * result.mpp**2 / 1e6
-        entry["area_mm2"] = round(mm2, 6)
-        entry["objects_per_mm2"] = {p: round(n / mm2, 1) if mm2 else 0.0 for p, n in result.objects.items()}
-    return entry
 
 
 def peak_rss_mb() -> float:
