@@ -144,29 +144,26 @@ def _closed(mask: np.ndarray) -> np.ndarray:
     return _eroded(_dilated(mask, 2), 2)
 
 
-# The 4-neighbour cross of ndimage's binary morphology, applied by shifted logical operations on whole rows and
-# columns: the same masks as ``ndimage.binary_dilation`` / ``binary_erosion`` (iterations, border value 0) in
-# about a fifth of the time.
-
 def _dilated(mask: np.ndarray, steps: int) -> np.ndarray:
-    out = mask.astype(bool, copy=True)
-    for _ in range(steps):
-        before = out.copy()
-        out[1:] |= before[:-1]
-        out[:-1] |= before[1:]
-        out[:, 1:] |= before[:, :-1]
-        out[:, :-1] |= before[:, 1:]
-    return out
+    """``ndimage.binary_dilation(mask, iterations=steps)``."""
+    return _crossed(mask, steps, np.logical_or)
 
 
 def _eroded(mask: np.ndarray, steps: int) -> np.ndarray:
+    """``ndimage.binary_erosion(mask, iterations=steps)`` (beyond the border is background)."""
+    return _crossed(mask, steps, np.logical_and)
+
+
+def _crossed(mask: np.ndarray, steps: int, combine: np.ufunc) -> np.ndarray:
+    """``steps`` times each pixel combined with its 4 neighbours (ndimage's default cross), by shifted logical
+    operations on whole rows and columns: the same masks as ndimage's binary morphology in a fifth of the time."""
     out = mask.astype(bool, copy=True)
     for _ in range(steps):
         before = out.copy()
-        out[1:] &= before[:-1]
-        out[:-1] &= before[1:]
-        out[:, 1:] &= before[:, :-1]
-        out[:, :-1] &= before[:, 1:]
-        out[[0, -1]] = False  # beyond the border is background
-        out[:, [0, -1]] = False
+        for target, neighbour in ((out[1:], before[:-1]), (out[:-1], before[1:]),
+                                  (out[:, 1:], before[:, :-1]), (out[:, :-1], before[:, 1:])):
+            combine(target, neighbour, out=target)
+        if combine is np.logical_and:  # pixels beyond the border are background
+            out[[0, -1]] = False
+            out[:, [0, -1]] = False
     return out
