@@ -64,6 +64,8 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     assert report["tiles"] == ref_report["tiles"]  # what was fed to the model before the kill is counted once
     assert not partial.exists() and [p.name for p in resumed_dir.iterdir()] == ["example_slide.ome.zarr"]
     assert not (resumed_dir / "example_slide.ome.zarr" / "promptseg-state.pkl").exists()
+    # the killed run's records were being written beside (records.py): the rerun removed its temporary GeoJSON
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["example_slide.geojson.gz"]
 
 
 def test_kill_9_after_the_geojson_appeared_then_rerun_completes(tmp_path):
@@ -95,7 +97,7 @@ def test_sigterm_stops_cleanly_with_resumable_state(tmp_path):
     assert proc.returncode == 130, stderr
     assert "stopped; run the same command again to resume" in stderr and "Traceback" not in stderr
     assert (partial / "promptseg-state.pkl").exists() and not (out_dir / "example_slide.ome.zarr").exists()
-    assert not (tmp_path / "example_slide.geojson.gz").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no GeoJSON, not even a temporary one
     rerun = _start(out_dir, tmp_path)
     _, stderr = rerun.communicate()
     assert rerun.returncode == 0 and "resuming from tile batch" in stderr

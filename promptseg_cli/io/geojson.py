@@ -34,13 +34,30 @@ def _polygon(contour: np.ndarray) -> dict:
     return {"type": "Polygon", "coordinates": [_ring(contour)]}
 
 
+def _running(pid: str) -> bool:
+    """Whether process ``pid`` (a number, as text) runs on this machine; True for what is not a number."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 class GeoJsonSink:
-    """Writes a FeatureCollection to a temporary file, renamed into place by :meth:`close`."""
+    """Writes a FeatureCollection to a temporary file beside ``path`` (``.NAME.partial-PID``), renamed into place
+    by :meth:`close`. Such files of processes that no longer run (killed runs, since resumed) are removed."""
 
     def __init__(self, path: Path, mpp: float | None):
         self.path = path
         self.mpp = mpp
         self._tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        for stale in path.parent.glob(f".{path.name}.partial-*"):
+            if not _running(stale.name.rsplit("-", 1)[1]):
+                stale.unlink(missing_ok=True)
         opener = gzip.open if path.suffix == ".gz" else open
         self._handle = opener(self._tmp, "wt", encoding="utf-8")
         self._handle.write('{"type": "FeatureCollection", "features": [\n')

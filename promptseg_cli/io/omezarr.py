@@ -330,3 +330,6 @@ class PropertiesSink:
             meta = attrs.get("ome", attrs)
             meta["image-label"]["properties"] = sorted(rows, key=lambda r: r["label-value"])
             self.writer.replace_attributes(f"labels/{prompt}", attrs)
+
+    def abort(self) -> None:
+        """Nothing to undo: the properties are written by :meth:`close` only."""

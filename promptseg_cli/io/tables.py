@@ -77,3 +77,11 @@ class TableSink:
         for handle in self._files.values():
             handle.close()
 
+    def abort(self) -> None:
+        """Close the files as they are (they are inside the run's partial directory, which is kept or removed)."""
+        for writer in self._writers.values():
+            if hasattr(writer, "close"):
+                writer.close()
+        for handle in self._files.values():
+            handle.close()
+

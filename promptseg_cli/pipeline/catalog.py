@@ -83,6 +83,9 @@ class Sink(Protocol):
 
     def close(self) -> None: ...
 
+    def abort(self) -> None:
+        """Stop without finishing: nothing that looks complete is left behind."""
+
 
 class Catalog:
     def __init__(self, prompts: list[str], plane: dict[str, int] | None = None):

@@ -146,11 +146,10 @@ class Checkpoints:
         _atomic_pickle(self.work / STATE_FILE, {**state, "version": STATE_VERSION, "parameters": self.parameters,
                                                 "parts": n + 1})
 
-    def records(self, count: int) -> Iterator[list]:
-        """The saved parts in order (one tile row's finished records each)."""
-        for n in range(count):
-            with open(self.parts / f"part-{n:06d}.pkl", "rb") as handle:
-                yield pickle.load(handle)
+    def part(self, n: int) -> list:
+        """Saved part ``n``: one tile row's finished records."""
+        with open(self.parts / f"part-{n:06d}.pkl", "rb") as handle:
+            return pickle.load(handle)
 
 
 def _atomic_pickle(path: Path, obj) -> None:

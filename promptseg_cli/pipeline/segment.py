@@ -5,8 +5,9 @@ the tissue mask and intensity range -> tiles with halo read as exact windows of 
 model's pixel size; background and what lies outside a region of interest skipped, partly-tissue tiles cropped)
 -> CPN per batch of tiles -> seam merging (``merge.py``) -> level-0 contours (those whose centroid lies in the
 region, ``roi.py``) -> streamed label blocks with their first pyramid levels (``labels.py``) and
-the object catalog (``catalog.py``: measurements, nucleus-cell links, GeoJSON and tables) -> optional linking
-across Z (``link_z.py``) -> image copy (in the background all along) -> report -> atomic rename.
+the object catalog (``catalog.py``: measurements, nucleus-cell links), saved row by row and written as records
+(properties, GeoJSON, tables) while the tiles run (``records.py``) -> optional linking across Z (``link_z.py``) ->
+image copy (in the background all along) -> report -> atomic rename.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import resource
 import shutil
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -41,6 +41,7 @@ from ..model.network import mid_intensity
 from .plan import SlidePlan, Tile
 from .preview import write_preview
 from .defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+from .records import RecordWriter
 from .reframe import reach
 from .roi import RegionOfInterest, area_entry, region_digest
 from .tiling import plane_tiles, stack_intensity
@@ -225,6 +226,47 @@ class SlideRun:
                 self.streams[p].restore(state["streams"][p])
             self.parts = state["parts"]
             self.plane_stats = state["plane_stats"]
+        links_at_end = self.options.link_z and self.layout.z > 1  # the records need the links (records.py)
+        self.records = None if links_at_end else \
+            RecordWriter(self.checkpoints, self._sinks(writer), self.roi, self.clock).start(self.parts)
+        try:
+            tiles_seconds = self._run_planes(writer, state)
+            counts = {p: s.count for p, s in self.streams.items()}
+            links = link_z_planes(writer, counts, self.checkpoints.parts) if links_at_end else {}
+            claim_extras(self.work, [p for p in (self.options.geojson, self.options.preview) if p is not None])
+            writer.record(objects=counts, **({"objects_3d": {p: int(len(np.unique(m[1:]))) for p, m in links.items()}}
+                                             if links else {}))
+            if self.records is None:
+                self.records = RecordWriter(self.checkpoints, self._sinks(writer), self.roi, self.clock,
+                                            links).start(self.parts)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyramid") as background:
+                # the label streams wrote the first levels with level 0, the rest is built here (every level above 0
+                # when linking rewrote level 0); the pyramid touches label arrays only, not the records' metadata
+                pyramids = background.submit(writer.build_label_pyramids, 1 if links else self.layout.streamed_levels)
+                by_class = self.records.finish(self.parts)
+                pyramids.result()
+        except BaseException:
+            if self.records is not None:
+                self.records.abort()
+            raise
+        if self.options.preview is not None:
+            write_preview(self.work, prompts, self.options.preview, self.layout, None if self.options.image else self.reader,
+                          self.roi)
+        stats = self.plane_stats
+        result = SegmentResult(self.path, self.output, counts, sum(p.total for p in stats), sum(p.run for p in stats),
+                               sum(p.skipped for p in stats), sum(p.pixels + p.reframed for p in stats),
+                               sum(p.reframed for p in stats), time.time() - self.started, self.mpp0, self.warnings,
+                               sum(p.tissue_px for p in stats))
+        region = None if self.roi is None else self.roi.summary(
+            self.reader.level_dimensions[0], self.mpp0, counts, len(self.layout.planes), by_class or None)
+        _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor,
+                      [p.intensity for p in stats], tiles_seconds, self.clock.seconds(), self.reader, self.layout,
+                      region)
+        return result
+
+    def _run_planes(self, writer: OmeZarrWriter, state: dict | None) -> float:
+        """Segment every plane (from the saved ``state`` when resuming) while the image is copied beside;
+        returns the seconds the tiles took."""
         abandon = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="image") as background:
             image_copy = (background.submit(_copy_image, self.reader, writer, abandon, self.clock)  # beside inference
@@ -240,31 +282,16 @@ class SlideRun:
             tiles_seconds = time.time() - tiles_started
             if image_copy is not None:
                 image_copy.result()
-        counts = {p: s.count for p, s in self.streams.items()}
-        links = link_z_planes(writer, counts, self.checkpoints.parts) if self.options.link_z and self.layout.z > 1 else {}
-        claim_extras(self.work, [p for p in (self.options.geojson, self.options.preview) if p is not None])
-        writer.record(objects=counts, **({"objects_3d": {p: int(len(np.unique(m[1:]))) for p, m in links.items()}}
-                                         if links else {}))
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyramid") as background:
-            # the label streams wrote the first levels with level 0, the rest is built here (every level above 0 when
-            # linking rewrote level 0); the pyramid touches label arrays only, so it does not clash with the records
-            pyramids = background.submit(writer.build_label_pyramids, 1 if links else self.layout.streamed_levels)
-            by_class = self._write_records(writer, links)
-            pyramids.result()
-        if self.options.preview is not None:
-            write_preview(self.work, prompts, self.options.preview, self.layout, None if self.options.image else self.reader,
-                          self.roi)
-        stats = self.plane_stats
-        result = SegmentResult(self.path, self.output, counts, sum(p.total for p in stats), sum(p.run for p in stats),
-                               sum(p.skipped for p in stats), sum(p.pixels + p.reframed for p in stats),
-                               sum(p.reframed for p in stats), time.time() - self.started, self.mpp0, self.warnings,
-                               sum(p.tissue_px for p in stats))
-        region = None if self.roi is None else self.roi.summary(
-            self.reader.level_dimensions[0], self.mpp0, counts, len(self.layout.planes), by_class or None)
-        _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor,
-                      [p.intensity for p in stats], tiles_seconds, self.clock.seconds(), self.reader, self.layout,
-                      region)
-        return result
+        return tiles_seconds
+
+    def _sinks(self, writer: OmeZarrWriter) -> list[Sink]:
+        """The writers of the objects' records: label properties, and the table and GeoJSON when asked for."""
+        sinks: list[Sink] = [PropertiesSink(writer, self.mpp0)]
+        if self.options.table:
+            sinks.append(TableSink(self.work / "tables", self.options.table, self.mpp0, self.options.prompts))
+        if self.options.geojson is not None:
+            sinks.append(GeoJsonSink(self.options.geojson, self.mpp0))
+        return sinks
 
     def _run_plane(self, index: int, state: dict | None) -> None:
         """Segment plane ``index`` of the layout, from the saved ``state`` when resuming inside it."""
@@ -315,6 +342,8 @@ class SlideRun:
                  "mergers": self.mergers, "catalog": self.catalog.pending, "parts": self.parts}
         self.checkpoints.save(state, self.catalog.take_finished())
         self.parts += 1
+        if self.records is not None:
+            self.records.saved(self.parts)
 
     def _run_tiles(self, reader: SlideReader, tiles: list[Tile], intensity: tuple[float, float], start: int) -> None:
         """Inference over tile batches (here or on the cluster); merging and a checkpoint after every tile row."""
@@ -374,39 +403,6 @@ class SlideRun:
                 stream.flush(final)
             self.catalog.flush(final)
             self._checkpoint(index + 1)
-
-    def _write_records(self, writer: OmeZarrWriter, links: dict[str, np.ndarray]) -> dict[str, Counter]:
-        """Feed every finished object, part by part, to the properties, table and GeoJSON writers; return the
-        objects of each class of the region of interest's annotations (none without classes).
-
-        With ``--link-z`` each record also gets ``object_3d``: the label value of the 3-D object it belongs to;
-        with a region of interest whose annotations have classes, ``region``: the class holding its centroid.
-        """
-        sinks: list[Sink] = [PropertiesSink(writer, self.mpp0)]
-        by_class = {c: Counter() for c in self.roi.classes} if self.roi is not None else {}
-        if self.options.table:
-            sinks.append(TableSink(self.work / "tables", self.options.table, self.mpp0, self.options.prompts))
-        geojson = GeoJsonSink(self.options.geojson, self.mpp0) if self.options.geojson is not None else None
-        if geojson is not None:
-            sinks.append(geojson)
-        try:
-            for records_of_row in self.checkpoints.records(self.parts):
-                for records in records_of_row:
-                    if records.prompt in links:
-                        records.links["object_3d"] = links[records.prompt][records.batch.ids]
-                    if by_class:
-                        records.region = self.roi.class_of(records.batch.contours)
-                        for name, n in zip(*np.unique(records.region.astype(str), return_counts=True)):
-                            by_class.setdefault(name, Counter())[records.prompt] += int(n)
-                    for sink in sinks:
-                        sink.write(records)
-            for sink in sinks:
-                sink.close()
-        except BaseException:
-            if geojson is not None:
-                geojson.abort()
-            raise
-        return by_class
 
 
 def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: SegmentOptions, predictor: Predictor,
