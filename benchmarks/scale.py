@@ -71,7 +71,8 @@ class ModelOnly:
         self.predictor = Predictor(load_model())
         with open_slide(slide) as reader:
             plan = SlidePlan.create(reader, self.predictor.model.native_mpp, reader.mpp, TILE, OVERLAP)
-            tiles, _, self.intensity, _ = plane_tiles(reader, plan)
+            planned = plane_tiles(reader, plan)
+            tiles, self.intensity = planned.tiles, planned.intensity
             tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, min(samples, len(tiles))).round().astype(int)]
             self.pixels = [plan.read_tile(reader, t, mid_intensity(self.intensity)) for t in tiles]
         self.processed = sum(t.read_pixels for t in tiles)
