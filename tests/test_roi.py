@@ -145,6 +145,22 @@ def test_the_tile_mask_covers_the_grown_region_with_its_hole_and_an_island_in_it
     assert not grown(np.zeros((5, 5), bool), 3.0).any()
 
 
+def test_the_area_inside_a_region_of_many_small_outlines_is_counted_by_pixel_centres():
+    """Pixels an outline merely touches would count about half a pixel too much along every outline: half as
+    much again for these squares of 4.5 overview pixels."""
+    corners = np.random.default_rng(0).uniform(0, 10, (40, 50, 2)) + np.mgrid[0:800:20, 0:1000:20].transpose(1, 2, 0)
+    squares = [shapely.box(x, y, x + 9, y + 9) for y, x in corners.reshape(-1, 2)]
+    roi = RegionOfInterest(None, shapely.union_all(squares))
+    touched = roi.mask((400, 500), 2.0)
+    inside = roi.centres_inside(touched, touched, 2.0)
+    assert touched.sum() * 4 > 1.4 * roi.geometry.area
+    assert inside.sum() * 4 == pytest.approx(roi.geometry.area, rel=0.02)
+    block = shapely.box(100, 100, 600, 500)  # a large region: pixels inside its outline are kept untested
+    big = RegionOfInterest(None, block)
+    touched = big.mask((400, 500), 2.0)
+    assert big.centres_inside(touched, touched, 2.0).sum() * 4 == pytest.approx(block.area, rel=0.005)
+
+
 def test_centroids_decide_membership():
     roi = RegionOfInterest(None, shapely.Polygon(OUTER, [HOLE]))
     square = np.array([[[-20, -20], [20, -20], [20, 20], [-20, 20]]], float)

@@ -115,6 +115,17 @@ class RegionOfInterest:
             mask[r0:r1, c0:c1] |= np.asarray(canvas, bool)
         return mask
 
+    def centres_inside(self, pixels: np.ndarray, touched: np.ndarray, downsample: float) -> np.ndarray:
+        """Of the overview pixels ``pixels`` (a mask within ``touched``, this region's :meth:`mask`), those whose
+        centre lies in the region: their count is the region's area on them, where the touched pixels overcount
+        it by about half a pixel along every outline (a region of 2702 nucleus-sized outlines on CMU-1: 41% too
+        much; by centres 0.02%). Only pixels at the edge of ``touched`` are tested, those inside it are kept."""
+        interior = ndimage.binary_erosion(touched, np.ones((3, 3), bool))
+        rows, cols = np.nonzero(pixels & ~interior)
+        inside = pixels & interior
+        inside[rows, cols] = shapely.contains_xy(self.geometry, (cols + 0.5) * downsample, (rows + 0.5) * downsample)
+        return inside
+
     def contains(self, contours: np.ndarray) -> np.ndarray:
         """Which of the ``(N, P, 2)`` level-0 contours have their centroid inside the region."""
         return shapely.contains_xy(self.geometry, *_centroids(contours))

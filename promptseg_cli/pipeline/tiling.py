@@ -86,7 +86,7 @@ def plane_tiles(reader: SlideReader, plan: SlidePlan, tissue_detection: bool = T
         inside = roi.mask(mask.shape, downsample)
         region = grown(inside, plan.overlap * plan.to_level0 / downsample)
         run = region if run is None else run & region
-        tissue = tissue & inside
+        tissue = roi.centres_inside(tissue & inside, inside, downsample)
     tiles = tissue_tiles(plan, run, downsample, DILATION if tissue_detection else 0)
     return PlaneTiles(*tiles, intensity or intensity_range(overview, mask), fluorescence,
                       float(tissue.sum()) * downsample**2)
