@@ -71,14 +71,13 @@ class TableSink:
         for prompt in self.prompts:
             if prompt not in self._writers:
                 self.write(Records.empty(prompt, self.prompts))
-        for writer in self._writers.values():
-            if hasattr(writer, "close"):
-                writer.close()
-        for handle in self._files.values():
-            handle.close()
+        self._close_files()
 
     def abort(self) -> None:
         """Close the files as they are (they are inside the run's partial directory, which is kept or removed)."""
+        self._close_files()
+
+    def _close_files(self) -> None:
         for writer in self._writers.values():
             if hasattr(writer, "close"):
                 writer.close()
