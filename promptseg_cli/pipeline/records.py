@@ -14,7 +14,7 @@ from collections import Counter
 
 import numpy as np
 
-from .catalog import Sink
+from .catalog import Records, Sink
 from .resume import Checkpoints
 from .roi import RegionOfInterest
 from .stage_clock import StageClock
@@ -93,7 +93,7 @@ class RecordWriter:
         except BaseException as error:  # raised in the run's threads by saved() or finish()
             self._error = error
 
-    def _write(self, records) -> None:
+    def _write(self, records: Records) -> None:
         if records.prompt in self._links:
             records.links["object_3d"] = self._links[records.prompt][records.batch.ids]
         if self.by_class:
