@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -578,6 +579,9 @@ def run() -> None:
     and zarr creates some 200 000 objects, over which the collector's passes cost about 0.4 s of every command."""
     gc.disable()
     configure_allocator()
+    # numpy's BLAS would start a thread per core for a matrix product made in any pipeline thread and leave it
+    # busy-waiting beside the model's streams, which already use every core (set before numpy is imported)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # tifffile reports damaged files on its own logger (printed by Python's last-resort handler), next to the
     # one-line error promptseg gives for the same file; a handler of its own keeps them out of stderr
     logging.getLogger("tifffile").addHandler(logging.NullHandler())

@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import os
 import subprocess
 import sys
 
@@ -294,6 +295,21 @@ def test_no_garbage_collection_while_a_command_imports_its_libraries(tmp_path):
     assert done.returncode == 0, done.stderr
     collections, all_after_imports = done.stderr.split()[-2:]
     assert int(collections) > 0 and all_after_imports == "True", done.stderr
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("3", "3")])
+def test_numpys_blas_is_single_threaded_unless_the_user_says_otherwise(tmp_path, preset, expected):
+    """A matrix product in a pipeline thread would otherwise start OpenBLAS threads that busy-wait beside the
+    model's streams; the setting only works when made before numpy is first imported."""
+    probe = ("import os, sys\nfrom promptseg_cli.cli import run\nearly = 'numpy' in sys.modules\n"
+             "try:\n    run()\nfinally:\n    print(early, os.environ.get('OPENBLAS_NUM_THREADS'), file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    done = subprocess.run([sys.executable, "-c", probe, "info", str(REPO / "examples" / "example_slide.tif")],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.split()[-2:] == ["False", expected]
 
 
 def test_command_line_defaults_are_the_pipeline_defaults():
