@@ -40,7 +40,7 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Model file (default: the weights shipped with promptseg).")]
 PixelSizeOpt = Annotated[Optional[float], typer.Option("--pixel-size", help="Run the model at this pixel size in microns instead of its native one (finer is slower; see MODEL_CARD.md). Example: --pixel-size 0.33")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Network arithmetic: fp32, or mixed precision bf16/fp16 (GPUs; bf16 also on CPUs with AVX512-BF16 or AMX, about 1.8x faster there), or auto: bf16 where the GPU or CPU has it, else fp32. Example: --precision auto")]
-RoiClassOpt = Annotated[Optional[list[str]], typer.Option("--roi-class", help="With --roi: only the annotations of this QuPath class (repeat for several). Example: --roi-class Tumor")]
+RoiClassOpt = Annotated[Optional[list[str]], typer.Option("--roi-class", metavar="CLASS", help="With --roi: only the annotations of this QuPath class (repeat for several). Example: --roi-class Tumor")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps. Example: --device cuda")]
 
 
@@ -132,8 +132,8 @@ def output_name(path: Path, series: int | None = None) -> str:
 
 @app.command()
 def segment(
-    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Slides, images or directories of them (searched recursively). Example: slide.svs more/")] = None,
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="What to find: nuclei or cells (or a synonym). Repeat for several. Example: --prompt nuclei")] = ["nuclei"],
+    inputs: Annotated[Optional[list[Path]], typer.Argument(metavar="INPUT", help="Slides, images or directories of them (searched recursively). Example: slide.svs more/")] = None,
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", metavar="PROMPT", help="What to find: nuclei or cells (or a synonym). Repeat for several. Example: --prompt nuclei")] = ["nuclei"],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .ome.zarr for a single input. Example: -o slide.ome.zarr")] = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Directory for <stem>.ome.zarr outputs of several inputs. Example: --output-dir results/")] = None,
     input_list: Annotated[Optional[Path], typer.Option("--input-list", help="Text file of input paths, one per line (# comments). Example: --input-list slides.txt")] = None,
@@ -265,7 +265,7 @@ def segment(
 
 @app.command()
 def train(
-    data: Annotated[list[str], typer.Option("--data", help="Dataset folder, the prompt its labels answer, optional weight. Example: --data ../shared/data/dsb2018:nuclei:0.45")],
+    data: Annotated[list[str], typer.Option("--data", metavar="DATASET", help="Dataset folder, the prompt its labels answer, optional weight. Example: --data ../shared/data/dsb2018:nuclei:0.45")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Run directory for checkpoints, losses.jsonl and model.pt; an existing run resumes. Example: -o runs/default")],
     steps: Annotated[int, typer.Option("--steps", help="Optimiser steps (warm-up, then cosine decay to the last). Example: --steps 6000")] = 6000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step. Example: --batch-size 8")] = 8,
@@ -382,7 +382,7 @@ def evaluate(
 def ingest(
     inbox: Annotated[Optional[Path], typer.Argument(help="Folder the scanners drop slides into (searched recursively). Example: /data/inbox")] = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Where outputs, the manifest and the log go. Example: --output-dir /data/results")] = None,
-    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="What to find (repeat for several). Example: --prompt nuclei")] = None,
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", metavar="PROMPT", help="What to find (repeat for several). Example: --prompt nuclei")] = None,
     once: Annotated[bool, typer.Option("--once", help="One scan-and-process pass, then exit (the default; for cron).")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep polling the inbox every --interval seconds.")] = False,
     interval: Annotated[Optional[float], typer.Option("--interval", help="Seconds between passes with --watch. Example: --interval 120")] = None,
@@ -520,7 +520,7 @@ def info(
 
 @app.command()
 def summarize(
-    outputs: Annotated[list[Path], typer.Argument(help="Outputs, or folders searched for them. Example: results/")],
+    outputs: Annotated[list[Path], typer.Argument(metavar="OUTPUT", help="Outputs, or folders searched for them. Example: results/")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="CSV file to write (default: print the CSV). Example: -o counts.csv")] = None,
 ) -> None:
     """Gather outputs' counts into one CSV: a row per output, from its report.json.
