@@ -18,7 +18,7 @@ import typer
 
 from . import __version__
 from .limits import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, PROBABILITY, THRESHOLD, Rule, check
-from .malloc import configure_allocator
+from .malloc import configure_allocator, release_free_memory
 from .pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from .progress import Reporter
 
@@ -455,6 +455,7 @@ def ingest(
     try:
         while True:
             result = runner.run_once()
+            release_free_memory()  # waiting for the next pass: hold no freed memory
             if not watch or stop_requested.wait(settings.watch_interval):
                 break
     except Interrupted as exc:

@@ -28,7 +28,7 @@ from .. import __version__
 from ..io.geojson import GeoJsonSink
 from ..io.omezarr import OmeZarrLayout, OmeZarrWriter, PropertiesSink
 from ..io.tables import TableSink
-from ..malloc import MemoryGuard, release_free_memory
+from ..malloc import RELEASE_BETWEEN_SLIDES, MemoryGuard, release_free_memory
 from ..model.predictor import Predictor
 from ..progress import Reporter
 from ..slide.readers import SlideReader, open_slide, slide_files
@@ -164,7 +164,7 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
             with run_directory(output, options.overwrite) as work:
                 return SlideRun(path, output, work, reader, predictor, options, reporter, client, roi).run()
     finally:
-        release_free_memory()  # between slides of a batch or an ingestion watch, hold no freed memory
+        release_free_memory(RELEASE_BETWEEN_SLIDES)  # between slides, hold little freed memory
 
 
 class SlideRun:
