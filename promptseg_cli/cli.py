@@ -455,8 +455,10 @@ def ingest(
     try:
         while True:
             result = runner.run_once()
+            if not watch:
+                break
             release_free_memory()  # waiting for the next pass: hold no freed memory
-            if not watch or stop_requested.wait(settings.watch_interval):
+            if stop_requested.wait(settings.watch_interval):
                 break
     except Interrupted as exc:
         log.warning("%s", exc)

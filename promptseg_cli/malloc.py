@@ -24,7 +24,7 @@ _OVERRIDES = {"MALLOC_MMAP_MAX_": ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_")
 RELEASE_ABOVE = 1700 * 2**20
 #: Resident size above which a slide's end hands the free pages back before the next slide: what a large slide
 #: leaves goes back, while a folder of small images (0.45-0.56 GB each) keeps its pages for the next image instead
-#: of having the kernel zero them again (1000 x 1000 px fields: 0.32 -> 0.30 s per image).
+#: of having the kernel zero them again (1000 x 1000 px fields: 0.31-0.33 -> 0.28-0.29 s per image).
 RELEASE_BETWEEN_SLIDES = 1024 * 2**20
 #: Seconds between two looks of :class:`MemoryGuard` at the resident size when it is near the limit (the two model
 #: streams' allocations grow it by about 10 MB in that time, by up to 110 MB in a burst).
