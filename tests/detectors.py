@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 from scipy import ndimage
 from skimage.measure import find_contours
 
@@ -19,6 +20,7 @@ class DarkObjectDetector:
     """Dark objects are ``nuclei``; for ``cells`` each object is grown by ``cell_margin`` pixels."""
 
     model = SimpleNamespace(native_mpp=0.5, version="dark-object-test-detector")
+    device = torch.device("cpu")  # where the pipeline takes its outputs to be held until post-processing
 
     def __init__(self, cell_margin: int = 0):
         self.cell_margin = cell_margin

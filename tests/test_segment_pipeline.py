@@ -295,6 +295,52 @@ def test_an_image_of_one_tile_runs_on_the_threads_of_every_stream(tmp_path):
         torch.set_num_threads(threads)
 
 
+def test_on_an_accelerator_few_network_outputs_wait_for_post_processing(tmp_path):
+    """On an accelerator a forward pass returns before the device has run it, and its outputs stay in device memory
+    until the CPU has post-processed them: however far the reads run ahead, at most one output per stream and
+    ``WAITING_ON_DEVICE`` more are held. On CPU the read-ahead bound alone holds them. The output is the same."""
+    import threading
+    import time
+
+    import torch
+
+    from promptseg_cli.pipeline.inference import AHEAD, WAITING_ON_DEVICE
+
+    class SlowPostProcessing(DarkObjectDetector):
+        """Counts the outputs between the network and the end of their post-processing, which takes 20 ms."""
+
+        def __init__(self, device: str):
+            super().__init__()
+            self.device, self.held, self.most, self.lock = torch.device(device), 0, 0, threading.Lock()
+
+        def forward(self, tiles, prompt, intensity):
+            with self.lock:
+                self.held += 1
+                self.most = max(self.most, self.held)
+            return super().forward(tiles, prompt, intensity)
+
+        def postprocess(self, output):
+            time.sleep(0.02)
+            with self.lock:
+                self.held -= 1
+            return super().postprocess(output)
+
+        def predict(self, tiles, prompt, intensity):  # reframing windows, not counted
+            return DarkObjectDetector.postprocess(self, DarkObjectDetector.forward(self, tiles, prompt, intensity))
+
+    image, centres, _ = disc_slide((768, 1024), seams=256)
+    slide = write_pyramid_tiff(tmp_path / "discs.tif", image, mpp=0.5)
+    most = {}
+    for device in ("meta", "cpu"):  # "meta": a device other than the CPU, whose forward passes the stub runs here
+        detector = SlowPostProcessing(device)
+        result = segment_slide(slide, tmp_path / f"{device}.ome.zarr", detector,
+                               SegmentOptions(["nuclei"], tile_size=256, streams=1), Reporter(quiet=True))
+        assert result.tiles_run >= 10 and result.objects["nuclei"] == len(centres)
+        most[device] = detector.most
+    assert most["meta"] <= 1 + WAITING_ON_DEVICE < most["cpu"] <= 1 + AHEAD, most
+    np.testing.assert_array_equal(_labels(tmp_path / "meta.ome.zarr"), _labels(tmp_path / "cpu.ome.zarr"))
+
+
 def test_objects_larger_than_the_halo_are_whole_at_seams(tmp_path):
     """Discs 80-112 px across, many on seams, with a 32-px halo: the tile that owns one sees only part of it, so
     it is predicted again from a window around it and comes out whole, once. The report counts the windows' pixels

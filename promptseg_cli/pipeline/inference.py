@@ -11,6 +11,7 @@ number of batches is in flight.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -118,6 +119,11 @@ def streams_for(batches: list[list[Tile]], streams: int) -> int:
 #: stream that finishes small tiles while the other runs a large one needs this many read ahead not to wait: with
 #: two (before session 36) the streams of a 20% tissue slide waited 0.2-0.4 s per run.
 AHEAD = 4
+#: On an accelerator, network outputs waiting for post-processing beyond one per stream. A forward pass there
+#: returns before the device has run it, and its outputs (a batch of 8 default tiles: about 0.4 GB) stay in device
+#: memory until post-processed on the CPU, which may well be the slower side; so only this many wait, however far the reads
+#: run ahead. On CPU the ``AHEAD`` bound holds them.
+WAITING_ON_DEVICE = 1
 
 
 @contextmanager
@@ -145,7 +151,8 @@ def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, bat
     Three stages overlap, each in its own threads: reads run ahead, ``streams`` batches go through the network at
     once, and the post-processing of a batch (contours, NMS, intensities) runs while the next ones are in the
     network, in the order the network finishes them. At most ``streams + AHEAD`` batches are between reading and
-    their result, so memory stays bounded. Where the batches would keep the streams unevenly busy (an image of one
+    their result, so memory stays bounded, and on an accelerator at most ``streams + WAITING_ON_DEVICE`` of them
+    hold network outputs. Where the batches would keep the streams unevenly busy (an image of one
     tile), fewer streams run, with the others' threads (:func:`streams_for`).
     """
     used = streams_for(batches[start:], streams)
@@ -154,17 +161,27 @@ def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, bat
         with clock.stage("reads"):
             return read_batch(slide, plan, batch, fill)
 
+    outputs_held = threading.BoundedSemaphore(used + (AHEAD if predictor.device.type == "cpu" else WAITING_ON_DEVICE))
+
     def forward(read: Future, batch: list[Tile]) -> Future:
         pixels = read.result()
-        with clock.stage("network"):
-            outputs = {p: predictor.forward(pixels, p, intensity) for p in prompts}
-        return post.submit(finish, pixels, outputs, batch)
+        outputs_held.acquire()
+        try:
+            with clock.stage("network"):
+                outputs = {p: predictor.forward(pixels, p, intensity) for p in prompts}
+            return post.submit(finish, pixels, outputs, batch)
+        except BaseException:
+            outputs_held.release()
+            raise
 
     def finish(pixels: np.ndarray, outputs: dict, batch: list[Tile]) -> BatchResult:
-        with clock.stage("post-processing"):
-            results = finish_batch(predictor, outputs, pixels, measure)
-        with clock.stage("reframing"):
-            return reframe_batch(predictor, slide, plan, batch, pixels, results, intensity, fill, measure)
+        try:
+            with clock.stage("post-processing"):
+                results = finish_batch(predictor, outputs, pixels, measure)
+            with clock.stage("reframing"):
+                return reframe_batch(predictor, slide, plan, batch, pixels, results, intensity, fill, measure)
+        finally:
+            outputs_held.release()  # the outputs go with this call's arguments
 
     with threads_per_stream(streams, used), ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as reading, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="post") as post, \
