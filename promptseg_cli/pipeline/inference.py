@@ -121,8 +121,8 @@ def streams_for(batches: list[list[Tile]], streams: int) -> int:
 AHEAD = 4
 #: On an accelerator, network outputs waiting for post-processing beyond one per stream. A forward pass there
 #: returns before the device has run it, and its outputs (a batch of 8 default tiles: about 0.4 GB) stay in device
-#: memory until post-processed on the CPU, which may well be the slower side; so only this many wait, however far the reads
-#: run ahead. On CPU the ``AHEAD`` bound holds them.
+#: memory until post-processed on the CPU, which may well be the slower side; so only this many wait, however far
+#: the reads run ahead. On CPU the ``AHEAD`` bound holds them.
 WAITING_ON_DEVICE = 1
 
 
