@@ -330,6 +330,29 @@ def test_inference_network_folds_batchnorm_without_changing_outputs():
         fused(torch.zeros(1, 3, 72, 64), prompts[:1])
 
 
+def test_the_traced_inference_network_gives_the_same_outputs_to_the_bit():
+    """The CPU predictor runs the network as a TorchScript graph (``TracedCPN``, recorded on a 64² tile of one
+    prompt); every output is identical to the eager network's, whatever the tile size, batch and prompts."""
+    import torch
+
+    from promptseg_cli.model.network import TracedCPN, fused_for_inference
+    from promptseg_cli.model.predictor import Predictor
+
+    eager = fused_for_inference(load_model().network)
+    traced = TracedCPN(eager)
+    generator = torch.Generator().manual_seed(1)
+    for batch, height, width in ((1, 1216, 1216), (2, 160, 48), (3, 96, 272)):
+        image = torch.randn(batch, 3, height, width, generator=generator).contiguous(memory_format=torch.channels_last)
+        prompts = torch.arange(batch) % 2
+        with torch.inference_mode():
+            a, b = eager(image, prompts), traced(image, prompts)
+        for name in ("logits", "refine", "features", "shape_weight", "shape_bias"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), (name, batch, height, width)
+    assert traced.config == eager.config
+    assert isinstance(Predictor(load_model()).network, TracedCPN)
+    assert not isinstance(Predictor(load_model(), precision="bf16").network, TracedCPN)  # autocast runs eager
+
+
 def test_decoder_convolution_at_half_size_equals_the_convolution_of_the_upsampled_concatenation():
     """The decoder's 3x3 convolution of (upsampled input, skip features) done as four phase convolutions of the
     half-size input: the same values and gradients as over the upsampled map, in either memory layout."""

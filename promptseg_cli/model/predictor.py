@@ -9,7 +9,7 @@ import torch
 
 from ..limits import PRECISION_NAMES, check_precision
 from .contours import propose
-from .network import STRIDE_MULTIPLE, CPNOutput, fused_for_inference, mid_intensity, normalise_image_
+from .network import STRIDE_MULTIPLE, CPNOutput, TracedCPN, fused_for_inference, mid_intensity, normalise_image_
 from .nms import polygon_nms, polygons_from_contours
 from .prompts import prompt_index
 from .weights import LoadedModel
@@ -118,6 +118,8 @@ class Predictor:
         self.model = model
         self.device = torch.device(device)
         self.network = fused_for_inference(model.network).to(self.device)
+        if self.device.type == "cpu" and precision == "fp32" and hasattr(torch.jit, "trace"):
+            self.network = TracedCPN(self.network)  # runs without Python's lock, beside the pipeline's threads
         self.score_threshold = model.score_threshold if score_threshold is None else score_threshold
         self.nms_threshold = model.nms_threshold if nms_threshold is None else nms_threshold
 
