@@ -47,6 +47,35 @@ def test_objects_across_seams_appear_exactly_once_and_whole(tmp_path, tile_size,
     assert np.abs(found_centres - centres).max() < 1.0
 
 
+@pytest.mark.parametrize("push", [3.0, 7.0])
+def test_an_object_each_neighbour_anchors_on_the_others_side_of_the_seam_is_kept_once(tmp_path, push):
+    """Neighbouring tiles see an object on their seam with different context, so their best anchors for it can
+    differ and land on opposite sides of the seam (the shipped model did that with a nucleus on a mosaic of real
+    tissue): owned by neither core, it was lost. Here every tile moves its anchors ``push`` px away from its own
+    middle, as pixels near a tile's edge might: each object on a seam is anchored in the other tile by both. The
+    tile merged second keeps it (``merge.py``, rescue at seams), once."""
+    from promptseg_cli.pipeline.merge import RESCUE_MARGIN
+
+    assert 2 * push < RESCUE_MARGIN  # an object up to push inside one core is anchored 2 x push inside the other
+
+    class AnchorsPushedOutwards(DarkObjectDetector):
+        def _detect(self, tile, grow):
+            det = super()._detect(tile, grow)
+            middle = np.array([tile.shape[1], tile.shape[0]], np.float32) / 2
+            det.anchors += np.sign(det.anchors - middle) * push
+            return det
+
+    image, centres, _ = disc_slide((800, 1000), seams=256)
+    slide = write_pyramid_tiff(tmp_path / "discs.tif", image, mpp=0.5, compression="zlib")
+    out = tmp_path / "discs.ome.zarr"
+    result = segment_slide(slide, out, AnchorsPushedOutwards(), SegmentOptions(["nuclei"], tile_size=256),
+                           Reporter(quiet=True))
+    labels = _labels(out)
+    ids_at_centres = labels[centres[:, 0].astype(int), centres[:, 1].astype(int)]
+    assert (ids_at_centres > 0).all() and len(set(ids_at_centres.tolist())) == len(centres)
+    assert result.objects["nuclei"] == len(centres) == len(np.unique(labels)) - 1
+
+
 def test_output_structure_validates_and_pyramid_is_nearest(tmp_path):
     image, centres, _ = disc_slide((1400, 1200), seams=512)
     slide = write_pyramid_tiff(tmp_path / "s.tif", image, mpp=0.5, compression="zlib")

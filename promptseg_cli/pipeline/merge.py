@@ -1,6 +1,6 @@
 """Merging objects across tile seams so that every object appears exactly once and whole.
 
-Rule, in two steps:
+Rule, in three steps:
 
 1. **Ownership by anchor.** Each detection comes from one head pixel (its *anchor*), which lies on the global
    native pixel grid. Tile cores partition that grid, so an anchor lies in exactly one core, and only that
@@ -10,10 +10,19 @@ Rule, in two steps:
    the object radius); one that runs into the edge of what its tile read is predicted again from a wider
    window before it gets here (``reframe.py``).
 2. **IoU check at seams.** Near a seam, a neighbouring tile can still see a slightly different anchor for the
-   same object (pixels close to the tile edge see zero padding). Objects that reach outside their tile's core
-   are compared with already accepted seam objects of other tiles; one overlapping an accepted object by IoU
-   above ``dedup_iou`` is dropped. The pipeline uses the model's NMS threshold, so no two objects overlap more
-   across a seam than the model lets them overlap inside a tile.
+   same object (pixels close to a tile's edge see less of the image). Objects that come within ``SEAM_BAND``
+   of the edge of their tile's core (or reach beyond it) are compared with the seam objects other tiles kept;
+   one overlapping a kept object by IoU above ``dedup_iou`` is dropped. The pipeline uses the model's NMS
+   threshold, so no two objects overlap more across a seam than the model lets them overlap inside a tile.
+3. **Rescue at seams.** The anchors two neighbours see for an object on their seam can also land on opposite
+   sides of it, each in the other's core, so that each tile leaves the object to the other. A tile therefore
+   remembers the objects it leaves to a tile not merged yet from anchors up to ``RESCUE_MARGIN`` beyond its
+   core; when that tile in turn leaves a copy of one of them (IoU above ``RESCUE_MATCH``) to a tile merged
+   before, it keeps its copy (unless step 2 finds it a duplicate). An object one tile leaves to another that
+   does not find it is not rescued: near a tile's edge such objects are mostly borderline detections that the
+   owner, with more of the image around them, scores below the threshold. A rescued copy is not predicted again
+   from a wider window (``reframe.py`` does that for anchors in the core); an object anchored this close to the
+   core fits in the halo unless it is larger than the halo.
 """
 
 from __future__ import annotations
@@ -26,6 +35,49 @@ from ..model.predictor import Detections
 from .plan import Tile
 from .reframe import reach
 
+#: How far beyond its core (native pixels) an anchor may lie for a tile to keep its object in a rescue.
+RESCUE_MARGIN = 16
+#: IoU above which the copies two neighbours leave to each other are one object.
+RESCUE_MATCH = 0.5
+#: Objects that come this close to the edge of their tile's core are seam objects, so that a copy rescued next to
+#: the core of a tile that owns the same object after all (one at a corner of several tiles) meets the owner's.
+SEAM_BAND = 2 * RESCUE_MARGIN
+
+
+class _NearSeams:
+    """Polygons near seams, each with the tile (core origin) it came from; forgotten once tiles to come cannot
+    reach them."""
+
+    def __init__(self):
+        self.polygons: list = []
+        self.tiles: list[tuple[int, int]] = []
+        self.ymax: list[float] = []
+
+    def add(self, polygons, tile: Tile, ymax: np.ndarray) -> None:
+        self.polygons += list(polygons)
+        self.tiles += [(tile.x, tile.y)] * len(polygons)
+        self.ymax += ymax.tolist()
+
+    def iou(self, polygons: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+        """``(index into polygons, IoU)`` of every pair of ``polygons`` and a held polygon of another tile that
+        intersect."""
+        if not self.polygons or not len(polygons):
+            return np.zeros(0, int), np.zeros(0)
+        held = np.array(self.polygons, dtype=object)
+        new_i, old_j = shapely.STRtree(held).query(polygons, predicate="intersects")
+        other = np.array([self.tiles[j] != (tile.x, tile.y) for j in old_j], bool)
+        new_i, old_j = new_i[other], old_j[other]
+        inter = shapely.area(shapely.intersection(polygons[new_i], held[old_j]))
+        union = shapely.area(polygons[new_i]) + shapely.area(held[old_j]) - inter
+        return new_i, inter / np.maximum(union, 1e-9)
+
+    def forget_above(self, y: float) -> None:
+        alive = [i for i, ymax in enumerate(self.ymax) if ymax >= y]
+        if len(alive) != len(self.ymax):
+            self.polygons = [self.polygons[i] for i in alive]
+            self.tiles = [self.tiles[i] for i in alive]
+            self.ymax = [self.ymax[i] for i in alive]
+
 
 class SeamMerger:
     """Stateful merger for tiles visited row by row (top-level rows; within one, sub-tiles by y then x)."""
@@ -35,46 +87,57 @@ class SeamMerger:
 
     def __init__(self, dedup_iou: float = DEDUP_IOU):
         self.dedup_iou = dedup_iou
-        self._seam_polygons: list = []
-        self._seam_tiles: list[tuple[int, int]] = []
-        self._seam_ymax: list[float] = []
+        self._kept = _NearSeams()  # seam objects kept
+        self._left = _NearSeams()  # objects left to a tile not merged yet, anchored near the core of the one leaving them
+        self._cores: list[tuple[int, int, int, int]] = []  # (x0, y0, x1, y1) of the tiles merged, near those to come
 
     def accept(self, tile: Tile, det: Detections) -> Detections:
-        """Detections (tile-local coordinates) that this tile owns and that are not seam duplicates, in native coordinates."""
+        """Detections (tile-local coordinates) that this tile owns or rescues and that are not seam duplicates, in
+        native coordinates."""
         x0, y0, _, _ = tile.read_box
         det = det.shifted(x0, y0)
-        det = det.take(np.nonzero(tile.in_core(det.anchors))[0])
-        if len(det) == 0:
-            return det
-        self._forget_above(tile.y - 2 * reach(tile.overlap))
+        y = tile.y - 2 * reach(tile.overlap)
+        self._kept.forget_above(y)
+        self._left.forget_above(y)
+        self._cores = [core for core in self._cores if core[3] >= y]
+        owned = _in_rect(det.anchors, (tile.x, tile.y, tile.x + tile.width, tile.y + tile.height))
+        near = ~owned & _in_rect(det.anchors, (tile.x, tile.y, tile.x + tile.width, tile.y + tile.height), RESCUE_MARGIN)
+        merged = np.zeros(len(det), bool)
+        for core in self._cores:
+            merged |= _in_rect(det.anchors, core)
+        self._cores.append((tile.x, tile.y, tile.x + tile.width, tile.y + tile.height))
+        rescued = self._rescued(det, near & merged, tile)
+        leaving = np.nonzero(near & ~merged)[0]
+        self._left.add(polygons_from_contours(det.contours[leaving].astype(np.float64)), tile,
+                       det.contours[leaving, :, 1].max(axis=1))
+        keep = owned | rescued
+        det, rescued = det.take(np.nonzero(keep)[0]), rescued[keep]
         lo, hi = det.contours.min(axis=1), det.contours.max(axis=1)
-        crosses = (lo[:, 0] < tile.x) | (lo[:, 1] < tile.y) | (hi[:, 0] > tile.x + tile.width) | (hi[:, 1] > tile.y + tile.height)
-        if not crosses.any():
-            return det
-        keep = np.ones(len(det), bool)
-        seam_idx = np.nonzero(crosses)[0]
+        b = SEAM_BAND
+        seam = rescued | (lo[:, 0] < tile.x + b) | (lo[:, 1] < tile.y + b) | (hi[:, 0] > tile.x + tile.width - b) \
+            | (hi[:, 1] > tile.y + tile.height - b)
+        seam_idx = np.nonzero(seam)[0]
         polygons = polygons_from_contours(det.contours[seam_idx].astype(np.float64))
-        if self._seam_polygons:
-            known = np.array(self._seam_polygons, dtype=object)
-            tree = shapely.STRtree(known)
-            new_i, old_j = tree.query(polygons, predicate="intersects")
-            if len(new_i):
-                inter = shapely.area(shapely.intersection(polygons[new_i], known[old_j]))
-                union = shapely.area(polygons[new_i]) + shapely.area(known[old_j]) - inter
-                iou = inter / np.maximum(union, 1e-9)
-                other_tile = np.array([self._seam_tiles[j] != (tile.x, tile.y) for j in old_j])
-                keep[seam_idx[np.unique(new_i[(iou > self.dedup_iou) & other_tile])]] = False
-        for k, poly in zip(seam_idx, polygons):
-            if keep[k]:
-                self._seam_polygons.append(poly)
-                self._seam_tiles.append((tile.x, tile.y))
-                self._seam_ymax.append(float(hi[k, 1]))
+        new_i, iou = self._kept.iou(polygons, tile)
+        duplicate = np.zeros(len(seam_idx), bool)
+        duplicate[new_i[iou > self.dedup_iou]] = True
+        self._kept.add(polygons[~duplicate], tile, hi[seam_idx[~duplicate], 1])
+        keep = np.ones(len(det), bool)
+        keep[seam_idx[duplicate]] = False
         return det.take(np.nonzero(keep)[0])
 
-    def _forget_above(self, y: float) -> None:
-        """Drop seam objects that end above ``y``: tiles visited from now on cannot reach them."""
-        alive = [i for i, ymax in enumerate(self._seam_ymax) if ymax >= y]
-        if len(alive) != len(self._seam_ymax):
-            self._seam_polygons = [self._seam_polygons[i] for i in alive]
-            self._seam_tiles = [self._seam_tiles[i] for i in alive]
-            self._seam_ymax = [self._seam_ymax[i] for i in alive]
+    def _rescued(self, det: Detections, candidates: np.ndarray, tile: Tile) -> np.ndarray:
+        """Which of ``candidates`` (objects this tile leaves to a tile merged before) that tile left to this one."""
+        rescued = np.zeros(len(det), bool)
+        index = np.nonzero(candidates)[0]
+        if len(index):
+            new_i, iou = self._left.iou(polygons_from_contours(det.contours[index].astype(np.float64)), tile)
+            rescued[index[new_i[iou > RESCUE_MATCH]]] = True
+        return rescued
+
+
+def _in_rect(points: np.ndarray, rect: tuple[int, int, int, int], margin: float = 0) -> np.ndarray:
+    """Which native ``(x, y)`` points lie in the half-open ``rect`` ``(x0, y0, x1, y1)`` grown by ``margin``."""
+    x, y = points[:, 0], points[:, 1]
+    x0, y0, x1, y1 = rect
+    return (x >= x0 - margin) & (x < x1 + margin) & (y >= y0 - margin) & (y < y1 + margin)

@@ -26,7 +26,7 @@ from pathlib import Path
 STATE_FILE = "promptseg-state.pkl"
 PARTS_DIR = "promptseg-records"
 EXTRAS_FILE = "promptseg-extras.txt"
-STATE_VERSION = 8  # bumped whenever the saved state or the tile layout it counts batches of changes
+STATE_VERSION = 9  # bumped whenever the saved state or the tile layout it counts batches of changes
 
 #: Set by the command line's SIGTERM/SIGINT handler; the tile loop stops at the next batch.
 stop_requested = threading.Event()
