@@ -17,8 +17,8 @@ Rule, in three steps:
 3. **Rescue at seams.** The anchors two neighbours see for an object on their seam can also land on opposite
    sides of it, each in the other's core, so that each tile leaves the object to the other. A tile therefore
    remembers the objects it leaves to a tile not merged yet from anchors up to ``RESCUE_MARGIN`` beyond its
-   core; when that tile in turn leaves a copy of one of them (IoU above ``RESCUE_MATCH``) to a tile merged
-   before, it keeps its copy (unless step 2 finds it a duplicate). An object one tile leaves to another that
+   core; when that tile in turn leaves a copy of one of them (IoU above ``RESCUE_MATCH``) back to it, it keeps
+   its copy (unless step 2 finds it a duplicate). An object one tile leaves to another that
    does not find it is not rescued: near a tile's edge such objects are mostly borderline detections that the
    owner, with more of the image around them, scores below the threshold. A rescued copy is not predicted again
    from a wider window (``reframe.py`` does that for anchors in the core); an object anchored this close to the
@@ -45,38 +45,39 @@ SEAM_BAND = 2 * RESCUE_MARGIN
 
 
 class _NearSeams:
-    """Polygons near seams, each with the tile (core origin) it came from; forgotten once tiles to come cannot
-    reach them."""
+    """Polygons near seams, each with the tile (core origin) it came from and its anchor; forgotten once tiles
+    to come cannot reach them."""
 
     def __init__(self):
         self.polygons: list = []
         self.tiles: list[tuple[int, int]] = []
+        self.anchors: list[tuple[float, float]] = []
         self.ymax: list[float] = []
 
-    def add(self, polygons, tile: Tile, ymax: np.ndarray) -> None:
+    def add(self, polygons, tile: Tile, anchors: np.ndarray, ymax: np.ndarray) -> None:
         self.polygons += list(polygons)
         self.tiles += [(tile.x, tile.y)] * len(polygons)
+        self.anchors += [tuple(a) for a in anchors.tolist()]
         self.ymax += ymax.tolist()
 
-    def iou(self, polygons: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-        """``(index into polygons, IoU)`` of every pair of ``polygons`` and a held polygon of another tile that
-        intersect."""
+    def iou(self, polygons: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(index into polygons, index held, IoU)`` of every pair of ``polygons`` and a held polygon of another
+        tile that intersect."""
         if not self.polygons or not len(polygons):
-            return np.zeros(0, int), np.zeros(0)
+            return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
         held = np.array(self.polygons, dtype=object)
         new_i, old_j = shapely.STRtree(held).query(polygons, predicate="intersects")
         other = np.array([self.tiles[j] != (tile.x, tile.y) for j in old_j], bool)
         new_i, old_j = new_i[other], old_j[other]
         inter = shapely.area(shapely.intersection(polygons[new_i], held[old_j]))
         union = shapely.area(polygons[new_i]) + shapely.area(held[old_j]) - inter
-        return new_i, inter / np.maximum(union, 1e-9)
+        return new_i, old_j, inter / np.maximum(union, 1e-9)
 
     def forget_above(self, y: float) -> None:
         alive = [i for i, ymax in enumerate(self.ymax) if ymax >= y]
         if len(alive) != len(self.ymax):
-            self.polygons = [self.polygons[i] for i in alive]
-            self.tiles = [self.tiles[i] for i in alive]
-            self.ymax = [self.ymax[i] for i in alive]
+            for name in ("polygons", "tiles", "anchors", "ymax"):
+                setattr(self, name, [getattr(self, name)[i] for i in alive])
 
 
 class SeamMerger:
@@ -100,15 +101,15 @@ class SeamMerger:
         self._kept.forget_above(y)
         self._left.forget_above(y)
         self._cores = [core for core in self._cores if core[3] >= y]
-        owned = _in_rect(det.anchors, (tile.x, tile.y, tile.x + tile.width, tile.y + tile.height))
-        near = ~owned & _in_rect(det.anchors, (tile.x, tile.y, tile.x + tile.width, tile.y + tile.height), RESCUE_MARGIN)
+        owned = _in_rect(det.anchors, _core(tile))
+        near = ~owned & _in_rect(det.anchors, _core(tile), RESCUE_MARGIN)
         merged = np.zeros(len(det), bool)
         for core in self._cores:
             merged |= _in_rect(det.anchors, core)
-        self._cores.append((tile.x, tile.y, tile.x + tile.width, tile.y + tile.height))
+        self._cores.append(_core(tile))
         rescued = self._rescued(det, near & merged, tile)
         leaving = np.nonzero(near & ~merged)[0]
-        self._left.add(polygons_from_contours(det.contours[leaving].astype(np.float64)), tile,
+        self._left.add(polygons_from_contours(det.contours[leaving].astype(np.float64)), tile, det.anchors[leaving],
                        det.contours[leaving, :, 1].max(axis=1))
         keep = owned | rescued
         det, rescued = det.take(np.nonzero(keep)[0]), rescued[keep]
@@ -118,22 +119,28 @@ class SeamMerger:
             | (hi[:, 1] > tile.y + tile.height - b)
         seam_idx = np.nonzero(seam)[0]
         polygons = polygons_from_contours(det.contours[seam_idx].astype(np.float64))
-        new_i, iou = self._kept.iou(polygons, tile)
+        new_i, _, iou = self._kept.iou(polygons, tile)
         duplicate = np.zeros(len(seam_idx), bool)
         duplicate[new_i[iou > self.dedup_iou]] = True
-        self._kept.add(polygons[~duplicate], tile, hi[seam_idx[~duplicate], 1])
+        self._kept.add(polygons[~duplicate], tile, det.anchors[seam_idx[~duplicate]], hi[seam_idx[~duplicate], 1])
         keep = np.ones(len(det), bool)
         keep[seam_idx[duplicate]] = False
         return det.take(np.nonzero(keep)[0])
 
     def _rescued(self, det: Detections, candidates: np.ndarray, tile: Tile) -> np.ndarray:
-        """Which of ``candidates`` (objects this tile leaves to a tile merged before) that tile left to this one."""
+        """Which of ``candidates`` (objects this tile leaves to a tile merged before) that tile left to this one:
+        a copy it left, anchored in this tile's core, overlaps by IoU above ``RESCUE_MATCH``."""
         rescued = np.zeros(len(det), bool)
         index = np.nonzero(candidates)[0]
         if len(index):
-            new_i, iou = self._left.iou(polygons_from_contours(det.contours[index].astype(np.float64)), tile)
-            rescued[index[new_i[iou > RESCUE_MATCH]]] = True
+            new_i, old_j, iou = self._left.iou(polygons_from_contours(det.contours[index].astype(np.float64)), tile)
+            to_this = _in_rect(np.array(self._left.anchors, np.float32).reshape(-1, 2)[old_j], _core(tile))
+            rescued[index[new_i[(iou > RESCUE_MATCH) & to_this]]] = True
         return rescued
+
+
+def _core(tile: Tile) -> tuple[int, int, int, int]:
+    return tile.x, tile.y, tile.x + tile.width, tile.y + tile.height
 
 
 def _in_rect(points: np.ndarray, rect: tuple[int, int, int, int], margin: float = 0) -> np.ndarray:
