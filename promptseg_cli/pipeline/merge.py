@@ -90,7 +90,7 @@ class SeamMerger:
         self.dedup_iou = dedup_iou
         self._kept = _NearSeams()  # seam objects kept
         self._left = _NearSeams()  # objects left to a tile not merged yet, anchored near the core of the one leaving them
-        self._cores: list[tuple[int, int, int, int]] = []  # (x0, y0, x1, y1) of the tiles merged, near those to come
+        self._merged: list[Tile] = []  # the tiles merged, while anchors of those to come can lie in their cores
 
     def accept(self, tile: Tile, det: Detections) -> Detections:
         """Detections (tile-local coordinates) that this tile owns or rescues and that are not seam duplicates, in
@@ -100,13 +100,13 @@ class SeamMerger:
         y = tile.y - 2 * reach(tile.overlap)
         self._kept.forget_above(y)
         self._left.forget_above(y)
-        self._cores = [core for core in self._cores if core[3] >= y]
-        owned = _in_rect(det.anchors, _core(tile))
-        near = ~owned & _in_rect(det.anchors, _core(tile), RESCUE_MARGIN)
+        self._merged = [t for t in self._merged if t.y + t.height >= y]
+        owned = tile.in_core(det.anchors)
+        near = ~owned & tile.in_core(det.anchors, RESCUE_MARGIN)
         merged = np.zeros(len(det), bool)
-        for core in self._cores:
-            merged |= _in_rect(det.anchors, core)
-        self._cores.append(_core(tile))
+        for other in self._merged:
+            merged |= other.in_core(det.anchors)
+        self._merged.append(tile)
         rescued = self._rescued(det, near & merged, tile)
         leaving = np.nonzero(near & ~merged)[0]
         self._left.add(polygons_from_contours(det.contours[leaving].astype(np.float64)), tile, det.anchors[leaving],
@@ -134,17 +134,7 @@ class SeamMerger:
         index = np.nonzero(candidates)[0]
         if len(index):
             new_i, old_j, iou = self._left.iou(polygons_from_contours(det.contours[index].astype(np.float64)), tile)
-            to_this = _in_rect(np.array(self._left.anchors, np.float32).reshape(-1, 2)[old_j], _core(tile))
+            to_this = tile.in_core(np.array(self._left.anchors, np.float32).reshape(-1, 2)[old_j])
             rescued[index[new_i[(iou > RESCUE_MATCH) & to_this]]] = True
         return rescued
 
-
-def _core(tile: Tile) -> tuple[int, int, int, int]:
-    return tile.x, tile.y, tile.x + tile.width, tile.y + tile.height
-
-
-def _in_rect(points: np.ndarray, rect: tuple[int, int, int, int], margin: float = 0) -> np.ndarray:
-    """Which native ``(x, y)`` points lie in the half-open ``rect`` ``(x0, y0, x1, y1)`` grown by ``margin``."""
-    x, y = points[:, 0], points[:, 1]
-    x0, y0, x1, y1 = rect
-    return (x >= x0 - margin) & (x < x1 + margin) & (y >= y0 - margin) & (y < y1 + margin)

@@ -68,10 +68,10 @@ class Tile:
         left, top, right, bottom = self.halo
         return self.x - left, self.y - top, self.width + left + right, self.height + top + bottom
 
-    def in_core(self, points: np.ndarray) -> np.ndarray:
-        """Which native ``(x, y)`` points lie in this tile's core (half-open)."""
-        x, y = points[:, 0], points[:, 1]
-        return (x >= self.x) & (x < self.x + self.width) & (y >= self.y) & (y < self.y + self.height)
+    def in_core(self, points: np.ndarray, margin: float = 0) -> np.ndarray:
+        """Which native ``(x, y)`` points lie in this tile's core (half-open), grown by ``margin`` on every side."""
+        x, y, m = points[:, 0], points[:, 1], margin
+        return (x >= self.x - m) & (x < self.x + self.width + m) & (y >= self.y - m) & (y < self.y + self.height + m)
 
 
 @dataclass(frozen=True)
