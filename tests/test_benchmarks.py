@@ -4,6 +4,8 @@ function would otherwise break them unnoticed, as ``scale.py`` was by ``plane_ti
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 BENCHMARKS = REPO / "benchmarks"
@@ -22,3 +24,18 @@ def test_the_scale_benchmarks_model_alone_times_the_tiles_the_pipeline_runs(monk
 
     model = ModelOnly(REPO / "examples" / "example_slide.tif", samples=2)
     assert model.processed > 0 and 0 < model.seconds_per_pixel() < 1e-4
+
+
+@pytest.mark.parametrize("script, args, prints", [
+    ("model_speed.py", ["--tiles", "1", "--size", "256"], "Mpx/s"),
+    ("resample_speed.py", ["--size", "256", "--repeat", "1"], "ms per 256x256 tile"),
+    ("label_painting.py", ["--objects", "100", "--repeat", "1", "--block", "512"], "ms per block"),
+    ("label_writing.py", ["--size", "1024"], "CPU-s"),
+    ("tile_planning.py", ["--size", "2048", "--repeat", "1", "--tiles", "512"], "tiles"),
+])
+def test_the_quick_benchmarks_run_and_print_their_figures(script, args, prints):
+    """The benchmarks that take a few seconds at a small size run to the end (the others are imported above)."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          cwd=BENCHMARKS)
+    assert proc.returncode == 0, proc.stderr
+    assert prints in proc.stdout, proc.stdout
