@@ -10,19 +10,20 @@ Rule, in three steps:
    the object radius); one that runs into the edge of what its tile read is predicted again from a wider
    window before it gets here (``reframe.py``).
 2. **IoU check at seams.** Near a seam, a neighbouring tile can still see a slightly different anchor for the
-   same object (pixels close to a tile's edge see less of the image). Objects that come within ``SEAM_BAND``
-   of the edge of their tile's core (or reach beyond it) are compared with the seam objects other tiles kept;
-   one overlapping a kept object by IoU above ``dedup_iou`` is dropped. The pipeline uses the model's NMS
-   threshold, so no two objects overlap more across a seam than the model lets them overlap inside a tile.
+   same object (pixels close to a tile's edge see less of the image). Objects that reach outside their tile's
+   core are compared with the seam objects other tiles kept; one overlapping a kept object by IoU above
+   ``dedup_iou`` is dropped. The pipeline uses the model's NMS threshold, so no two objects overlap more across
+   a seam than the model lets them overlap inside a tile.
 3. **Rescue at seams.** The anchors two neighbours see for an object on their seam can also land on opposite
    sides of it, each in the other's core, so that each tile leaves the object to the other. A tile therefore
    remembers the objects it leaves to a tile not merged yet from anchors up to ``RESCUE_MARGIN`` beyond its
    core; when that tile in turn leaves a copy of one of them (IoU above ``RESCUE_MATCH``) back to it, it keeps
-   its copy (unless step 2 finds it a duplicate). An object one tile leaves to another that
-   does not find it is not rescued: near a tile's edge such objects are mostly borderline detections that the
-   owner, with more of the image around them, scores below the threshold. A rescued copy is not predicted again
-   from a wider window (``reframe.py`` does that for anchors in the core); an object anchored this close to the
-   core fits in the halo unless it is larger than the halo.
+   its copy, as a seam object (step 2). Such an object spans both cores, so a third tile's copy of it reaches
+   outside that tile's core and meets it in step 2. An object one tile leaves to another that does not find it
+   is not rescued: near a tile's edge such objects are mostly borderline detections that the owner, with more
+   of the image around them, scores below the threshold. A rescued copy is not predicted again from a wider
+   window (``reframe.py`` does that for anchors in the core); an object anchored this close to the core fits in
+   the halo unless it is larger than the halo.
 """
 
 from __future__ import annotations
@@ -39,9 +40,6 @@ from .reframe import reach
 RESCUE_MARGIN = 16
 #: IoU above which the copies two neighbours leave to each other are one object.
 RESCUE_MATCH = 0.5
-#: Objects that come this close to the edge of their tile's core are seam objects, so that a copy rescued next to
-#: the core of a tile that owns the same object after all (one at a corner of several tiles) meets the owner's.
-SEAM_BAND = 2 * RESCUE_MARGIN
 
 
 class _NearSeams:
@@ -114,9 +112,8 @@ class SeamMerger:
         keep = owned | rescued
         det, rescued = det.take(np.nonzero(keep)[0]), rescued[keep]
         lo, hi = det.contours.min(axis=1), det.contours.max(axis=1)
-        b = SEAM_BAND
-        seam = rescued | (lo[:, 0] < tile.x + b) | (lo[:, 1] < tile.y + b) | (hi[:, 0] > tile.x + tile.width - b) \
-            | (hi[:, 1] > tile.y + tile.height - b)
+        seam = rescued | (lo[:, 0] < tile.x) | (lo[:, 1] < tile.y) | (hi[:, 0] > tile.x + tile.width) \
+            | (hi[:, 1] > tile.y + tile.height)
         seam_idx = np.nonzero(seam)[0]
         polygons = polygons_from_contours(det.contours[seam_idx].astype(np.float64))
         new_i, _, iou = self._kept.iou(polygons, tile)
