@@ -152,8 +152,8 @@ def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, bat
     once, and the post-processing of a batch (contours, NMS, intensities) runs while the next ones are in the
     network, in the order the network finishes them. At most ``streams + AHEAD`` batches are between reading and
     their result, so memory stays bounded, and on an accelerator at most ``streams + WAITING_ON_DEVICE`` of them
-    hold network outputs. Where the batches would keep the streams unevenly busy (an image of one
-    tile), fewer streams run, with the others' threads (:func:`streams_for`).
+    hold network outputs. Where the batches would keep the streams unevenly busy (an image of one tile), fewer
+    streams run, with the others' threads (:func:`streams_for`).
     """
     used = streams_for(batches[start:], streams)
 

@@ -134,4 +134,3 @@ class SeamMerger:
             to_this = tile.in_core(np.array(self._left.anchors, np.float32).reshape(-1, 2)[old_j])
             rescued[index[new_i[(iou > RESCUE_MATCH) & to_this]]] = True
         return rescued
-
