@@ -12,11 +12,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .slide.readers import BIOFORMATS_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_folder, is_ome_zarr
 from .slide.search import find_slides
+
+if TYPE_CHECKING:
+    from .pipeline.inference import ModelShare
 
 
 class BatchError(ValueError):
@@ -141,37 +146,68 @@ def extra_paths(target: Path, templates: dict[str, str | None]) -> dict[str, Pat
     return {name: Path(template.replace("{stem}", stem)) if template else None for name, template in templates.items()}
 
 
+#: Inputs of a batch in progress at once, sharing the model's streams (``inference.ModelShare``): while one's
+#: tiles go through the model, the next is opened and planned (and its image copied) and the one before writes
+#: its last records, pyramids and report; two fields of view of a tile or two run their tiles side by side.
+INPUTS_IN_FLIGHT = 2
+
+
 def run_batch(slides: list[Path], images: list[int | None], targets: list[Path], predictor, options, reporter,
               templates: dict[str, str | None], client=None) -> list[Outcome]:
     """Segment each slide's image (``images``: a series, None for the first) into its target; up-to-date outputs
-    are skipped and failures do not stop the rest."""
+    are skipped and failures do not stop the rest. Several inputs are in progress at once
+    (``INPUTS_IN_FLIGHT``); the outcomes come in the inputs' order."""
+    from .pipeline.inference import ModelShare
+    from .pipeline.resume import stop_requested
+
+    jobs = list(zip(slides, images, targets))
+    if len(jobs) == 1:
+        return [_segment_one(*jobs[0], predictor, options, reporter, templates, client)]
+    share = ModelShare(options.streams)
+    with ThreadPoolExecutor(max_workers=INPUTS_IN_FLIGHT, thread_name_prefix="input") as pool:
+        futures = [pool.submit(_segment_one, *job, predictor, options, reporter, templates, client, share)
+                   for job in jobs]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:  # a signal's stop, or an error that ends the batch as it would one input at a time
+            for future in futures:
+                future.cancel()  # those not started never start
+            signalled = stop_requested.is_set()
+            stop_requested.set()  # the one in progress stops after its current tiles, resumable
+            pool.shutdown(wait=True)
+            if not signalled:
+                stop_requested.clear()
+            raise
+
+
+def _segment_one(slide: Path, image: int | None, target: Path, predictor, options, reporter,
+                 templates: dict[str, str | None], client=None, share: ModelShare | None = None) -> Outcome:
+    """One input of :func:`run_batch`: its outcome, logged. Not started once the batch is asked to stop."""
+    from .pipeline.resume import Interrupted, stop_requested
     from .pipeline.segment import OutputError, output_is_current, segment_slide
     from .slide.readers import SlideError
 
-    outcomes = []
-    for slide, image, target in zip(slides, images, targets):
-        options.series = image
-        extras = extra_paths(target, templates)
-        options.geojson, options.preview, options.roi = extras.get("geojson"), extras.get("preview"), extras.get("roi")
-        if not options.overwrite and output_is_current(target, predictor, options):
-            reporter.log(f"{slide}: {target} is up to date (same model and parameters); skipped")
-            outcomes.append(Outcome(slide, target, "up to date"))
-            continue
-        try:
-            result = segment_slide(slide, target, predictor, options, reporter, client)
-        except (SlideError, OutputError, ValueError, OSError) as exc:
-            if reporter.verbose:
-                reporter.console.print_exception()
-            message = str(exc) if isinstance(exc, (SlideError, OutputError)) else f"{slide}: {exc}"
-            reporter.error(message)
-            outcomes.append(Outcome(slide, target, "failed", error=message))
-            continue
-        counts = ", ".join(f"{n} {p}" for p, n in result.objects.items())
-        reporter.log(f"{slide} -> {target}: {counts} (grid of {result.tiles_total} tiles, {result.tiles_skipped} "
-                     f"skipped as background, the rest run as {result.tiles_run} tissue-fitted tiles, "
-                     f"{result.seconds:.1f} s)")
-        outcomes.append(Outcome(slide, target, "done", result.objects, result.seconds))
-    return outcomes
+    if stop_requested.is_set():
+        raise Interrupted(f"{slide}: not started; the batch was stopped")
+    extras = extra_paths(target, templates)
+    options = replace(options, series=image, geojson=extras.get("geojson"), preview=extras.get("preview"),
+                      roi=extras.get("roi"))
+    if not options.overwrite and output_is_current(target, predictor, options):
+        reporter.log(f"{slide}: {target} is up to date (same model and parameters); skipped")
+        return Outcome(slide, target, "up to date")
+    try:
+        result = segment_slide(slide, target, predictor, options, reporter, client, share)
+    except (SlideError, OutputError, ValueError, OSError) as exc:
+        if reporter.verbose:
+            reporter.console.print_exception()
+        message = str(exc) if isinstance(exc, (SlideError, OutputError)) else f"{slide}: {exc}"
+        reporter.error(message)
+        return Outcome(slide, target, "failed", error=message)
+    counts = ", ".join(f"{n} {p}" for p, n in result.objects.items())
+    reporter.log(f"{slide} -> {target}: {counts} (grid of {result.tiles_total} tiles, {result.tiles_skipped} "
+                 f"skipped as background, the rest run as {result.tiles_run} tissue-fitted tiles, "
+                 f"{result.seconds:.1f} s)")
+    return Outcome(slide, target, "done", result.objects, result.seconds)
 
 
 #: Batches of up to this many inputs list every one in the summary table; larger ones list the failed ones only

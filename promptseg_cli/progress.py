@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,13 +28,16 @@ class RateColumn(ProgressColumn):
 
 
 class Reporter:
-    """Messages and progress for one command; ``quiet`` keeps only warnings and errors."""
+    """Messages and progress for one command; ``quiet`` keeps only warnings and errors. Tasks may run in several
+    threads at once: on a terminal their bars share one live display."""
 
     def __init__(self, quiet: bool = False, verbose: bool = False, console: Console | None = None):
         self.quiet = quiet
         self.verbose = verbose
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.interactive = self.console.is_terminal and not quiet
+        self._progress: Progress | None = None  # the live display while tasks run on a terminal
+        self._lock = threading.Lock()
 
     def log(self, message: str) -> None:
         if not self.quiet:
@@ -53,11 +57,8 @@ class Reporter:
     def task(self, description: str, total: int, completed: int = 0) -> Iterator[Callable[[int, str], None]]:
         """Yield ``advance(n, status)`` that moves a bar (terminal) or prints a line every few seconds."""
         if self.interactive:
-            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                       TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-            with Progress(*columns, console=self.console, transient=False) as progress:
-                task = progress.add_task(description, total=total, completed=completed, status="")
-                yield lambda n, status="": progress.update(task, advance=n, status=status)
+            with self._bar(description, total, completed) as advance:
+                yield advance
             return
         state = {"done": completed, "last": 0.0, "start": time.time(), "base": completed}
 
@@ -74,3 +75,26 @@ class Reporter:
                   f"({rate:.2f}/s, ETA {eta_text})", file=sys.stderr, flush=True)
 
         yield advance
+
+    @contextmanager
+    def _bar(self, description: str, total: int, completed: int) -> Iterator[Callable[[int, str], None]]:
+        """A bar in the shared live display, started with the first bar and stopped with the last; a finished
+        bar is printed above it, where it stays."""
+        with self._lock:
+            if self._progress is None:
+                columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                           TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                           TimeRemainingColumn())
+                self._progress = Progress(*columns, console=self.console, transient=True)
+                self._progress.start()
+            progress = self._progress
+            task = progress.add_task(description, total=total, completed=completed, status="")
+        try:
+            yield lambda n, status="": progress.update(task, advance=n, status=status)
+        finally:
+            with self._lock:
+                progress.console.print(progress.make_tasks_table([t for t in progress.tasks if t.id == task]))
+                progress.remove_task(task)
+                if not progress.tasks:
+                    progress.stop()
+                    self._progress = None

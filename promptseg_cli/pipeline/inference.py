@@ -143,6 +143,44 @@ def threads_per_stream(streams: int, used: int) -> Iterator[None]:
         torch.set_num_threads(each)
 
 
+#: Model pixels of a plane's tiles up to which its run takes one stream of a :class:`ModelShare` while another run
+#: uses the model: a few tiles, about 2 s of the network on one core.
+SHARED_PLANE_PIXELS = 2**22
+
+
+class ModelShare:
+    """The model streams of a process (``configure_threads``), shared by the runs of several inputs in other
+    threads (``batch.run_batch``). A field of view of a tile or two keeps a stream busy for a fraction of its
+    run, the rest being opening, planning and writing in one thread; so a plane of up to ``SHARED_PLANE_PIXELS``
+    takes one stream when another run holds or waits for streams, and runs beside it. Otherwise a plane waits
+    until it can take every stream, so the tiles of a large image, and the last images of a batch, have all of
+    them. No more streams run than the process has, and torch's thread count changes
+    (:func:`threads_per_stream`) only in a run that holds them all."""
+
+    def __init__(self, streams: int):
+        self.streams = streams
+        self._free = streams
+        self._waiting = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def take(self, pixels: int) -> Iterator[int]:
+        """Inside: the streams taken for a plane of tiles of ``pixels`` model pixels, once they are free."""
+        with self._changed:
+            busy = self._free < self.streams or self._waiting > 0
+            streams = 1 if busy and pixels <= SHARED_PLANE_PIXELS else self.streams
+            self._waiting += 1
+            self._changed.wait_for(lambda: self._free >= streams)
+            self._waiting -= 1
+            self._free -= streams
+        try:
+            yield streams
+        finally:
+            with self._changed:
+                self._free += streams
+                self._changed.notify_all()
+
+
 def local_results(predictor: Predictor, slide: SlideReader, plan: SlidePlan, batches: list[list[Tile]], start: int,
                   prompts: list[str], intensity: tuple[float, float], fill: int, measure: bool,
                   streams: int, clock: StageClock) -> Iterator[BatchResult]:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from ..slide.readers import SlideReader, open_slide, slide_files
 from .catalog import Catalog, ObjectBatch, Sink
 from .labels import LabelStream
 from .link_z import link_z_planes
-from .inference import BatchResult, cluster_results, local_results
+from .inference import BatchResult, ModelShare, cluster_results, local_results
 from .merge import SeamMerger
 from ..model.network import mid_intensity
 from .plan import SlidePlan, Tile
@@ -146,12 +147,13 @@ def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
 
 
 def segment_slide(path: Path, output: Path, predictor: Predictor, options: SegmentOptions, reporter: Reporter,
-                  client=None) -> SegmentResult:
+                  client=None, model_share: ModelShare | None = None) -> SegmentResult:
     """Segment one slide into ``output`` (an ``.ome.zarr`` directory that appears only when complete).
 
     A run interrupted by a signal, a crash or ``kill -9`` resumes from its last finished tile row when started
     again with the same parameters (see ``resume.py``). With a ``distributed.Client`` the tile batches run on
-    its workers (see ``inference.py``).
+    its workers (see ``inference.py``). With ``model_share`` the model's streams are shared with runs in other
+    threads (``inference.ModelShare``, ``batch.run_batch``).
     """
     claimed = claimed_extras(output)  # published by a run killed before its output was
     for extra in (options.geojson, options.preview):
@@ -162,7 +164,8 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
             roi = RegionOfInterest.load(options.roi, reader.level_dimensions[0], options.roi_classes) \
                 if options.roi is not None else None
             with run_directory(output, options.overwrite) as work:
-                return SlideRun(path, output, work, reader, predictor, options, reporter, client, roi).run()
+                return SlideRun(path, output, work, reader, predictor, options, reporter, client, roi,
+                                model_share).run()
     finally:
         release_free_memory(RELEASE_BETWEEN_SLIDES)  # between slides, hold little freed memory
 
@@ -171,10 +174,13 @@ class SlideRun:
     """One slide (or every plane of a stack, one after the other) from tiles to a finished partial directory."""
 
     def __init__(self, path: Path, output: Path, work: Path, reader: SlideReader, predictor: Predictor,
-                 options: SegmentOptions, reporter: Reporter, client=None, roi: RegionOfInterest | None = None):
+                 options: SegmentOptions, reporter: Reporter, client=None, roi: RegionOfInterest | None = None,
+                 model_share: ModelShare | None = None):
         self.path, self.output, self.work, self.reader, self.roi = path, output, work, reader, roi
         self.predictor, self.options, self.reporter, self.client = predictor, options, reporter, client
+        self.model_share = model_share
         self.started = time.time()
+        self.waited = 0.0  # seconds this run waited for streams of ``model_share``
         self.clock = StageClock()
         self.warnings: list[str] = []
         self.mpp0 = options.mpp or reader.mpp
@@ -259,14 +265,14 @@ class SlideRun:
                                sum(p.tissue_px for p in stats))
         region = None if self.roi is None else self.roi.summary(
             self.reader.level_dimensions[0], self.mpp0, counts, len(self.layout.planes), by_class or None)
+        seconds = {"total": result.seconds, "tiles": tiles_seconds, "waiting": self.waited}
         _write_report(self.work / "report.json", result, self.plan, self.options, self.predictor,
-                      [p.intensity for p in stats], tiles_seconds, self.clock.seconds(), self.reader, self.layout,
-                      region)
+                      [p.intensity for p in stats], seconds, self.clock.seconds(), self.reader, self.layout, region)
         return result
 
     def _run_planes(self, writer: OmeZarrWriter, state: dict | None) -> float:
         """Segment every plane (from the saved ``state`` when resuming) while the image is copied beside;
-        returns the seconds the tiles took."""
+        returns the seconds the tiles took (waiting for the model's streams not counted)."""
         abandon = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="image") as background:
             image_copy = (background.submit(_copy_image, self.reader, writer, abandon, self.clock)  # beside inference
@@ -279,7 +285,7 @@ class SlideRun:
             except BaseException:
                 abandon.set()
                 raise
-            tiles_seconds = time.time() - tiles_started
+            tiles_seconds = time.time() - tiles_started - self.waited
             if image_copy is not None:
                 image_copy.result()
         return tiles_seconds
@@ -320,7 +326,25 @@ class SlideRun:
             self.mergers = state["mergers"]
             self.catalog.pending = state["catalog"]
             self.plane_stats[index].reframed = state["reframed"]
-        self._run_tiles(reader, tiles, intensity, state["next_batch"] if state else 0)
+        with self._model_streams(self.plane_stats[index].pixels) as streams:
+            self._run_tiles(reader, tiles, intensity, state["next_batch"] if state else 0, streams)
+
+    @contextmanager
+    def _model_streams(self, pixels: int) -> Iterator[int]:
+        """The model streams that a plane of tiles of ``pixels`` model pixels runs in: the options' own, or those
+        taken from ``model_share`` once free (the wait counted)."""
+        if self.model_share is None:
+            yield self.options.streams
+            return
+        asked = time.time()
+        with self.model_share.take(pixels) as streams:
+            self.waited += time.time() - asked
+            if stop_requested.is_set():  # asked to stop while waiting
+                raise self._stopped()
+            yield streams
+
+    def _stopped(self) -> Interrupted:
+        return Interrupted(f"{self.path}: stopped; run the same command again to resume")
 
     def _warn_brightfield(self) -> None:
         """Once per slide: a prompt the model learned from fluorescence alone (the default model's ``cells``) has
@@ -345,14 +369,16 @@ class SlideRun:
         if self.records is not None:
             self.records.saved(self.parts)
 
-    def _run_tiles(self, reader: SlideReader, tiles: list[Tile], intensity: tuple[float, float], start: int) -> None:
-        """Inference over tile batches (here or on the cluster); merging and a checkpoint after every tile row."""
+    def _run_tiles(self, reader: SlideReader, tiles: list[Tile], intensity: tuple[float, float], start: int,
+                   streams: int) -> None:
+        """Inference over tile batches (here in ``streams`` model streams, or on the cluster); merging and a
+        checkpoint after every tile row."""
         plan, options = self.plan, self.options
         fill = mid_intensity(intensity)
         batches = list(_batches(tiles, options.batch_size))
         if self.client is None:
             results = local_results(self.predictor, reader, plan, batches, start, options.prompts, intensity, fill,
-                                    self.measure, options.streams, self.clock)
+                                    self.measure, streams, self.clock)
         else:
             results = cluster_results(self.client, self.predictor, self.path, (options.channels, options.series),
                                       self.layout.planes[self.plane_index], plan, batches, start, options.prompts,
@@ -368,7 +394,7 @@ class SlideRun:
                         taking.result()  # one batch in merging at a time: memory stays bounded
                         advance(len(batches[index - 1]), f"{sum(s.count for s in self.streams.values())} objects")
                     if stop_requested.is_set():
-                        raise Interrupted(f"{self.path}: stopped; run the same command again to resume")
+                        raise self._stopped()
                     # merging and writing overlap with the model's next batch
                     taking = merging.submit(self._take_timed, batches, index, result)
                 if taking is not None:
@@ -406,11 +432,11 @@ class SlideRun:
 
 
 def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: SegmentOptions, predictor: Predictor,
-                  intensity: list[tuple[float, float]], inference_seconds: float, cpu_seconds: dict[str, float],
+                  intensity: list[tuple[float, float]], seconds: dict[str, float], cpu_seconds: dict[str, float],
                   reader: SlideReader, layout: OmeZarrLayout, region: dict | None = None) -> None:
     """``report.json`` inside the output: inputs, model, settings, tiles, counts (and ``region``, the region of
-    interest's summary: ``RegionOfInterest.summary``), timing (wall, and CPU per stage: ``stage_clock.py``),
-    memory, warnings."""
+    interest's summary: ``RegionOfInterest.summary``), timing (wall ``seconds``: the run's total, its tiles' and
+    the wait for the model's turn in a batch; CPU per stage: ``stage_clock.py``), memory, warnings."""
     report = {
         "promptseg": __version__,
         "input": str(result.input), "output": str(result.output), "backend": reader.backend,
@@ -429,7 +455,7 @@ def _write_report(path: Path, result: SegmentResult, plan: SlidePlan, options: S
         "objects": result.objects,
         "tissue": area_entry(result.tissue_px, result.mpp, result.objects),  # detected, inside the region
         **({"region": region} if region is not None else {}),
-        "seconds": {"total": round(result.seconds, 2), "tiles": round(inference_seconds, 2)},
+        "seconds": {name: round(value, 2) for name, value in seconds.items()},
         "cpu_seconds": cpu_seconds,
         "peak_memory_mb": round(peak_rss_mb(), 1),
         "warnings": result.warnings,

@@ -5,7 +5,8 @@ run each stage adds up to where the run's CPU went. Each stage is timed with its
 is the rest of the process's CPU time over the run (zarr's encoding threads, the memory guard, start and end of
 the run, and the helper threads of torch's parallel operations when a model stream has more than one thread, as
 on machines with more than 2 cores or for an image of one tile). Stages that run on a dask cluster's workers are
-not counted here.
+not counted here. In a batch, inputs overlap (``batch.INPUTS_IN_FLIGHT``): the stages are this input's, the
+total and ``other`` the process's, and so include what ran of the inputs beside it.
 """
 
 from __future__ import annotations
