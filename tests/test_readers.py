@@ -236,6 +236,20 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path, name, content, proble
     assert str(path) in str(err.value) and problem in str(err.value)
 
 
+def test_a_slide_cut_short_is_named_as_such(tmp_path, slides):
+    """A slide file still being copied (or whose copy broke off) says so, rather than a backend's parse error;
+    the same slide whole opens."""
+    whole = (slides / "CMU-1-Small-Region.svs").read_bytes()
+    for cut in (300_000, len(whole) // 2):
+        path = tmp_path / f"cut{cut}.svs"
+        path.write_bytes(whole[:cut])
+        with pytest.raises(SlideError, match=rf"{path}: file is cut short \({cut} bytes, but its TIFF header points to byte \d+\)"):
+            open_slide(path)
+    path.write_bytes(whole)
+    with open_slide(path) as reader:
+        assert reader.level_dimensions[0] == (2220, 2967)
+
+
 def test_a_small_level_is_decoded_once_and_a_large_one_window_by_window(tmp_path, monkeypatch):
     """A level 0 of up to ``KEPT_LEVEL_PIXELS`` is decoded whole at its first read and kept (a small image is read
     by its overview, its tiles and its copy); a larger one is decoded window by window. Either way a read is the

@@ -746,14 +746,35 @@ def check_input(path: Path, series: int | None = None) -> None:
         raise SlideError(f"{path}: is a directory, not a slide (neither OME-Zarr nor a folder of DICOM files)")
     if not os.access(path, os.R_OK):
         raise SlideError(f"{path}: permission denied")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise SlideError(f"{path}: file is empty")
+    first = _tiff_first_directory(path)
+    if first is not None and first >= size:
+        raise SlideError(f"{path}: file is cut short ({size} bytes, but its TIFF header points to byte {first}): "
+                         "a copy still in progress, or one that broke off?")
     if path.suffix.lower() in BIOFORMATS_SUFFIXES:
         raise SlideError(f"{path}: '{path.suffix}' files are not read directly; convert with Bio-Formats: "
                          f"`bioformats2raw {path.name} {path.stem}.zarr` (then segment the folder; --series N for "
                          f"its other images) or `bfconvert {path.name} {path.stem}.ome.tif`")
     if path.suffix.lower() not in SUPPORTED_SUFFIXES and not is_dicom_file(path):
         raise SlideError(f"{path}: unsupported file type '{path.suffix}' (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
+
+
+def _tiff_first_directory(path: Path) -> int | None:
+    """Where a TIFF file (SVS, NDPI, BigTIFF, ...) says its first image directory is, None for other files. Most
+    slide formats write their directories after the pixels, so a file cut short loses this one first."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    order = {b"II": "little", b"MM": "big"}.get(head[:2])
+    if order is None or len(head) < 8:
+        return None
+    version = int.from_bytes(head[2:4], order)
+    if version == 42:
+        return int.from_bytes(head[4:8], order)
+    if version == 43 and len(head) == 16:
+        return int.from_bytes(head[8:16], order)
+    return None
 
 
 def _candidates(path: Path) -> list[type[SlideReader]]:
