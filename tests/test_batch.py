@@ -1,7 +1,6 @@
 """Batch runs: input gathering, job-array sharding, scheduler CPUs, skipping up-to-date outputs, inputs in progress
 at once."""
 
-import itertools
 import json
 import os
 import shutil
@@ -172,16 +171,17 @@ class OverlapPredictor(Predictor):
 @pytest.fixture
 def two_streams():
     """The model's two single-threaded streams of a 2-core process (``configure_threads``); torch's thread count
-    restored afterwards."""
+    and zarr's encoding threads restored afterwards."""
     import torch
 
     from promptseg_cli.pipeline.inference import configure_threads
 
-    threads = torch.get_num_threads()
+    threads, workers = torch.get_num_threads(), zarr.config.get("threading.max_workers")
     try:
         yield configure_threads(torch.device("cpu"), 2)
     finally:
         torch.set_num_threads(threads)
+        zarr.config.set({"threading.max_workers": workers})
 
 
 def _batch(slides: list[Path], out: Path, predictor, options: SegmentOptions) -> list[Outcome]:
