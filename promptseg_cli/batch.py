@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .slide.readers import BIOFORMATS_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_folder, is_ome_zarr
 from .slide.search import find_slides
 
 if TYPE_CHECKING:
     from .pipeline.inference import ModelShare
+
+Job, Done = TypeVar("Job"), TypeVar("Done")
 
 
 class BatchError(ValueError):
@@ -155,25 +157,38 @@ INPUTS_IN_FLIGHT = 2
 def run_batch(slides: list[Path], images: list[int | None], targets: list[Path], predictor, options, reporter,
               templates: dict[str, str | None], client=None) -> list[Outcome]:
     """Segment each slide's image (``images``: a series, None for the first) into its target; up-to-date outputs
-    are skipped and failures do not stop the rest. Several inputs are in progress at once
-    (``INPUTS_IN_FLIGHT``); the outcomes come in the inputs' order."""
+    are skipped and failures do not stop the rest. Several inputs are in progress at once (:func:`in_flight`);
+    the outcomes come in the inputs' order."""
     from .pipeline.inference import ModelShare
-    from .pipeline.resume import stop_requested
 
     jobs = list(zip(slides, images, targets))
     if len(jobs) == 1:
         return [_segment_one(*jobs[0], predictor, options, reporter, templates, client)]
     share = ModelShare(options.streams)
+    return in_flight(jobs, lambda job: _segment_one(*job, predictor, options, reporter, templates, client, share))
+
+
+def in_flight(jobs: list[Job], work: Callable[[Job], Done]) -> list[Done]:
+    """``work(job)`` for each job, ``INPUTS_IN_FLIGHT`` at a time in threads, the results in the jobs' order.
+    An exception (a signal's stop, or an error that ends the batch as it would one input at a time) ends it:
+    the jobs not started never start, and those in progress stop after their current tiles (``stop_requested``,
+    cleared again afterwards unless a signal had set it), resumable."""
+    from .pipeline.resume import Interrupted, stop_requested
+
+    def start(job: Job) -> Done:
+        if stop_requested.is_set():
+            raise Interrupted("stopped before the next input; run the same command again to go on")
+        return work(job)
+
     with ThreadPoolExecutor(max_workers=INPUTS_IN_FLIGHT, thread_name_prefix="input") as pool:
-        futures = [pool.submit(_segment_one, *job, predictor, options, reporter, templates, client, share)
-                   for job in jobs]
+        futures = [pool.submit(start, job) for job in jobs]
         try:
             return [future.result() for future in futures]
-        except BaseException:  # a signal's stop, or an error that ends the batch as it would one input at a time
+        except BaseException:
             for future in futures:
-                future.cancel()  # those not started never start
+                future.cancel()
             signalled = stop_requested.is_set()
-            stop_requested.set()  # the one in progress stops after its current tiles, resumable
+            stop_requested.set()
             pool.shutdown(wait=True)
             if not signalled:
                 stop_requested.clear()
@@ -182,13 +197,10 @@ def run_batch(slides: list[Path], images: list[int | None], targets: list[Path],
 
 def _segment_one(slide: Path, image: int | None, target: Path, predictor, options, reporter,
                  templates: dict[str, str | None], client=None, share: ModelShare | None = None) -> Outcome:
-    """One input of :func:`run_batch`: its outcome, logged. Not started once the batch is asked to stop."""
-    from .pipeline.resume import Interrupted, stop_requested
+    """One input of :func:`run_batch`: its outcome, logged."""
     from .pipeline.segment import OutputError, output_is_current, segment_slide
     from .slide.readers import SlideError
 
-    if stop_requested.is_set():
-        raise Interrupted(f"{slide}: not started; the batch was stopped")
     extras = extra_paths(target, templates)
     options = replace(options, series=image, geojson=extras.get("geojson"), preview=extras.get("preview"),
                       roi=extras.get("roi"))

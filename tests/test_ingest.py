@@ -59,6 +59,21 @@ def test_one_pass_processes_everything_once_and_a_rerun_does_nothing(tmp_path, i
     assert "done         2" in status.stdout and "last run" in status.stdout
 
 
+def test_a_pass_has_two_slides_in_progress_at_once_and_counts_each_once(tmp_path, data):
+    """While one slide's tiles run, the next one is opened and planned (``batch.in_flight``; fields of view run
+    side by side): the second slide of a pass starts before the first is done. Each slide is processed once."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    for name in sorted((data / "monuseg" / "images").glob("*.png"))[:4]:
+        shutil.copy(name, inbox / name.name)
+    run = ingest(inbox, out)
+    assert run.returncode == 0 and "4 processed, 0 failed, 0 waiting" in run.stdout, run.stdout + run.stderr
+    assert all(s == ("done", 1) for s in manifest(out).values()) and len(list(out.glob("*.ome.zarr"))) == 4
+    with sqlite3.connect(out / "promptseg-manifest.sqlite") as db:
+        times = db.execute("SELECT started, finished FROM slides ORDER BY started").fetchall()
+    assert times[1][0] < times[0][1]
+
+
 def test_two_concurrent_passes_never_process_a_slide_twice(tmp_path, inbox):
     out = tmp_path / "out"
     a, b = ingest(inbox, out, wait=False), ingest(inbox, out, wait=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,15 +79,30 @@ class Entry:
 
 
 class Manifest:
+    """The manifest of an output directory; usable from several threads (a pass processes two slides at once),
+    each with a connection of its own."""
+
     def __init__(self, output_dir: Path):
         output_dir.mkdir(parents=True, exist_ok=True)
         self.path = output_dir / MANIFEST_NAME
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
         self.db.executescript(SCHEMA)
         try:  # a manifest written before signatures were kept
             self.db.execute("ALTER TABLE slides ADD COLUMN signature TEXT")
         except sqlite3.OperationalError:  # the column is there
             pass
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The calling thread's connection (autocommit: every statement is atomic on its own)."""
+        connection = getattr(self._local, "db", None)
+        if connection is None:
+            # closed by close(), from the thread that made the manifest
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._local.db = connection
+            self._connections.append(connection)
+        return connection
 
     def get(self, path: Path) -> Entry | None:
         row = self.db.execute("SELECT path, fingerprint, parameters, model, status, attempts, next_attempt, output, error, "
@@ -144,4 +160,5 @@ class Manifest:
         return {"counts": counts, "last_run": last, "problems": problems}
 
     def close(self) -> None:
-        self.db.close()
+        for connection in self._connections:
+            connection.close()

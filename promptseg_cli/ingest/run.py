@@ -3,10 +3,10 @@
 One pass: take the single-instance lock (or leave at once if another pass holds it), find complete slides,
 skip those the manifest says are done (unless ``--reprocess-on-change`` and the file or model changed: a slide
 whose files keep the sizes and modification times they had when fingerprinted is not read again, and the model
-is not loaded to learn its version when the manifest knows its file), and segment the rest one by one. A
-failing slide is retried on later passes with exponential backoff and, after ``max_attempts``, quarantined (and
-by default moved to ``INBOX/.failed/`` with its error text) while the others go on. Outputs are published
-atomically and an interrupted slide resumes on the next pass.
+is not loaded to learn its version when the manifest knows its file), and segment the rest, two at a time
+(``batch.in_flight``). A failing slide is retried on later passes with exponential backoff and, after
+``max_attempts``, quarantined (and by default moved to ``INBOX/.failed/`` with its error text) while the others
+go on. Outputs are published atomically and an interrupted slide resumes on the next pass.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ..batch import extra_paths
+from ..batch import extra_paths, in_flight
 from ..limits import AT_LEAST_1, NOT_NEGATIVE, POSITIVE, check, check_precision
 from ..model import DEFAULT_MODEL
 from ..pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
@@ -41,6 +41,7 @@ from .scan import SlideUnit, find_units, stable_units
 
 if TYPE_CHECKING:
     from ..model.predictor import Predictor
+    from ..pipeline.inference import ModelShare
     from ..pipeline.segment import SegmentOptions
 
 #: Settings with limits: (setting, its option, rule).
@@ -181,11 +182,9 @@ class Ingest:
             if unit not in ready:
                 manifest.pending(unit.path)
                 self.log.info("%s: still changing; left for a later pass", unit.path)
-        processed = failed = 0
-        for unit in ready:
-            ok = self._process(unit, manifest)
-            processed += ok
-            failed += not ok
+        share = self._share() if ready else None
+        processed = sum(in_flight(ready, lambda unit: self._process(unit, manifest, share)))
+        failed = len(ready) - processed
         manifest.record_run(started, processed, failed)
         self.log.info("pass finished: %d processed, %d failed, %d waiting", processed, failed, len(todo) - len(ready))
         return {"locked": False, "processed": processed, "failed": failed, "waiting": len(todo) - len(ready)}
@@ -255,11 +254,17 @@ class Ingest:
                 stats.append([str(region), "missing"])
         return json.dumps([unit.signature(), stats])
 
-    def _process(self, unit: SlideUnit, manifest: Manifest) -> bool:
+    def _share(self) -> ModelShare:
+        """The model's streams, shared by the slides in progress at once (``batch.in_flight``)."""
+        from ..pipeline.inference import ModelShare
+
+        return ModelShare(self._model[1].streams)
+
+    def _process(self, unit: SlideUnit, manifest: Manifest, share: ModelShare) -> bool:
         """Segment ``unit`` (each of its images chosen by ``series``, into an output of its own); done when all are."""
         from ..pipeline.segment import output_is_current, segment_slide
 
-        config, (predictor, options, parameters) = self.config, self._model
+        config, (predictor, base, parameters) = self.config, self._model
         manifest.record_model(self._model_identity(), predictor.model.version)
         images, outputs = self._outputs(unit)
         entry, regions = manifest.get(unit.path), self._regions(outputs)
@@ -270,19 +275,18 @@ class Ingest:
                                          "outside the inbox")
             return False
         reprocess = entry is not None and entry.status == "done"
-        options.overwrite = reprocess
         started = time.time()
         objects: Counter[str] = Counter()
         try:
             for image, output, region in zip(images, outputs, regions or [None] * len(outputs)):
-                options.series = image
-                options.geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None
-                options.roi, options.roi_classes = region, config.roi_classes
+                geojson = output.with_suffix("").with_suffix(".geojson.gz") if config.geojson else None
+                options = replace(base, overwrite=reprocess, series=image, geojson=geojson, roi=region,
+                                  roi_classes=config.roi_classes)
                 if not reprocess and output_is_current(output, predictor, options):
                     self.log.info("%s: %s is already current", unit.path, output)
                     continue
                 self.log.info("%s: processing -> %s", unit.path, output)
-                result = segment_slide(unit.path, output, predictor, options, self._silent)
+                result = segment_slide(unit.path, output, predictor, options, self._silent, model_share=share)
                 objects.update(result.objects)
                 for warning in result.warnings:
                     self.log.warning("%s", warning)
