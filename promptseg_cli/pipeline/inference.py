@@ -150,11 +150,11 @@ SHARED_PLANE_PIXELS = 2**22
 
 class ModelShare:
     """The model streams of a process (``configure_threads``), shared by the runs of several inputs in other
-    threads (``batch.run_batch``). A field of view of a tile or two keeps a stream busy for a fraction of its
-    run, the rest being opening, planning and writing in one thread; so a plane of up to ``SHARED_PLANE_PIXELS``
-    takes one stream when another run holds or waits for streams, and runs beside it. Otherwise a plane waits
-    until it can take every stream, so the tiles of a large image, and the last images of a batch, have all of
-    them. No more streams run than the process has, and torch's thread count changes
+    threads (``batch.in_flight``: segment batches, ingest passes). A field of view of a tile or two keeps a stream
+    busy for a fraction of its run, the rest being opening, planning and writing in one thread; so a plane of up
+    to ``SHARED_PLANE_PIXELS`` takes one stream when another run holds or waits for streams, and runs beside it.
+    Otherwise a plane waits until it can take every stream, so the tiles of a large image, and the last images of
+    a batch, have all of them. No more streams run than the process has, and torch's thread count changes
     (:func:`threads_per_stream`) only in a run that holds them all."""
 
     def __init__(self, streams: int):

@@ -153,7 +153,7 @@ def segment_slide(path: Path, output: Path, predictor: Predictor, options: Segme
     A run interrupted by a signal, a crash or ``kill -9`` resumes from its last finished tile row when started
     again with the same parameters (see ``resume.py``). With a ``distributed.Client`` the tile batches run on
     its workers (see ``inference.py``). With ``model_share`` the model's streams are shared with runs in other
-    threads (``inference.ModelShare``, ``batch.run_batch``).
+    threads (``inference.ModelShare``, ``batch.in_flight``).
     """
     claimed = claimed_extras(output)  # published by a run killed before its output was
     for extra in (options.geojson, options.preview):
