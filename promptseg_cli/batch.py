@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .slide.readers import BIOFORMATS_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_folder, is_ome_zarr
+from .slide.formats import BIOFORMATS_SUFFIXES, SUPPORTED_SUFFIXES, is_dicom_folder, is_ome_zarr
 from .slide.search import find_slides
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def read_input_list(path: Path) -> list[Path]:
 def collect_inputs(items: list[Path], pattern: str | None = None) -> list[Path]:
     """Files (and OME-Zarr images) as given; directories searched recursively for slides (matching ``pattern``;
     hidden folders are not searched). A folder holding DICOM files is one slide (a DICOM whole-slide image), and so
-    is an OME-Zarr folder that promptseg did not write (``readers.is_zarr_input``), found or given."""
+    is an OME-Zarr folder that promptseg did not write (``formats.is_zarr_input``), found or given."""
     found: list[Path] = []
     for item in items:
         if not item.is_dir() or is_ome_zarr(item) or is_dicom_folder(item):
@@ -199,7 +199,7 @@ def _segment_one(slide: Path, image: int | None, target: Path, predictor, option
                  templates: dict[str, str | None], client=None, share: ModelShare | None = None) -> Outcome:
     """One input of :func:`run_batch`: its outcome, logged."""
     from .pipeline.segment import OutputError, output_is_current, segment_slide
-    from .slide.readers import SlideError
+    from .slide.formats import SlideError
 
     extras = extra_paths(target, templates)
     options = replace(options, series=image, geojson=extras.get("geojson"), preview=extras.get("preview"),

@@ -123,9 +123,9 @@ def _check_values(reporter: Reporter, **values: tuple[object, Rule]) -> None:
 
 
 def output_name(path: Path, series: int | None = None) -> str:
-    """``slide.svs`` -> ``slide.ome.zarr`` (``readers.slide_stem``); image ``series`` of a file or folder of several
+    """``slide.svs`` -> ``slide.ome.zarr`` (``formats.slide_stem``); image ``series`` of a file or folder of several
     adds ``_s<series>``."""
-    from .slide.readers import slide_stem
+    from .slide.formats import slide_stem
 
     return slide_stem(path) + (f"_s{series}" if series is not None else "") + ".ome.zarr"
 
@@ -177,7 +177,8 @@ def segment(
     reporter = Reporter(quiet, verbose)
     from .batch import (BatchError, allocated_cpus, collect_inputs, extra_paths, parse_shard, print_summary, read_input_list,
                         run_batch, shard_from_environment)
-    from .slide.readers import images_to_segment, series_choice, slide_files
+    from .slide.formats import slide_files
+    from .slide.series import images_to_segment, series_choice
     from .pipeline.segment import Interrupted, SegmentOptions
 
     if ngff not in ("0.4", "0.5"):
@@ -480,7 +481,9 @@ def info(
     Example: promptseg info slide.svs
     """
     reporter = Reporter()
-    from .slide.readers import SlideError, check_input, image_list, is_stack, open_slide
+    from .slide.formats import SlideError, check_input
+    from .slide.readers import is_stack, open_slide
+    from .slide.series import image_list
     from .slide.stack import open_stack
 
     try:

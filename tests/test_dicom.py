@@ -13,7 +13,8 @@ import zarr
 from promptseg_cli.batch import collect_inputs
 from promptseg_cli.evaluation.metrics import Counts
 from promptseg_cli.ingest.scan import find_units
-from promptseg_cli.slide.readers import SlideError, open_slide
+from promptseg_cli.slide.formats import SlideError
+from promptseg_cli.slide.readers import open_slide
 
 from conftest import REPO, write_pyramid_tiff
 

@@ -10,7 +10,8 @@ import tifffile
 import zarr
 
 from promptseg_cli.evaluation.metrics import Counts
-from promptseg_cli.slide.readers import SlideError, open_slide
+from promptseg_cli.slide.formats import SlideError
+from promptseg_cli.slide.readers import open_slide
 from promptseg_cli.training.simulate import simulate_tissue
 
 from conftest import REPO

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from promptseg_cli.slide.lazy import level_array, thumbnail
-from promptseg_cli.slide.readers import SlideError, open_slide
+from promptseg_cli.slide.formats import SlideError
+from promptseg_cli.slide.readers import open_slide
 from promptseg_cli.slide.resample import resample_region, source_span
 
 from conftest import REPO, write_pyramid_tiff

@@ -17,7 +17,8 @@ from promptseg_cli.model.weights import load_model
 from promptseg_cli.pipeline.resume import Interrupted, partial_path, stop_requested
 from promptseg_cli.pipeline.segment import SegmentOptions, segment_slide
 from promptseg_cli.progress import Reporter
-from promptseg_cli.slide.readers import SlideError, open_slide
+from promptseg_cli.slide.formats import SlideError
+from promptseg_cli.slide.readers import open_slide
 from promptseg_cli.training.simulate import simulate_tissue
 
 from test_cli import promptseg

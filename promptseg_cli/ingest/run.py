@@ -35,7 +35,8 @@ from ..model import DEFAULT_MODEL
 from ..pipeline.defaults import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from ..pipeline.resume import Interrupted
 from ..progress import Reporter
-from ..slide.readers import dicom_files, images_to_segment, series_choice, slide_stem
+from ..slide.formats import dicom_files, slide_stem
+from ..slide.series import images_to_segment, series_choice
 from .manifest import Manifest
 from .scan import SlideUnit, find_units, stable_units
 

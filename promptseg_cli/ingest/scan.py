@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from ..slide.readers import is_ome_zarr, slide_files
+from ..slide.formats import is_ome_zarr, slide_files
 from ..slide.search import find_slides
 from .manifest import fingerprint
 

@@ -32,7 +32,8 @@ from ..io.tables import TableSink
 from ..malloc import RELEASE_BETWEEN_SLIDES, MemoryGuard, release_free_memory
 from ..model.predictor import Predictor
 from ..progress import Reporter
-from ..slide.readers import SlideReader, open_slide, slide_files
+from ..slide.formats import slide_files
+from ..slide.readers import SlideReader, open_slide
 from .catalog import Catalog, ObjectBatch, Sink
 from .labels import LabelStream
 from .link_z import link_z_planes

@@ -9,19 +9,14 @@ Backends, tried in this order:
 * tifffile for other TIFFs (strips, no tiles), read lazily through its zarr store;
 * tiffslide as a last resort.
 
-A DICOM whole-slide image is a folder of ``.dcm`` files (one per level, label and overview), as scanners and
-the Imaging Data Commons deliver them: the folder is the slide, or any one of its files.
-
-Every reader reports levels, dimensions, pixel size and returns RGB ``uint8`` regions. Coordinates passed to
+What an input is (suffixes, DICOM and OME-Zarr folders, the checks before opening) is ``formats.py``; which image
+of a file of several is read, ``series.py``. Every reader reports levels, dimensions, pixel size and returns RGB ``uint8`` regions. Coordinates passed to
 :meth:`SlideReader.read` are in pixels of the requested level.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -30,20 +25,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .formats import IMAGE_SUFFIXES, TIFF_SUFFIXES, SlideError, check_input, dicom_series_file, is_ome_zarr
+from .series import other_images, tiff_mpp, tiff_series
+
 if TYPE_CHECKING:
     from .untiled import DeferredLevel
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8"}
-DICOM_SUFFIX = ".dcm"
-SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", DICOM_SUFFIX, *TIFF_SUFFIXES}
-SUPPORTED_SUFFIXES = SLIDE_SUFFIXES | IMAGE_SUFFIXES
-#: Microscopy formats that no backend here reads, but Bio-Formats does: the error says how to convert them.
-BIOFORMATS_SUFFIXES = {".czi", ".lif", ".vsi", ".nd2", ".oir", ".ims", ".lsm", ".oib", ".zvi", ".lei", ".sld"}
-
-
-class SlideError(Exception):
-    """A slide that cannot be opened or read; the message names the file and the problem."""
 
 
 #: A level 0 of at most this many pixels (48 MB of RGB) is decoded whole at its first read and kept: a small image
@@ -155,151 +141,6 @@ class SlideReader(ABC):
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-#: Microns per unit of the ``unit`` that ImageJ/Fiji writes into its metadata.
-IMAGEJ_UNITS = {"micron": 1.0, "um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "nm": 1e-3, "mm": 1e3}
-
-
-#: Names tifffile gives a slide's associated images (SVS, NDPI, ...): not images to segment.
-ASSOCIATED_SERIES = {"thumbnail", "label", "macro", "map", "overview"}
-
-
-def _associated(series) -> bool:
-    """A TIFF series that is a slide's associated image (thumbnail, label, macro), not an image to segment."""
-    return (series.name or "").lower() in ASSOCIATED_SERIES
-
-
-def _other_images(tif) -> list[int]:
-    """The images (series) of a TIFF after the first that are images to segment: not a slide's associated images
-    (thumbnail, label, macro), none under a sixteenth of the first's pixels."""
-    def pixels(image) -> int:
-        return int(np.prod([n for n, a in zip(image.shape, image.axes) if a in "YX"]))
-
-    first = pixels(tif.series[0])
-    return [i for i, s in enumerate(tif.series) if i and 16 * pixels(s) >= first and not _associated(s)]
-
-
-def other_images(path: Path, tif, series: int | None) -> list[str]:
-    """A warning when a TIFF holds more images than the first (:func:`_other_images`) and none was chosen
-    (``series`` None): only the first is segmented."""
-    others = _other_images(tif)
-    if not others or series is not None:
-        return []
-    return [several_images(path, 1 + len(others))]
-
-
-def _collection_size(path: Path) -> int:
-    """How many images the OME-Zarr folder ``path`` holds as a collection (bioformats2raw, HCS plate); 0 for one."""
-    import zarr
-
-    from .stack import collection_images
-
-    return len(collection_images(zarr.open_group(str(path), mode="r")))
-
-
-def series_choice(value: str | int | None) -> str | None:
-    """``--series`` checked: ``"N"`` (an image number), ``"all"`` or None; ValueError with a one-line message."""
-    if value is None or str(value) == "all" or str(value).isdigit():
-        return None if value is None else str(value)
-    raise ValueError(f"--series must be an image number (0, 1, ...) or all, got {value}")
-
-
-def images_to_segment(path: Path, series: str | None = "all") -> list[int | None]:
-    """The images ``--series`` segments: image N (``"N"``); the first (None: ``[None]``); or every one (``"all"``):
-    of a TIFF, the first and :func:`_other_images`, of an OME-Zarr collection (bioformats2raw folder, HCS plate),
-    each, and ``[None]`` for an input of one image or one that cannot be read (its run says why)."""
-    if series != "all":
-        return [None if series is None else int(series)]
-    try:
-        if is_ome_zarr(path):
-            count = _collection_size(path)
-            return list(range(count)) if count > 1 else [None]
-        if path.suffix.lower() not in TIFF_SUFFIXES:
-            return [None]
-        import tifffile
-
-        with tifffile.TiffFile(str(path)) as tif:
-            others = _other_images(tif)
-    except Exception:
-        return [None]
-    return [0, *others] if others else [None]
-
-
-def several_images(path: Path, count: int) -> str:
-    """The warning for an input of ``count`` images of which only the first is segmented."""
-    return (f"{path}: {count} images in the {'folder' if path.is_dir() else 'file'}; only the first is segmented "
-            "(--series N segments image N, counted from 0, and --series all every one; `promptseg info` lists them)")
-
-
-def image_list(path: Path) -> list[str]:
-    """``"N: axes shape dtype"`` of every image (series) of a TIFF or OME-Zarr collection (bioformats2raw folder,
-    HCS plate) holding more than one; else empty."""
-    def line(i: int, axes: str, shape, dtype) -> str:
-        return f"{i}: {axes} {' x '.join(map(str, shape))} {dtype}"
-
-    if is_ome_zarr(path):
-        from .stack import open_stack
-
-        count = _collection_size(path)
-        stacks = [open_stack(path, i) for i in range(count)] if count > 1 else []
-        return [line(i, s.axes, s.levels[0].shape, s.levels[0].dtype) for i, s in enumerate(stacks)]
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        return []
-    import tifffile
-
-    with tifffile.TiffFile(str(path)) as tif:
-        images = [(i, s) for i, s in enumerate(tif.series) if not _associated(s)]
-        return [line(i, s.axes, s.shape, s.dtype) for i, s in images] if len(images) > 1 else []
-
-
-def image_index(path: Path, series: int | None, count: int) -> int:
-    """Which of the ``count`` images of ``path`` image ``series`` is (the first when None), or :class:`SlideError`."""
-    index = series or 0
-    if not 0 <= index < count:
-        where = "folder" if path.is_dir() else "file"
-        raise SlideError(f"{path}: --series {index}: the {where} holds {count} image(s), 0 to {count - 1}")
-    return index
-
-
-def tiff_series(tif, series: int | None, path: Path):
-    """Image ``series`` (the first when None) of a ``tifffile.TiffFile``, or :class:`SlideError`."""
-    return tif.series[image_index(path, series, len(tif.series))]
-
-
-def ome_image(ome: str | None, series: int | None) -> str | None:
-    """The OME-XML of image ``series`` (its ``<Image>`` element; the first when None), for the values of that
-    image alone."""
-    if not ome:
-        return ome
-    images = re.findall(r"<(?:\w+:)?Image[\s>].*?</(?:\w+:)?Image>", ome, re.DOTALL)
-    index = series or 0
-    return images[index] if index < len(images) else ome
-
-
-def tiff_mpp(tif, series: int | None = None) -> float | None:
-    """Microns per pixel of image ``series`` of a ``tifffile.TiffFile``: OME ``PhysicalSizeX``, else resolution
-    tags (whose unit is in the ImageJ metadata for ImageJ/Fiji files, in ``ResolutionUnit`` otherwise)."""
-    ome = ome_image(tif.ome_metadata, series)
-    if ome:
-        match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', ome)
-        unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', ome)
-        if match:
-            factor = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}.get(unit.group(1) if unit else "µm", 1.0)
-            return float(match.group(1)) * factor
-    tags = tif.series[series or 0].keyframe.tags
-    if "XResolution" not in tags:
-        return None
-    num, den = tags["XResolution"].value
-    if num <= 0 or den <= 0:
-        return None
-    imagej_unit = (tif.imagej_metadata or {}).get("unit")
-    if imagej_unit in IMAGEJ_UNITS:
-        return IMAGEJ_UNITS[imagej_unit] * den / num
-    if "ResolutionUnit" in tags:
-        per_unit = {2: 25400.0, 3: 10000.0}.get(int(tags["ResolutionUnit"].value))
-        if per_unit and num / den > 1:
-            return per_unit * den / num
-    return None
 
 
 def _rgba_on_white(rgba: np.ndarray) -> np.ndarray:
@@ -616,165 +457,6 @@ def _openslide_format(path: Path) -> str | None:
     except Exception:
         return None
 
-
-def is_ome_zarr(path: Path) -> bool:
-    return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zattrs").is_file())
-
-
-#: Root attributes that make a folder an OME-Zarr image or collection (NGFF 0.5 puts them all under "ome").
-OME_ZARR_ROOT_KEYS = {"ome", "multiscales", "bioformats2raw.layout", "plate"}
-
-
-def is_zarr_input(path: Path) -> bool:
-    """A folder that directory searches and ``ingest`` take as a slide: an OME-Zarr image or collection
-    (bioformats2raw, HCS plate) that promptseg did not write (its outputs' root attributes have a ``promptseg``
-    section), named ``.zarr`` or, whatever its name, with OME-Zarr root attributes (bioformats2raw writes to the
-    folder it is given)."""
-    if not is_ome_zarr(path):
-        return False
-    try:
-        if (path / "zarr.json").is_file():
-            attributes = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-        else:
-            attributes = json.loads((path / ".zattrs").read_text())
-    except (OSError, ValueError, AttributeError):
-        return path.name.lower().endswith(".zarr")  # not readable as ours: segmenting it will say what is wrong
-    if not isinstance(attributes, dict) or "promptseg" in attributes:
-        return False
-    return path.name.lower().endswith(".zarr") or bool(OME_ZARR_ROOT_KEYS & attributes.keys())
-
-
-#: SOP class of DICOM whole-slide images (VL Whole Slide Microscopy Image Storage).
-WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
-
-
-def is_dicom_file(path: Path) -> bool:
-    """A ``.dcm`` file, or a file without a slide or image suffix that begins as DICOM files do ("DICM" at byte
-    128): some exports name each file by its UID alone."""
-    suffix = path.suffix.lower()
-    if suffix == DICOM_SUFFIX or suffix in SUPPORTED_SUFFIXES:
-        return suffix == DICOM_SUFFIX
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def dicom_files(folder: Path) -> list[Path]:
-    """The DICOM files directly in ``folder`` (hidden ones left out), sorted."""
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and is_dicom_file(p))
-
-
-def is_dicom_folder(path: Path) -> bool:
-    """A folder holding DICOM files: one DICOM whole-slide image."""
-    return path.is_dir() and not is_ome_zarr(path) and bool(dicom_files(path))
-
-
-def dicom_series_file(folder: Path) -> Path:
-    """The file of the DICOM whole-slide image in ``folder`` that OpenSlide is given (a level of its volume;
-    OpenSlide finds the rest of the series beside it). Every whole-slide file there must be of one series: files
-    of several slides in one folder are refused rather than one of them segmented silently."""
-    import pydicom
-
-    series: dict[str, list[tuple[bool, Path]]] = {}
-    for file in dicom_files(folder):
-        try:
-            header = pydicom.dcmread(file, stop_before_pixels=True,
-                                     specific_tags=["SOPClassUID", "SeriesInstanceUID", "ImageType"])
-        except Exception as exc:
-            raise SlideError(f"{file}: not a readable DICOM file ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})") from exc
-        if header.get("SOPClassUID") == WSI_SOP_CLASS:
-            volume = "VOLUME" in list(header.get("ImageType") or [])
-            series.setdefault(str(header.get("SeriesInstanceUID")), []).append((volume, file))
-    if not series:
-        raise SlideError(f"{folder}: none of its .dcm files is a DICOM whole-slide image (VL Whole Slide Microscopy)")
-    if len(series) > 1:
-        raise SlideError(f"{folder}: holds {len(series)} DICOM whole-slide series (several slides?); put each slide's "
-                         "files in a folder of its own, or give one .dcm file of the slide to segment")
-    volumes = [file for volume, file in next(iter(series.values())) if volume]
-    if not volumes:
-        raise SlideError(f"{folder}: its DICOM whole-slide files hold no VOLUME image (only a label or overview)")
-    return volumes[0]
-
-
-def slide_stem(path: Path) -> str:
-    """The name outputs of a slide are named after: ``slide.svs`` -> ``slide`` (``.ome`` of ``.ome.tif`` too); a
-    folder (DICOM, or OME-Zarr not named ``.zarr``) keeps its whole name (DICOM series folders are often named by
-    UID, whose dots are no suffix)."""
-    if path.is_dir() and not path.name.lower().endswith(".zarr"):
-        return path.name
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-    return stem[:-4] if stem.lower().endswith(".ome") else stem
-
-
-#: Keys of a Hamamatsu VMS index that name its other files (JPEG tiles, map, macro, optimisation data).
-VMS_FILE_KEYS = ("ImageFile", "MapFile", "MacroImage", "OptimisationFile")
-
-
-def slide_files(path: Path) -> list[Path]:
-    """Every file a slide consists of: the DICOM files of a DICOM folder, the files of an OME-Zarr folder, an MRXS
-    file with the files of its companion folder, a VMS index with the files it names, or the file itself."""
-    if is_ome_zarr(path):
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    dicom = dicom_files(path) if path.is_dir() else []
-    if dicom:
-        return dicom
-    suffix = path.suffix.lower()
-    companions = path.with_suffix("")
-    if suffix == ".mrxs" and companions.is_dir():
-        return [path, *sorted(p for p in companions.rglob("*") if p.is_file())]
-    if suffix == ".vms" and path.is_file():
-        named = [line.split("=", 1)[1].strip() for line in path.read_text(errors="replace").splitlines()
-                 if "=" in line and line.split("=", 1)[0].strip().startswith(VMS_FILE_KEYS)]
-        return [path, *sorted({path.parent / name for name in named if name and (path.parent / name).is_file()})]
-    return [path]
-
-
-def check_input(path: Path, series: int | None = None) -> None:
-    """Raise :class:`SlideError` for what cannot be a slide (missing, unreadable, empty, unsupported), and for
-    ``series`` asked of anything but a TIFF file or an OME-Zarr folder."""
-    if not path.exists():
-        raise SlideError(f"{path}: file not found")
-    if series is not None and not (is_ome_zarr(path) or path.suffix.lower() in TIFF_SUFFIXES):
-        raise SlideError(f"{path}: --series chooses an image of a TIFF file or OME-Zarr folder of several; "
-                         "this is neither")
-    if is_ome_zarr(path) or is_dicom_folder(path):
-        return
-    if path.is_dir():
-        raise SlideError(f"{path}: is a directory, not a slide (neither OME-Zarr nor a folder of DICOM files)")
-    if not os.access(path, os.R_OK):
-        raise SlideError(f"{path}: permission denied")
-    size = path.stat().st_size
-    if size == 0:
-        raise SlideError(f"{path}: file is empty")
-    first = _tiff_first_directory(path)
-    if first is not None and first >= size:
-        raise SlideError(f"{path}: file is cut short ({size} bytes, but its TIFF header points to byte {first}): "
-                         "a copy still in progress, or one that broke off?")
-    if path.suffix.lower() in BIOFORMATS_SUFFIXES:
-        raise SlideError(f"{path}: '{path.suffix}' files are not read directly; convert with Bio-Formats: "
-                         f"`bioformats2raw {path.name} {path.stem}.zarr` (then segment the folder; --series N for "
-                         f"its other images) or `bfconvert {path.name} {path.stem}.ome.tif`")
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES and not is_dicom_file(path):
-        raise SlideError(f"{path}: unsupported file type '{path.suffix}' (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
-
-
-def _tiff_first_directory(path: Path) -> int | None:
-    """Where a TIFF file (SVS, NDPI, BigTIFF, ...) says its first image directory is, None for other files. Most
-    slide formats write their directories after the pixels, so a file cut short loses this one first."""
-    with open(path, "rb") as handle:
-        head = handle.read(16)
-    order = {b"II": "little", b"MM": "big"}.get(head[:2])
-    if order is None or len(head) < 8:
-        return None
-    version = int.from_bytes(head[2:4], order)
-    if version == 42:
-        return int.from_bytes(head[4:8], order)
-    if version == 43 and len(head) == 16:
-        return int.from_bytes(head[8:16], order)
-    return None
 
 
 def _candidates(path: Path) -> list[type[SlideReader]]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from fnmatch import fnmatch
 from pathlib import Path
 
-from .readers import SUPPORTED_SUFFIXES, is_dicom_file, is_ome_zarr, is_zarr_input, slide_files
+from .formats import SUPPORTED_SUFFIXES, is_dicom_file, is_ome_zarr, is_zarr_input, slide_files
 
 
 def hidden(name: str) -> bool:
@@ -16,7 +16,7 @@ def hidden(name: str) -> bool:
 
 def find_slides(folder: Path, pattern: str | None = None, skip: Callable[[str], bool] = hidden) -> list[Path]:
     """The slides under ``folder`` (recursively, sorted): files of a supported type, folders of DICOM files and
-    OME-Zarr folders that promptseg did not write (``readers.is_zarr_input``), whose names match ``pattern`` (a
+    OME-Zarr folders that promptseg did not write (``formats.is_zarr_input``), whose names match ``pattern`` (a
     DICOM folder's files' names). Names for which ``skip`` holds are left out and not searched, nor are ``.zarr``
     folders, other zarr folders and MRXS data folders. DICOM files directly in ``folder`` are no slide (a
     DICOM slide is a folder of its own), nor are the files a VMS index names."""

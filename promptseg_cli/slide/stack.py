@@ -22,7 +22,8 @@ import numpy as np
 import zarr
 
 from ..io.omezarr import ngff_attrs
-from .readers import SlideError, SlideReader
+from .formats import SlideError
+from .readers import SlideReader
 from .tissue import BRIGHTFIELD_SPAN, FLUORESCENCE_CONTRAST, bright_region, noise_sigma
 from .untiled import tiff_levels
 
@@ -66,7 +67,7 @@ def open_stack(path: Path, series: int | None = None) -> ImageStack:
 def _open_tiff(path: Path, series: int | None) -> ImageStack:
     import tifffile
 
-    from .readers import ome_image, other_images, tiff_mpp, tiff_series
+    from .series import ome_image, other_images, tiff_mpp, tiff_series
 
     with tifffile.TiffFile(str(path)) as tif:
         image = tiff_series(tif, series, path)
@@ -115,7 +116,7 @@ def collection_images(group: zarr.Group) -> list[str]:
 
 
 def _open_ome_zarr(path: Path, series: int | None) -> ImageStack:
-    from .readers import image_index, several_images
+    from .series import image_index, several_images
 
     try:
         group = zarr.open_group(str(path), mode="r")

@@ -37,7 +37,7 @@ import imagecodecs
 import numpy as np
 import zarr
 
-from .readers import SlideError
+from .formats import SlideError
 
 
 class MappedLevel:
