@@ -25,6 +25,7 @@ class SlideError(Exception):
 
 
 def is_ome_zarr(path: Path) -> bool:
+    """A folder with zarr root metadata (``zarr.json``, or v2's ``.zattrs``): an OME-Zarr input or output alike."""
     return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zattrs").is_file())
 
 
