@@ -73,6 +73,19 @@ def test_reader_exposes_planes_axes_and_physical_sizes(tczyx):
     assert facts["z_spacing_um"] == 2.0 and facts["t_interval_s"] == 30.0 and facts["dtype"] == "uint16"
 
 
+@pytest.mark.parametrize("x, z, expected", [((500.0, "nm"), (2e-4, "cm"), (0.5, 2.0)),
+                                             ((0.0, "µm"), (2e-6, "m"), (None, 2.0))])
+def test_ome_physical_sizes_in_any_length_unit(tmp_path, x, z, expected):
+    """OME-XML lengths come in µm by default but also in nm, mm, cm or m, for X and Z alike; a size of 0 (not a
+    valid OME length) is no pixel size."""
+    path = tmp_path / "units.ome.tif"
+    tifffile.imwrite(path, np.stack([_tissue(seed)[0][1] for seed in (8, 9)])[:, :128, :128], ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeX": x[0], "PhysicalSizeXUnit": x[1], "PhysicalSizeY": x[0],
+        "PhysicalSizeYUnit": x[1], "PhysicalSizeZ": z[0], "PhysicalSizeZUnit": z[1]})
+    with open_slide(path) as reader:
+        assert (reader.mpp, reader.plane_spacing["Z"]) == pytest.approx(expected)
+
+
 def test_an_imagej_hyperstack_gives_its_axes_and_spacing(tmp_path):
     """Plain (non-OME) TIFF stacks from ImageJ/Fiji keep their units in the ImageJ metadata."""
     data = np.stack([np.stack([_tissue(seed)[0] for seed in (6, 7)])] * 2)[:, :, :, :128, :128]  # T, Z, C, Y, X

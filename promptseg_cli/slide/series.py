@@ -14,6 +14,8 @@ from .formats import TIFF_SUFFIXES, SlideError, is_ome_zarr
 
 #: Microns per unit of the ``unit`` that ImageJ/Fiji writes into its metadata.
 IMAGEJ_UNITS = {"micron": 1.0, "um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "nm": 1e-3, "mm": 1e3}
+#: Microns per unit of OME-XML's lengths (``PhysicalSizeXUnit``, ``PhysicalSizeZUnit``; µm when not given).
+OME_LENGTH_UNITS = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
 
 
 #: Names tifffile gives a slide's associated images (SVS, NDPI, ...): not images to segment.
@@ -132,16 +134,22 @@ def ome_image(ome: str | None, series: int | None) -> str | None:
     return images[index] if index < len(images) else ome
 
 
+def ome_value(ome: str | None, name: str, units: dict[str, float]) -> float | None:
+    """A positive ``Pixels`` attribute of OME-XML converted by its ``<name>Unit`` (``units``: its value in µm or
+    seconds per unit; taken as 1 when the unit is not given or not among them)."""
+    match = re.search(rf'{name}="([0-9.eE+-]+)"', ome or "")
+    if not match or float(match.group(1)) <= 0:
+        return None
+    unit = re.search(rf'{name}Unit="([^"]+)"', ome or "")
+    return float(match.group(1)) * units.get(unit.group(1) if unit else "", 1.0)
+
+
 def tiff_mpp(tif, series: int | None = None) -> float | None:
     """Microns per pixel of image ``series`` of a ``tifffile.TiffFile``: OME ``PhysicalSizeX``, else resolution
     tags (whose unit is in the ImageJ metadata for ImageJ/Fiji files, in ``ResolutionUnit`` otherwise)."""
-    ome = ome_image(tif.ome_metadata, series)
-    if ome:
-        match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', ome)
-        unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', ome)
-        if match:
-            factor = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}.get(unit.group(1) if unit else "µm", 1.0)
-            return float(match.group(1)) * factor
+    mpp = ome_value(ome_image(tif.ome_metadata, series), "PhysicalSizeX", OME_LENGTH_UNITS)
+    if mpp is not None:
+        return mpp
     tags = tif.series[series or 0].keyframe.tags
     if "XResolution" not in tags:
         return None

@@ -67,7 +67,7 @@ def open_stack(path: Path, series: int | None = None) -> ImageStack:
 def _open_tiff(path: Path, series: int | None) -> ImageStack:
     import tifffile
 
-    from .series import ome_image, other_images, tiff_mpp, tiff_series
+    from .series import OME_LENGTH_UNITS, ome_image, ome_value, other_images, tiff_mpp, tiff_series
 
     with tifffile.TiffFile(str(path)) as tif:
         image = tiff_series(tif, series, path)
@@ -75,8 +75,8 @@ def _open_tiff(path: Path, series: int | None) -> ImageStack:
         ome = ome_image(tif.ome_metadata, series)
         names = re.findall(r'<Channel [^>]*?Name="([^"]*)"', ome or "")
         mpp = tiff_mpp(tif, series)
-        z_spacing = _ome_value(ome, "PhysicalSizeZ", {"nm": 1e-3, "mm": 1e3, "µm": 1.0, "um": 1.0})
-        t_interval = _ome_value(ome, "TimeIncrement", {"ms": 1e-3, "min": 60.0, "h": 3600.0, "s": 1.0})
+        z_spacing = ome_value(ome, "PhysicalSizeZ", OME_LENGTH_UNITS)
+        t_interval = ome_value(ome, "TimeIncrement", {"ms": 1e-3, "min": 60.0, "h": 3600.0, "s": 1.0})
         imagej = tif.imagej_metadata or {}
         if imagej and not tif.ome_metadata:  # ImageJ hyperstacks: Z and T steps in the ImageJ metadata
             z_spacing = float(imagej["spacing"]) if imagej.get("spacing") else None
@@ -91,15 +91,6 @@ def _open_tiff(path: Path, series: int | None) -> ImageStack:
     channels = levels[0].shape[axes.index("C")] if "C" in axes else 1
     return ImageStack(path, axes, levels, names if len(names) == channels else [str(i) for i in range(channels)], mpp,
                       z_spacing, t_interval, warnings, rgb)
-
-
-def _ome_value(ome: str | None, name: str, units: dict[str, float]) -> float | None:
-    """A positive ``Pixels`` attribute of OME-XML converted by its ``<name>Unit`` (µm or seconds by default)."""
-    match = re.search(rf'{name}="([0-9.eE+-]+)"', ome or "")
-    if not match or float(match.group(1)) <= 0:
-        return None
-    unit = re.search(rf'{name}Unit="([^"]+)"', ome or "")
-    return float(match.group(1)) * units.get(unit.group(1) if unit else "", 1.0)
 
 
 def collection_images(group: zarr.Group) -> list[str]:
