@@ -10,8 +10,8 @@ Backends, tried in this order:
 * tiffslide as a last resort.
 
 What an input is (suffixes, DICOM and OME-Zarr folders, the checks before opening) is ``formats.py``; which image
-of a file of several is read, ``series.py``. Every reader reports levels, dimensions, pixel size and returns RGB ``uint8`` regions. Coordinates passed to
-:meth:`SlideReader.read` are in pixels of the requested level.
+of a file of several is read, ``series.py``. Every reader reports levels, dimensions, pixel size and returns RGB
+``uint8`` regions. Coordinates passed to :meth:`SlideReader.read` are in pixels of the requested level.
 """
 
 from __future__ import annotations
